@@ -1,0 +1,9 @@
+"""Amortized clusterwise guides (ACP, ACP-S, CCP) as Pyro model/guide pairs, with their encoders."""
+
+from pyro_acp.guides.acp import ACP, ACPS
+from pyro_acp.guides.ccp import CCP
+from pyro_acp.guides.clusterwise import ClusterwiseGuide, StepEncoding
+
+GUIDES = {cls.__name__: cls for cls in (ACP, ACPS, CCP)}
+
+__all__ = ["ACP", "ACPS", "CCP", "ClusterwiseGuide", "StepEncoding", "GUIDES"]

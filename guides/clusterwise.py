@@ -1,0 +1,227 @@
+"""The clusterwise conditional VAE shared by ACP, ACP-S and CCP, as a Pyro model/guide pair.
+
+For every cluster step k of every data set (flattened into S "steps"), the networks see
+    D  the anchor's encoding,  U  the available points' summary,  G  the sum of finished-cluster summaries,
+and, in the guide only, A_in / A_out, summaries of the available points that do / do not join.
+    model:  z_k ~ N(mu(D, U, G), sigma(D, U, G)),   b_ki ~ Bernoulli(sigmoid(rho(z_k, point_i, D, U, G)))
+    guide:  z_k ~ N(mu_q(D, A_in, A_out, G), sigma_q(...))
+All steps of all data sets are computed in one pass with masks. The join network is evaluated only on
+candidate points (available at step k), and its first layer is split into a point part, a context part
+and a z part computed once each and added, so the particle dimension only touches the small last layers.
+Variants differ only in :meth:`ClusterwiseGuide.step_encodings`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro_acp.guides.encoders import MLPEncoder, mlp
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from pyro_acp.attention import PMA, pooled
+from pyro_acp.data import Batch
+
+MIN_SCALE = 1e-4
+
+
+@dataclass
+class StepEncoding:
+    """Everything the prior, the join network and the encoder q need for S flattened steps."""
+
+    dataset: Tensor  # (S,) data set of each step
+    available: Tensor  # (S, N) join candidates
+    points: Tensor  # (S, N, H) per-point features seen by the join network
+    context: Tensor  # (S, 3H) cat(D, U, G)
+    anchor_code: Tensor  # (S, H) D
+    cluster_code: Tensor  # (S, H) G
+    targets: Tensor | None = None  # (S, N) joins (training only)
+
+
+class DataEncoding(NamedTuple):
+    """Per-data-set tensors (B, N, .): point encodings, variant features, h(enc) for cluster summaries."""
+
+    enc: Tensor
+    feats: Tensor
+    cluster_points: Tensor
+
+
+class ClusterwiseGuide(nn.Module):
+    """Base class: encoders, prior, encoder q and join network of the clusterwise posterior."""
+
+    variant = "base"
+
+    def __init__(
+        self,
+        data_dim: int,
+        hidden_dim: int = 128,
+        z_dim: int | None = None,
+        num_heads: int = 4,
+        num_inducing: int = 32,
+        mlp_layers: int = 3,
+        join_layers: int = 2,
+        encoder_layers: int = 4,
+        center: bool = True,
+    ):
+        super().__init__()
+        if data_dim < 1:
+            raise ValueError(f"data_dim must be >= 1, got {data_dim}")
+        if join_layers < 1:
+            raise ValueError(f"join_layers must be >= 1, got {join_layers}")
+        z_dim = hidden_dim if z_dim is None else z_dim
+        self.config = {
+            "type": type(self).__name__,
+            "data_dim": data_dim,
+            "hidden_dim": hidden_dim,
+            "z_dim": z_dim,
+            "num_heads": num_heads,
+            "num_inducing": num_inducing,
+            "mlp_layers": mlp_layers,
+            "join_layers": join_layers,
+            "encoder_layers": encoder_layers,
+            "center": center,
+        }
+        self.data_dim, self.hidden_dim, self.z_dim = data_dim, hidden_dim, z_dim
+        h = hidden_dim
+        self.encoder = MLPEncoder(data_dim, h, encoder_layers, center)
+        # finished-cluster summaries G = sum_j g(PMA(h(enc), s_j))
+        self.cluster_point_net = mlp(h, h, h, 2)
+        self.cluster_pool = PMA(h, h, 1, num_heads)
+        self.cluster_net = mlp(h, h, h, 2)
+        # encoder q's summaries of the joining / non-joining points
+        self.pool_in = PMA(h, h, 1, num_heads)
+        self.pool_out = PMA(h, h, 1, num_heads)
+        self.prior_net = mlp(3 * h, h, 2 * z_dim, mlp_layers)
+        self.posterior_net = mlp(4 * h, h, 2 * z_dim, mlp_layers)
+        # join network rho: first layer split into point / context / z parts
+        self.join_point = nn.Linear(h, h)
+        self.join_context = nn.Linear(3 * h, h, bias=False)
+        self.join_z = nn.Linear(z_dim, h, bias=False)
+        self.join_head = mlp(h, h, 1, join_layers, bias_out=False) if join_layers > 1 else nn.Linear(h, 1)
+        self.join_act = nn.PReLU()
+        self._cache: dict[int, StepEncoding] | None = None
+
+    # ------------------------------------------------------------------ variant hook
+    def dataset_features(self, enc: Tensor, mask: Tensor) -> Tensor:
+        """Per-data-set point features computed once (B, N, H); default: the encodings themselves."""
+        return enc
+
+    def step_encodings(
+        self, enc: Tensor, feats: Tensor, dataset: Tensor, anchor: Tensor, available: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(points (S, N, H), D (S, H), U (S, H)) for steps given by data set index, anchor and candidates."""
+        raise NotImplementedError
+
+    def summarize(self, pool: PMA, x: Tensor, mask: Tensor) -> Tensor:
+        """Permutation-invariant summary (..., H) of a masked set (..., N, H); zero when empty."""
+        return pooled(pool, x, mask)
+
+    # ------------------------------------------------------------------ shared pieces
+    def check_batch(self, batch: Batch) -> None:
+        """Raise a clear error when a batch cannot be fed to this guide."""
+        if not isinstance(batch, Batch):
+            raise TypeError(f"expected a pyro_acp.data.Batch, got {type(batch).__name__}")
+        if batch.batch_size == 0:
+            raise ValueError("empty batch: no data sets")
+        if batch.data_dim != self.data_dim:
+            raise ValueError(
+                f"data dimension {batch.data_dim} does not match the guide's data_dim={self.data_dim}"
+            )
+        if not torch.isfinite(batch.x).all():
+            raise ValueError("batch.x contains NaN or inf")
+
+    def encode_data(self, x: Tensor, mask: Tensor) -> DataEncoding:
+        """Per-data-set encodings computed once and shared by all cluster steps (training and sampling)."""
+        enc = self.encoder(x, mask)
+        return DataEncoding(enc, self.dataset_features(enc, mask), self.cluster_point_net(enc))
+
+    def cluster_summaries(self, cluster_points: Tensor, members: Tensor) -> Tensor:
+        """g(PMA(h(enc), members)) from per-step h(enc) (S, N, H) and member masks (S, N) -> (S, H)."""
+        return self.cluster_net(self.summarize(self.cluster_pool, cluster_points, members))
+
+    def encode(self, batch: Batch) -> StepEncoding:
+        """Teacher-forced encodings of every valid (data set, cluster step) of a batch."""
+        if self._cache is not None and id(batch) in self._cache:
+            return self._cache[id(batch)]
+        self.check_batch(batch)
+        dataset, step = batch.step_mask.nonzero(as_tuple=True)
+        anchor = batch.anchor[dataset, step]
+        available = batch.available[dataset, step]
+        targets = available & batch.members[dataset, step]
+        data = self.encode_data(batch.x, batch.mask)
+        summaries = self.cluster_summaries(data.cluster_points[dataset], batch.members[dataset, step])
+        per_step = summaries.new_zeros(batch.batch_size, batch.max_clusters, self.hidden_dim)
+        per_step = per_step.index_put((dataset, step), summaries)
+        cluster_code = (per_step.cumsum(1) - per_step)[dataset, step]
+        points, anchor_code, unassigned_code = self.step_encodings(data.enc, data.feats, dataset, anchor, available)
+        encoding = StepEncoding(
+            dataset=dataset,
+            available=available,
+            points=points,
+            context=torch.cat([anchor_code, unassigned_code, cluster_code], -1),
+            anchor_code=anchor_code,
+            cluster_code=cluster_code,
+            targets=targets,
+        )
+        if self._cache is not None:
+            self._cache[id(batch)] = encoding
+        return encoding
+
+    @contextlib.contextmanager
+    def reuse_encoding(self):
+        """Within this context the model and the guide share one encoding pass per batch."""
+        previous, self._cache = self._cache, {}
+        try:
+            yield
+        finally:
+            self._cache = previous
+
+    def prior(self, context: Tensor) -> dist.Normal:
+        loc, raw = self.prior_net(context).chunk(2, -1)
+        return dist.Normal(loc, F.softplus(raw) + MIN_SCALE)
+
+    def posterior(self, enc: StepEncoding) -> dist.Normal:
+        points, targets = enc.points, enc.targets
+        joined = self.summarize(self.pool_in, points, targets)
+        left = self.summarize(self.pool_out, points, enc.available & ~targets)
+        loc, raw = self.posterior_net(torch.cat([enc.anchor_code, joined, left, enc.cluster_code], -1)).chunk(2, -1)
+        return dist.Normal(loc, F.softplus(raw) + MIN_SCALE)
+
+    def join_logits(self, z: Tensor, enc: StepEncoding) -> Tensor:
+        """Logits (..., S, N) of joining, computed on candidates only (0 elsewhere; mask with available)."""
+        step_index, point_index = enc.available.nonzero(as_tuple=True)
+        point_part = self.join_point(enc.points[step_index, point_index])  # (M, H)
+        step_part = self.join_context(enc.context) + self.join_z(z)  # (..., S, H)
+        hidden = self.join_act(point_part + step_part[..., step_index, :])  # (..., M, H)
+        logits = self.join_head(hidden).squeeze(-1)  # (..., M)
+        num_steps, num_points = enc.available.shape
+        flat = logits.new_zeros(*logits.shape[:-1], num_steps * num_points)
+        flat = flat.index_copy(-1, step_index * num_points + point_index, logits)
+        return flat.unflatten(-1, (num_steps, num_points))
+
+    # ------------------------------------------------------------------ Pyro model / guide
+    def model(self, batch: Batch) -> None:
+        """p(z, b | x): prior over z per (data set, step) and Bernoulli joins, observed (teacher forcing)."""
+        pyro.module("clustering_guide", self)
+        enc = self.encode(batch)
+        with poutine.scale(scale=1.0 / batch.batch_size), pyro.plate("steps", enc.available.shape[0]):
+            z = pyro.sample("z", self.prior(enc.context).to_event(1))
+            logits = self.join_logits(z, enc)
+            joins = dist.Bernoulli(logits=logits).mask(enc.available).to_event(1)
+            pyro.sample("b", joins, obs=enc.targets.to(logits.dtype))
+
+    def guide(self, batch: Batch) -> None:
+        """q(z | b, x): the encoder, which sees which points join."""
+        pyro.module("clustering_guide", self)
+        enc = self.encode(batch)
+        with poutine.scale(scale=1.0 / batch.batch_size), pyro.plate("steps", enc.available.shape[0]):
+            pyro.sample("z", self.posterior(enc).to_event(1))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
