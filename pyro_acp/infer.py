@@ -1,0 +1,167 @@
+"""``pyro_acp.infer(model, data)``: posterior samples of a clustering from an amortized guide.
+
+Guide resolution, in order: the ``guide=`` argument (a guide object or a checkpoint path); a pretrained
+guide shipped with the package whose recorded model config equals ``model.config()`` and whose data
+dimension matches; a guide trained earlier for this exact model in the user cache; else (``train=True``)
+a new guide trained on simulations of the model, then cached. A guide trained for another model or data
+dimension is never used silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyro_acp.checkpoint import load_guide, read_card
+from pyro_acp.guides import ACPS, ClusterwiseGuide
+from pyro_acp.partitions import canonicalize
+from pyro_acp.posterior import ClusteringPosterior
+from pyro_acp.sampling import estimate_log_prob, sample_partitions
+
+#: Architecture and schedule of guides trained on demand (sized for a CPU in minutes, not hours).
+ON_DEMAND_GUIDE = {"hidden_dim": 64}
+ON_DEMAND_TRAINING = {"steps": 3000, "batch_size": 32, "num_particles": 8, "lr": 1e-3}
+
+
+def cache_dir() -> Path:
+    """Where guides trained on demand are kept (``$PYRO_ACP_CACHE`` or ``~/.cache/pyro_acp``)."""
+    root = os.environ.get("PYRO_ACP_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pyro_acp"
+    )
+    return Path(root)
+
+
+def model_key(model) -> str:
+    """Stable short hash of a model's config (type + hyperparameters)."""
+    text = json.dumps(model.config(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pretrained_guides() -> list[Path]:
+    """Weights files of the pretrained guides shipped inside the package."""
+    folder = resources.files("pyro_acp.pretrained")
+    return sorted(Path(str(p)) for p in folder.iterdir() if str(p).endswith(".pt"))
+
+
+def find_guide(model) -> Path | None:
+    """A shipped or cached guide trained for exactly this model, if any."""
+    candidates = pretrained_guides() + sorted(cache_dir().glob(f"{type(model).__name__}-{model_key(model)}*.pt"))
+    for path in candidates:
+        try:
+            card = read_card(path)
+        except ValueError:
+            continue
+        if card.get("model") == model.config() and card["guide"].get("data_dim") == model.data_dim:
+            return path
+    return None
+
+
+def check_guide_matches(model, guide: ClusterwiseGuide, card: dict[str, Any] | None = None) -> None:
+    """Raise when a guide cannot serve this model (data dimension, or recorded model config)."""
+    if guide.data_dim != model.data_dim:
+        raise ValueError(f"the guide expects {guide.data_dim}-D points but the model's data are {model.data_dim}-D")
+    if card is not None and card.get("model") not in (None, model.config()):
+        raise ValueError(
+            f"the guide was trained for {card['model']}, not for {model.config()}; "
+            "train one for this model with pyro_acp.train or `pyro-acp train`"
+        )
+
+
+def resolve_guide(model, guide=None, train: bool = True, device=None, seed=None, progress_bar=True):
+    """The guide ``infer`` will use (see the module docstring for the order)."""
+    if isinstance(guide, ClusterwiseGuide):
+        check_guide_matches(model, guide)
+        return guide.to(device or "cpu").eval()
+    if guide is not None:
+        loaded, card = load_guide(guide, map_location=device or "cpu")
+        check_guide_matches(model, loaded, card)
+        return loaded.eval()
+    found = find_guide(model)
+    if found is not None:
+        return load_guide(found, map_location=device or "cpu")[0].eval()
+    if not train:
+        raise ValueError(
+            f"no pretrained guide matches {model!r}; call infer(..., train=True), pass guide=, or run "
+            f"`pyro-acp train` (or pyro_acp.train) for this model first"
+        )
+    return train_for_model(model, device=device, seed=seed, progress_bar=progress_bar).eval()
+
+
+def train_for_model(model, device=None, seed=None, progress_bar=True, **overrides) -> ClusterwiseGuide:
+    """Train an on-demand guide for ``model`` (with an up-front time estimate) and cache it."""
+    from pyro_acp.training import train
+
+    settings = {**ON_DEMAND_TRAINING, **overrides}
+    guide = ACPS(model.data_dim, **ON_DEMAND_GUIDE)
+    path = cache_dir() / f"{type(model).__name__}-{model_key(model)}.pt"
+    began = time.perf_counter()
+    train(model, guide, 3, batch_size=settings["batch_size"], num_particles=settings["num_particles"],
+          device=device, seed=0, progress_bar=False, validate_every=0)
+    per_step = (time.perf_counter() - began) / 3
+    print(f"pyro_acp: no guide for {model!r} yet; training one ({settings['steps']} steps, "
+          f"about {per_step * settings['steps'] / 60:.0f} min on this machine), cached at {path}")
+    guide = ACPS(model.data_dim, **ON_DEMAND_GUIDE)
+    train(model, guide, device=device, seed=0 if seed is None else seed, checkpoint=path,
+          checkpoint_every=max(1, settings["steps"] // 10), progress_bar=progress_bar, **settings)
+    return guide
+
+
+def infer(
+    model,
+    data,
+    num_samples: int = 100,
+    guide: ClusterwiseGuide | str | Path | None = None,
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    train: bool = True,
+    *,
+    sample_z: bool = True,
+    sample_joins: bool = True,
+    num_anchors: int | None = 10,
+    num_z: int = 1,
+    progress_bar: bool = True,
+) -> ClusteringPosterior:
+    """Posterior samples of the partition of ``data`` under ``model``.
+
+    Args:
+        model: a generative model from :mod:`pyro_acp.models`.
+        data: one data set, (N, D) array or tensor.
+        num_samples: number of partitions drawn (in parallel).
+        guide: a trained guide or a checkpoint path; by default a matching pretrained or cached one.
+        train: train (and cache) a guide when none matches; with False, raise instead.
+        sample_z, sample_joins: draw z from the learned prior / joins by Bernoulli (True), or use the
+            prior mean / threshold 0.5 (False: fewer distinct samples, closer to a MAP search).
+        num_anchors, num_z: anchors and prior draws per cluster in the log-probability estimates.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    x = model.check_data(data)
+    if model.num_points_of(x) < 2:
+        raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
+    if getattr(model, "data_kind", "vector") != "vector":
+        raise NotImplementedError(
+            f"amortized inference for {model.data_kind} models needs their encoder, which is not available yet"
+        )
+    guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar)
+    device = next(guide.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(
+        int(torch.randint(0, 2**62, ())) if seed is None else seed
+    )
+    x = x.to(device=device, dtype=torch.get_default_dtype())
+    began = time.perf_counter()
+    samples = canonicalize(sample_partitions(guide, x, num_samples, sample_z=sample_z,
+                                             sample_joins=sample_joins, generator=generator)[0])
+    unique, inverse = samples.unique(dim=0, return_inverse=True)
+    log_prob = estimate_log_prob(guide, x, unique, num_anchors=num_anchors, num_z=num_z, generator=generator)[0]
+    wall_time = time.perf_counter() - began
+    return ClusteringPosterior(
+        samples.cpu(), log_prob=log_prob[inverse].cpu(), method="acp", wall_time=wall_time,
+        x=x.cpu(), model=model,
+    )

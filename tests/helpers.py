@@ -1,0 +1,35 @@
+"""Small shared fixtures for the tests: a tiny CRP-mixture batch built without the models package."""
+
+from __future__ import annotations
+
+import torch
+
+from pyro_acp.data import Batch
+
+
+def crp_labels(num_points: int, alpha: float, generator: torch.Generator) -> list[int]:
+    """One CRP draw by sequential seating (an independent reference, plain Python)."""
+    counts: list[int] = []
+    labels = []
+    for _ in range(num_points):
+        weights = torch.tensor([*counts, alpha], dtype=torch.float64)
+        k = int(torch.multinomial(weights, 1, generator=generator))
+        if k == len(counts):
+            counts.append(0)
+        counts[k] += 1
+        labels.append(k)
+    return labels
+
+
+def tiny_batch(batch_size: int = 4, sizes: tuple[int, int] = (5, 12), dim: int = 2, seed: int = 0) -> Batch:
+    """A batch of 2-D CRP(0.7) Gaussian mixtures with different N and K."""
+    g = torch.Generator().manual_seed(seed)
+    n_max = sizes[1]
+    labels = torch.full((batch_size, n_max), -1)
+    for b in range(batch_size):
+        n = int(torch.randint(sizes[0], sizes[1] + 1, (1,), generator=g))
+        labels[b, :n] = torch.tensor(crp_labels(n, 0.7, g))
+    means = torch.randn(batch_size, n_max, dim, generator=g) * 5
+    index = labels.clamp(min=0).unsqueeze(-1).expand(batch_size, n_max, dim)
+    x = means.gather(1, index) + torch.randn(batch_size, n_max, dim, generator=g)
+    return Batch.from_labels(x, labels, generator=g)
