@@ -1,0 +1,89 @@
+"""Exact posteriors over partitions by enumeration, for small data sets and conjugate models.
+
+For N <= 10 points there are at most Bell(10) = 115,975 partitions. A conjugate model scores all of them
+with its exact collapsed joint ``log p(partition) + log p(x | partition)`` (cluster parameters integrated
+out), and normalising in log space gives the posterior exactly. This is the ground truth every
+approximate method (ACP guides, Gibbs, NUTS) is checked against.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pyro_acp.partitions import bell_number, enumerate_partitions
+from pyro_acp.posterior import ExactPosterior
+
+MAX_EXACT_POINTS = 10
+DEFAULT_CHUNK_SIZE = 8192
+
+__all__ = ["MAX_EXACT_POINTS", "exact_posterior", "check_conjugate"]
+
+
+def check_conjugate(model: Any, caller: str) -> None:
+    """TypeError unless ``model`` has the exact collapsed likelihood methods conjugate inference needs."""
+    needed = ("log_joint", "log_marginal_likelihood", "check_data", "partition_prior")
+    missing = [name for name in needed if not callable(getattr(model, name, None))]
+    if missing:
+        raise TypeError(
+            f"{caller} needs a conjugate model with an exact collapsed likelihood (methods "
+            f"{', '.join(needed)}); {type(model).__name__} lacks {', '.join(missing)}. Conjugate models: "
+            "CRPGaussianMixture, PitmanYorGaussianMixture, MFMGaussianMixture, SBM, LogDegreeSBM"
+        )
+
+
+def _check_chunk_size(chunk_size: Any) -> int:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    return chunk_size
+
+
+def _scores(model: Any, data: Tensor, partitions: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """log p(partition, x) and log p(x | partition) for every partition, chunk by chunk (bounded memory)."""
+    joints, likelihoods = [], []
+    for chunk in partitions.split(chunk_size):
+        chunk = chunk.to(data.device)
+        likelihood = model.log_marginal_likelihood(data, chunk).to(torch.float64)
+        prior = model.partition_prior(chunk.shape[-1]).log_prob(chunk).to(likelihood)
+        joints.append((prior + likelihood).cpu())
+        likelihoods.append(likelihood.cpu())
+    return torch.cat(joints), torch.cat(likelihoods)
+
+
+def exact_posterior(model: Any, x: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> ExactPosterior:
+    """The exact posterior p(partition | x) over all Bell(N) partitions of N <= 10 points.
+
+    ``model`` must be conjugate (``log_marginal_likelihood``, ``log_joint``); ``x`` is one data set as the
+    model expects it (points (N, D), or a graph's adjacency / networkx graph). Scores are computed in
+    float64, vectorised over ``chunk_size`` partitions at a time. Returns an
+    :class:`~pyro_acp.posterior.ExactPosterior` with ``.partitions`` (M, N), ``.probs`` (M,), the log
+    likelihood and log joint of every partition, and method "exact".
+    """
+    check_conjugate(model, "exact_posterior")
+    chunk_size = _check_chunk_size(chunk_size)
+    began = time.perf_counter()
+    data = model.check_data(x)
+    num_points = int(model.num_points_of(data)) if hasattr(model, "num_points_of") else int(data.shape[0])
+    if num_points > MAX_EXACT_POINTS:
+        raise ValueError(
+            f"exact enumeration is limited to N <= {MAX_EXACT_POINTS} points (Bell({MAX_EXACT_POINTS}) = "
+            f"{bell_number(MAX_EXACT_POINTS):,} partitions); this data set has N = {num_points} "
+            f"(Bell({num_points}) = {bell_number(num_points):.3g}). Use pyro_acp.mcmc.gibbs(model, x) instead"
+        )
+    data = data.to(torch.float64)
+    partitions = enumerate_partitions(num_points)
+    log_joint, log_likelihood = _scores(model, data, partitions, chunk_size)
+    if torch.isnan(log_joint).any():
+        raise ValueError("the model's log joint is NaN for some partition; check the data and hyperparameters")
+    return ExactPosterior.from_log_joint(
+        partitions,
+        log_joint,
+        method="exact",
+        wall_time=time.perf_counter() - began,
+        log_likelihood=log_likelihood,
+        x=x,
+        model=model,
+    )

@@ -1,0 +1,476 @@
+"""Collapsed Gibbs sampling over partitions (Neal 2000, algorithm 3) with optional split-merge moves.
+
+The cluster parameters of the conjugate models are integrated out, so the chain moves on partitions only.
+Point i's full conditional is
+
+    p(c_i = k | c_-i, x) ∝ prior seating weight of slot k given the others' cluster sizes
+                           × p(x_i | the other points of cluster k)   (collapsed posterior predictive)
+
+with one extra slot for a new cluster. The seating weights come from the partition prior's
+``seating_log_weights`` (CRP, Pitman-Yor, MFM alike); the predictives from
+:mod:`pyro_acp.models.conjugate`, on per-cluster sufficient statistics that are updated in O(1) clusters
+per move instead of being recomputed.
+
+**Chains are vectorised**: the kernel state holds the labels of all C chains, (C, N), and their statistics
+with a shared number of cluster slots; point i is updated in every chain at once. Split-merge moves
+(Jain & Neal 2004, restricted Gibbs launch states, one Metropolis-Hastings proposal per sweep and chain)
+are vectorised the same way, with per-chain masks.
+
+The kernel is a :class:`pyro.infer.mcmc.mcmc_kernel.MCMCKernel`, so ``pyro.infer.MCMC`` runs it (progress
+bar, warmup, ``get_samples``, ``summary``); :func:`gibbs` wraps that into a
+:class:`~pyro_acp.posterior.ClusteringPosterior`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from pyro.infer.mcmc import MCMC
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+from torch import Tensor
+
+from pyro_acp.exact import check_conjugate
+from pyro_acp.models.conjugate import (
+    BlockStats,
+    GaussianStats,
+    block_log_marginal,
+    block_log_predictive,
+    gaussian_log_marginal,
+    gaussian_log_predictive,
+)
+from pyro_acp.partitions import canonicalize, check_labels
+from pyro_acp.posterior import ClusteringPosterior
+
+__all__ = ["CollapsedGibbs", "gibbs"]
+
+
+# ---------------------------------------------------------------------------------------------- likelihoods
+# Both likelihoods keep per-slot statistics of all chains and update them with dense one-hot arithmetic:
+# with few slots, a handful of small dense ops per move is cheaper than scattered index updates.
+
+
+class _GaussianLikelihood:
+    """Isotropic Gaussian clusters with a conjugate N(0, s²I) mean: per-slot counts, sums, sums of squares.
+
+    Moves update counts and sums only (all the predictive needs); ``init`` recomputes all three from the
+    labels, which also clears any round-off drift, and ``log_likelihood`` reads the last ``init``.
+    """
+
+    def __init__(self, model: Any, x: Tensor) -> None:
+        self.sigma, self.mean_scale = float(model.sigma), float(model.mean_scale)
+        self.x = x
+        self.sq = x.square().sum(-1, keepdim=True)
+
+    def init(self, labels: Tensor, capacity: int) -> None:
+        """Statistics of ``labels`` (C, N) in ``capacity`` slots (label -1 = not placed)."""
+        z = _one_hot(labels, capacity, self.x.dtype).transpose(-1, -2)  # (C, slots, N)
+        self.count, self.total, self.sumsq = z.sum(-1), z @ self.x, (z @ self.sq).squeeze(-1)
+
+    @property
+    def counts(self) -> Tensor:
+        return self.count
+
+    def grow(self, extra: int) -> None:
+        pad = torch.nn.functional.pad
+        self.count, self.sumsq = pad(self.count, (0, extra)), pad(self.sumsq, (0, extra))
+        self.total = pad(self.total, (0, 0, 0, extra))
+
+    def move(self, i: int, delta: Tensor) -> None:
+        """Add point i with per-slot weights ``delta`` (C, slots): +1 joins a slot, -1 leaves it, 0 nothing."""
+        self.count += delta
+        self.total += delta.unsqueeze(-1) * self.x[i]
+
+    def log_predictive(self, i: int) -> Tensor:
+        """(C, slots) log p(x_i | the points currently in each slot); empty slots give the prior predictive."""
+        stats = GaussianStats(self.count, self.total, self.sumsq)
+        return gaussian_log_predictive(self.x[i], stats, self.sigma, self.mean_scale)
+
+    def log_likelihood(self) -> Tensor:
+        """(C,) log p(x | partition) from the statistics of the last ``init``."""
+        stats = GaussianStats(self.count, self.total, self.sumsq)
+        return gaussian_log_marginal(stats, self.sigma, self.mean_scale).sum(-1)
+
+
+class _BlockLikelihood:
+    """Beta-Bernoulli blocks of a symmetric graph.
+
+    Keeps M = A Z (C, N, slots): edges from every node to every block, E = Zᵀ A Z (C, slots, slots) (ordered
+    pairs, so the diagonal counts within-block edges twice) and the block sizes. Moving node i into block k
+    adds M[i] to row and column k of E and A[:, i] to column k of M.
+    """
+
+    def __init__(self, model: Any, adjacency: Tensor) -> None:
+        self.within, self.between = tuple(model.within), tuple(model.between)
+        self.adjacency = adjacency
+
+    def init(self, labels: Tensor, capacity: int) -> None:
+        z = _one_hot(labels, capacity, self.adjacency.dtype)  # (C, N, slots)
+        self.m = self.adjacency @ z
+        self.e = z.transpose(-1, -2) @ self.m
+        self.sizes = z.sum(-2)
+
+    @property
+    def counts(self) -> Tensor:
+        return self.sizes
+
+    def grow(self, extra: int) -> None:
+        pad = torch.nn.functional.pad
+        self.m, self.sizes = pad(self.m, (0, extra)), pad(self.sizes, (0, extra))
+        self.e = pad(self.e, (0, extra, 0, extra))
+
+    def move(self, i: int, delta: Tensor) -> None:
+        outer = delta.unsqueeze(-1) * self.m[:, i, :].unsqueeze(-2)  # (C, slots, slots): row k += M[i]
+        self.e += outer + outer.transpose(-1, -2)
+        self.m += self.adjacency[i].unsqueeze(-1) * delta.unsqueeze(-2)
+        self.sizes += delta
+
+    def _stats(self) -> BlockStats:
+        eye = torch.eye(self.e.shape[-1], dtype=torch.bool, device=self.e.device)
+        pairs = self.sizes.unsqueeze(-1) * self.sizes.unsqueeze(-2)
+        edges = torch.where(eye, 0.5 * self.e, self.e)
+        pairs = torch.where(eye, 0.5 * (pairs - self.sizes.unsqueeze(-1)), pairs)
+        return BlockStats(edges, pairs)
+
+    def log_predictive(self, i: int) -> Tensor:
+        return block_log_predictive(self.m[:, i, :], self.sizes, self._stats(), self.within, self.between)
+
+    def log_likelihood(self) -> Tensor:
+        return block_log_marginal(self._stats(), self.within, self.between)
+
+
+def _one_hot(labels: Tensor, capacity: int, dtype: torch.dtype) -> Tensor:
+    """(C, N, slots) float memberships; label -1 gives a zero row."""
+    return (labels.unsqueeze(-1) == torch.arange(capacity, device=labels.device)).to(dtype)
+
+
+def _likelihood_for(model: Any, data: Tensor) -> _GaussianLikelihood | _BlockLikelihood:
+    """The sufficient-statistic likelihood of a supported conjugate model, else TypeError."""
+    from pyro_acp.models.mixtures import GaussianMixture
+    from pyro_acp.models.sbm import SBM
+
+    check_conjugate(model, "collapsed Gibbs")
+    prior = model.partition_prior(1)
+    if not callable(getattr(prior, "seating_log_weights", None)):
+        raise TypeError(
+            f"collapsed Gibbs needs a partition prior with seating_log_weights (an exchangeable Gibbs-type prior "
+            f"such as CRP, PitmanYor or MFM); {type(model).__name__}'s prior {type(prior).__name__} has none"
+        )
+    if isinstance(model, GaussianMixture):
+        return _GaussianLikelihood(model, data)
+    if isinstance(model, SBM):
+        return _BlockLikelihood(model, data)
+    raise TypeError(
+        f"collapsed Gibbs supports the conjugate Gaussian mixtures (CRP / Pitman-Yor / MFM) and the "
+        f"Beta-Bernoulli SBM; got {type(model).__name__}"
+    )
+
+
+def _check_count(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- the kernel
+class CollapsedGibbs(MCMCKernel):
+    """Collapsed Gibbs kernel over partitions with ``num_chains`` chains vectorised in one state.
+
+    Use with ``pyro.infer.MCMC(kernel, num_samples, warmup_steps).run(x)`` (leave MCMC's own ``num_chains``
+    at 1: the chains live inside the kernel). Each ``sample`` call is ``sweeps`` sweeps over the points in
+    random order, followed by one split-merge proposal per chain when ``split_merge`` is set. The params it
+    returns are ``labels`` (C, N) (float, as MCMC concatenates all sites; round to integers),
+    ``log_joint`` (C,) = log p(partition) + log p(x | partition) and ``log_likelihood`` (C,).
+
+    Args:
+        model: a conjugate model (Gaussian mixture or SBM) from :mod:`pyro_acp.models`.
+        num_chains: number of chains C.
+        split_merge: add a Jain-Neal split-merge proposal to every sweep.
+        restricted_scans: intermediate restricted Gibbs scans that build the split-merge launch state.
+        seed: seeds the kernel's own generator (None: drawn from torch's global RNG, so ``pyro.set_rng_seed``
+            makes runs reproducible).
+        sweeps: Gibbs sweeps per ``sample`` call (thinning); 0 with ``split_merge`` runs split-merge moves
+            alone (an irreducible chain too, used to check the split-merge acceptance ratio).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        num_chains: int = 4,
+        split_merge: bool = False,
+        restricted_scans: int = 3,
+        seed: int | None = None,
+        sweeps: int = 1,
+    ) -> None:
+        check_conjugate(model, "collapsed Gibbs")
+        self.model = model
+        self.num_chains = _check_count(num_chains, "num_chains", 1)
+        self.split_merge = bool(split_merge)
+        self.restricted_scans = _check_count(restricted_scans, "restricted_scans", 0)
+        self.sweeps = _check_count(sweeps, "sweeps", 0)
+        if self.sweeps == 0 and not self.split_merge:
+            raise ValueError("sweeps=0 needs split_merge=True: the kernel would never move")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = seed
+        self.transforms: dict = {}
+        self._init_labels: Tensor | None = None
+        self._params: dict[str, Tensor] | None = None
+        self._sm_proposed = 0
+        self._sm_accepted = 0
+
+    # ------------------------------------------------------------------ MCMCKernel interface
+    def setup(self, warmup_steps: int, x: Any, *args: Any, **kwargs: Any) -> None:
+        """Validate the data, seed the generator and initialise every chain."""
+        data = self.model.check_data(x).to(torch.float64)
+        self.data = data
+        self.num_points = int(self.model.num_points_of(data))
+        self.likelihood = _likelihood_for(self.model, data)
+        self.prior = self.model.partition_prior(self.num_points)
+        device = data.device
+        seed = int(torch.randint(0, 2**62, ())) if self.seed is None else self.seed
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self._sm_proposed = self._sm_accepted = 0
+        if self._init_labels is not None:
+            self._set_state(self._init_labels.to(device))
+        else:
+            self._sequential_init()
+        self._params = self._make_params()
+
+    @property
+    def initial_params(self) -> dict[str, Tensor]:
+        if self._params is None:
+            raise RuntimeError("call setup(warmup_steps, x) (or run the kernel under pyro.infer.MCMC) first")
+        return self._params
+
+    @initial_params.setter
+    def initial_params(self, params: dict[str, Tensor]) -> None:
+        labels = check_labels(torch.as_tensor(params["labels"]).round(), "initial labels")
+        if labels.dim() == 1:
+            labels = labels.expand(self.num_chains, -1)
+        if labels.shape[0] != self.num_chains or (labels < 0).any():
+            raise ValueError(f"initial labels must be (num_chains={self.num_chains}, N) non-negative, "
+                             f"got shape {tuple(labels.shape)}")
+        self._init_labels = labels.clone()
+
+    def sample(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One sweep (+ a split-merge proposal), returning the new params of all chains."""
+        if params is not self._params:  # handed a state we did not produce: restart from its labels
+            self._set_state(params["labels"].round().long().to(self.data.device))
+        for _ in range(self.sweeps):
+            order = torch.randperm(self.num_points, generator=self.generator, device=self.data.device)
+            self._seat(order.tolist(), seated=None)
+        if self.split_merge and self.num_points > 1:
+            self._split_merge()
+        self._params = self._make_params()
+        return self._params
+
+    def logging(self) -> dict[str, str]:
+        k = (self.likelihood.counts > 0).sum(-1).to(torch.float64).mean()
+        out = {"mean K": f"{float(k):.2f}"}
+        if self.split_merge and self._sm_proposed:
+            out["split-merge acc."] = f"{self._sm_accepted / self._sm_proposed:.3f}"
+        return out
+
+    def diagnostics(self) -> dict[str, float]:
+        if not self.split_merge:
+            return {}
+        return {"split_merge_acceptance": self._sm_accepted / max(self._sm_proposed, 1)}
+
+    # ------------------------------------------------------------------ state
+    def _set_state(self, labels: Tensor) -> None:
+        labels = canonicalize(labels)
+        if labels.shape != (self.num_chains, self.num_points):
+            raise ValueError(
+                f"labels must have shape ({self.num_chains}, {self.num_points}), got {tuple(labels.shape)}"
+            )
+        self.labels = labels.clone()
+        self._set_capacity(int(labels.max()) + 2)
+        self.likelihood.init(self.labels, self.capacity)
+
+    def _set_capacity(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._eye = torch.eye(capacity, dtype=self.data.dtype, device=self.data.device)  # rows = one-hot slots
+
+    def _ensure_free_slot(self) -> None:
+        """Double the slot capacity when some chain has no empty slot left for a new cluster."""
+        if bool((self.likelihood.counts > 0).all(-1).any()):
+            self.likelihood.grow(self.capacity)
+            self._set_capacity(2 * self.capacity)
+
+    def _make_params(self) -> dict[str, Tensor]:
+        self.likelihood.init(self.labels, self.capacity)  # fresh statistics: exact, no round-off drift
+        log_likelihood = self.likelihood.log_likelihood()
+        log_prior = self.prior.log_prob(self.labels).to(log_likelihood)
+        return {
+            "labels": self.labels.to(torch.float64),
+            "log_joint": log_prior + log_likelihood,
+            "log_likelihood": log_likelihood,
+        }
+
+    def _log_target(self, labels: Tensor) -> Tensor:
+        """(C,) log p(partition) + log p(x | partition) of canonical ``labels`` (split-merge acceptance)."""
+        self.likelihood.init(labels, self.capacity)
+        return self.prior.log_prob(labels).to(self.data) + self.likelihood.log_likelihood()
+
+    def _gumbel(self, shape: tuple[int, ...]) -> Tensor:
+        u = torch.rand(shape, generator=self.generator, device=self.data.device, dtype=self.data.dtype)
+        return -torch.log(-torch.log(u.clamp(min=torch.finfo(u.dtype).tiny)))
+
+    # ------------------------------------------------------------------ Gibbs moves
+    def _conditional_logits(self, i: int, num_seated: int) -> Tensor:
+        """(C, slots) unnormalised log p(c_i = slot | rest): existing clusters, the first empty slot = new."""
+        counts = self.likelihood.counts
+        seat = self.prior.seating_log_weights(counts, num_seated).to(counts)  # (C, slots + 1)
+        empty = counts == 0
+        first_empty = empty & (empty.cumsum(-1) == 1)
+        logits = torch.where(first_empty, seat[..., -1:], seat[..., :-1]) + self.likelihood.log_predictive(i)
+        return logits.masked_fill(empty & ~first_empty, -math.inf)
+
+    def _seat(self, order: list[int], seated: list[int] | None) -> None:
+        """Gibbs-update the points in ``order``; ``seated`` None means every other point is placed (a sweep),
+        else ``seated[t]`` points are placed before step t and point ``order[t]`` is not (initialisation)."""
+        noise = self._gumbel((len(order), self.num_chains, self.capacity))
+        for t, i in enumerate(order):
+            self._ensure_free_slot()
+            if noise.shape[-1] != self.capacity:
+                noise = self._gumbel((len(order), self.num_chains, self.capacity))
+            if seated is None:
+                self.likelihood.move(i, -self._eye[self.labels[:, i]])
+            num_seated = self.num_points - 1 if seated is None else seated[t]
+            new = (self._conditional_logits(i, num_seated) + noise[t]).argmax(-1)
+            self.likelihood.move(i, self._eye[new])
+            self.labels[:, i] = new
+
+    def _sequential_init(self) -> None:
+        """Seat the points one by one from their predictive given the points already seated: a dispersed,
+        data-aware start that differs between chains."""
+        self.labels = torch.full((self.num_chains, self.num_points), -1, dtype=torch.long, device=self.data.device)
+        self._set_capacity(2)
+        self.likelihood.init(self.labels, self.capacity)
+        order = torch.randperm(self.num_points, generator=self.generator, device=self.data.device)
+        self._seat(order.tolist(), seated=list(range(self.num_points)))
+        self._set_state(self.labels)
+
+    # ------------------------------------------------------------------ split-merge (Jain & Neal 2004)
+    def _restricted_scan(self, labels: Tensor, a: Tensor, b: Tensor, active: Tensor, points: list[int],
+                         forced: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Restricted Gibbs scan: every active point ((C, N) mask) is resampled between slots a and b (C,).
+
+        ``forced = (rows, choice)``: in chains ``rows`` (C,) the choice "slot a" is imposed as ``choice`` (C, N)
+        instead of sampled. Returns (C,) the log probability of the choices made or imposed.
+        """
+        rows = torch.arange(self.num_chains, device=labels.device)
+        log_q = torch.zeros(self.num_chains, dtype=self.data.dtype, device=labels.device)
+        uniform = torch.rand((len(points), self.num_chains), generator=self.generator, device=labels.device,
+                             dtype=self.data.dtype)
+        for t, k in enumerate(points):
+            act = active[:, k]
+            weight = act.to(self.data.dtype).unsqueeze(-1)
+            self.likelihood.move(k, -weight * self._eye[labels[:, k]])
+            counts = self.likelihood.counts
+            seat = self.prior.seating_log_weights(counts, self.num_points - 1).to(counts)
+            score = seat[..., :-1] + self.likelihood.log_predictive(k)
+            score_a, score_b = score[rows, a], score[rows, b]
+            norm = torch.logaddexp(score_a, score_b)
+            log_pa, log_pb = score_a - norm, score_b - norm
+            choose_a = uniform[t].log() < log_pa
+            if forced is not None:
+                choose_a = torch.where(forced[0], forced[1][:, k], choose_a)
+            log_q = log_q + torch.where(act, torch.where(choose_a, log_pa, log_pb), 0.0)
+            new = torch.where(act, torch.where(choose_a, a, b), labels[:, k])
+            self.likelihood.move(k, weight * self._eye[new])
+            labels[:, k] = new
+        return log_q
+
+    def _split_merge(self) -> None:
+        """One split-merge Metropolis-Hastings proposal per chain, all chains at once.
+
+        Two distinct points i, j are drawn per chain. Same cluster: propose a split, built by restricted
+        Gibbs scans from a random launch state, with proposal probability q; accept with
+        min(1, π(split) / (π(current) q)). Different clusters: propose the merge; q is then the probability
+        that the final restricted scan recreates the current split, and the ratio is π(merge) q / π(current).
+        """
+        c, n, device = self.num_chains, self.num_points, self.data.device
+        rows = torch.arange(c, device=device)
+        gen = self.generator
+        i = torch.randint(0, n, (c,), generator=gen, device=device)
+        j = torch.randint(0, n - 1, (c,), generator=gen, device=device)
+        j = j + (j >= i).long()
+        current = self.labels
+        ci, cj = current[rows, i], current[rows, j]
+        same = ci == cj
+        self._ensure_free_slot()
+        empty = self.likelihood.counts == 0
+        new_slot = (empty & (empty.cumsum(-1) == 1)).long().argmax(-1)
+        a, b = torch.where(same, new_slot, ci), cj
+        pair = torch.zeros(c, n, dtype=torch.bool, device=device)
+        pair[rows, i] = True
+        pair[rows, j] = True
+        active = ((current == ci[:, None]) | (current == cj[:, None])) & ~pair
+        # Launch state: the other members of the two clusters assigned at random, i to slot a, j to slot b.
+        coin = torch.rand(c, n, generator=gen, device=device) < 0.5
+        launch = torch.where(active, torch.where(coin, a[:, None], b[:, None]), current)
+        launch[rows, i] = a
+        self.likelihood.init(launch, self.capacity)
+        points = active.any(0).nonzero().flatten().tolist()
+        for _ in range(self.restricted_scans):
+            self._restricted_scan(launch, a, b, active, points)
+        log_q = self._restricted_scan(launch, a, b, active, points, forced=(~same, current == ci[:, None]))
+        merged = torch.where(active | pair, b[:, None], current)
+        proposal = canonicalize(torch.where(same[:, None], launch, merged))
+        log_ratio = self._log_target(proposal) - self._log_target(current) + torch.where(same, -log_q, log_q)
+        u = torch.rand(c, generator=gen, device=device, dtype=self.data.dtype)
+        accept = u.log() < log_ratio
+        self._sm_proposed += c
+        self._sm_accepted += int(accept.sum())
+        self._set_state(torch.where(accept[:, None], proposal, current))
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+def gibbs(
+    model: Any,
+    x: Any,
+    num_samples: int = 1000,
+    warmup_steps: int = 200,
+    num_chains: int = 4,
+    seed: int | None = None,
+    split_merge: bool = False,
+    progress_bar: bool = True,
+) -> ClusteringPosterior:
+    """Collapsed Gibbs posterior over partitions of ``x`` under a conjugate ``model``.
+
+    Runs :class:`CollapsedGibbs` under ``pyro.infer.MCMC`` with ``num_chains`` vectorised chains, keeping
+    ``num_samples`` sweeps per chain after ``warmup_steps``. Returns a
+    :class:`~pyro_acp.posterior.ClusteringPosterior` (method "gibbs") with num_chains × num_samples
+    partitions (chain-major), their chain ids, log joint and log likelihood (for ESS / R-hat) and the wall
+    time. Supported: CRP / Pitman-Yor / MFM Gaussian mixtures and the Beta-Bernoulli SBM.
+    """
+    num_samples = _check_count(num_samples, "num_samples", 1)
+    warmup_steps = _check_count(warmup_steps, "warmup_steps", 0)
+    num_chains = _check_count(num_chains, "num_chains", 1)
+    began = time.perf_counter()
+    check_conjugate(model, "collapsed Gibbs")
+    data = model.check_data(x)
+    _likelihood_for(model, data)  # fail early on unsupported models
+    kernel = CollapsedGibbs(model, num_chains=num_chains, split_merge=split_merge, seed=seed)
+    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
+                disable_progbar=not progress_bar)
+    mcmc.run(data)
+    wall_time = time.perf_counter() - began
+    draws = mcmc.get_samples(group_by_chain=True)  # each (1, S, C, ...)
+    labels = draws["labels"][0].round().long().transpose(0, 1).reshape(num_chains * num_samples, -1)
+    per_chain = {name: draws[name][0].transpose(0, 1).reshape(-1) for name in ("log_joint", "log_likelihood")}
+    chain = torch.arange(num_chains).repeat_interleave(num_samples)
+    return ClusteringPosterior(
+        labels.cpu(),
+        chain=chain,
+        method="gibbs",
+        wall_time=wall_time,
+        log_likelihood=per_chain["log_likelihood"].cpu(),
+        log_joint=per_chain["log_joint"].cpu(),
+        x=x,
+        model=model,
+    )

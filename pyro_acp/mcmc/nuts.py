@@ -1,0 +1,182 @@
+"""NUTS on the truncated stick-breaking mixture, with the cluster labels enumerated out.
+
+A CRP(α) / Pitman-Yor(α, d) Gaussian mixture is, up to truncation, the stick-breaking mixture
+
+    β_t ~ Beta(1 - d, α + t d), t = 1..T-1;   w = stick-breaking weights of β (the last stick takes the rest)
+    μ_t ~ N(0, s² I), t = 1..T;                z_i ~ Categorical(w);   x_i ~ N(μ_{z_i}, σ² I).
+
+The labels z are summed out by Pyro's parallel enumeration, so NUTS samples only the continuous (β, μ).
+For every posterior draw the labels are then sampled from p(z | β, μ, x) with
+:func:`pyro.infer.infer_discrete`, vectorised over draws with an outer plate, and turned into canonical
+partitions, so label switching between components does not matter. With T comfortably above the number
+of occupied clusters the truncation error is negligible (the expected left-over stick mass after T-1
+sticks is (α / (1 + α))^(T-1) for the CRP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import MCMC, NUTS, infer_discrete
+from pyro.infer.autoguide.initialization import init_to_value
+from pyro.ops.indexing import Vindex
+from torch import Tensor
+
+from pyro_acp.partitions import canonicalize
+from pyro_acp.posterior import ClusteringPosterior
+
+__all__ = ["nuts", "stick_breaking_mixture", "stick_breaking_weights"]
+
+_DRAWS_PER_CHUNK = 256  # posterior draws per vectorised infer_discrete call (memory ∝ chunk × N × T)
+
+
+def stick_breaking_weights(beta: Tensor) -> Tensor:
+    """(..., T) mixture weights from (..., T-1) stick proportions; the last component takes what is left."""
+    rest = torch.cumprod(1.0 - beta, dim=-1)
+    return torch.nn.functional.pad(beta, (0, 1), value=1.0) * torch.nn.functional.pad(rest, (1, 0), value=1.0)
+
+
+def _assignments(x: Tensor, weights: Tensor, means: Tensor, sigma: float) -> Tensor:
+    """The label and data sites: z_i ~ Categorical(weights), x_i ~ N(means[z_i], σ² I), enumerated in parallel."""
+    with pyro.plate("data", x.shape[0], dim=-1):
+        z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
+        pyro.sample("x", dist.Normal(Vindex(means)[..., z, :], sigma).to_event(1), obs=x)
+    return z
+
+
+def stick_breaking_mixture(
+    x: Tensor, alpha: float, discount: float, truncation: int, sigma: float, mean_scale: float
+) -> Tensor:
+    """The truncated stick-breaking Gaussian mixture as a Pyro program (sites "beta", "mu", "z", "x")."""
+    t = torch.arange(1, truncation, dtype=x.dtype, device=x.device)
+    with pyro.plate("sticks", truncation - 1, dim=-1):
+        beta = pyro.sample("beta", dist.Beta(torch.full_like(t, 1.0 - discount), alpha + discount * t))
+    zeros = torch.zeros(x.shape[-1], dtype=x.dtype, device=x.device)
+    with pyro.plate("components", truncation, dim=-1):
+        means = pyro.sample("mu", dist.Normal(zeros, mean_scale).to_event(1))
+    return _assignments(x, stick_breaking_weights(beta), means, sigma)
+
+
+def _recover_labels(x: Tensor, beta: Tensor, means: Tensor, sigma: float) -> Tensor:
+    """(S, N) labels drawn from p(z | β, μ, x) for S posterior draws at once, with ``infer_discrete``."""
+    out = []
+    for b, m in zip(beta.split(_DRAWS_PER_CHUNK), means.split(_DRAWS_PER_CHUNK), strict=True):
+        weights, m = stick_breaking_weights(b).unsqueeze(-2), m.unsqueeze(-3)  # (s, 1, T), (s, 1, T, D)
+
+        def batched(weights: Tensor = weights, m: Tensor = m) -> Tensor:
+            with pyro.plate("draws", weights.shape[0], dim=-2):
+                return _assignments(x, weights, m, sigma)
+
+        out.append(infer_discrete(batched, first_available_dim=-3, temperature=1)())
+    return torch.cat(out).reshape(beta.shape[0], x.shape[0])
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNGs (what Pyro's NUTS and infer_discrete draw from) for the block, restoring them after."""
+    if seed is None:
+        yield
+        return
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def _stick_parameters(model: Any) -> tuple[float, float]:
+    """(alpha, discount) of a CRP or Pitman-Yor Gaussian mixture, else TypeError."""
+    from pyro_acp.models.mixtures import CRPGaussianMixture, PitmanYorGaussianMixture
+
+    if isinstance(model, PitmanYorGaussianMixture):
+        return float(model.alpha), float(model.discount)
+    if isinstance(model, CRPGaussianMixture):
+        return float(model.alpha), 0.0
+    raise TypeError(
+        "nuts needs a stick-breaking Gaussian mixture: CRPGaussianMixture or PitmanYorGaussianMixture; "
+        f"got {type(model).__name__} (use pyro_acp.mcmc.gibbs for other conjugate models)"
+    )
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _initial_values(x: Tensor, alpha: float, discount: float, truncation: int, generator: torch.Generator) -> dict:
+    """A data-driven start: component means at randomly chosen data points, sticks at their prior means."""
+    index = torch.randint(0, x.shape[0], (truncation,), generator=generator)
+    t = torch.arange(1, truncation, dtype=x.dtype)
+    beta = (1.0 - discount) / (1.0 + alpha + (t - 1.0) * discount)
+    return {"beta": beta.to(x.device), "mu": x[index.to(x.device)].clone()}
+
+
+def nuts(
+    model: Any,
+    x: Any,
+    num_samples: int = 1000,
+    warmup_steps: int = 500,
+    truncation: int = 10,
+    num_chains: int = 1,
+    seed: int | None = None,
+    progress_bar: bool = False,
+    jit_compile: bool = True,
+) -> ClusteringPosterior:
+    """Posterior over partitions of ``x`` from NUTS on the truncated stick-breaking mixture.
+
+    ``model`` is a :class:`~pyro_acp.models.CRPGaussianMixture` or
+    :class:`~pyro_acp.models.PitmanYorGaussianMixture` (its α, d, σ and mean scale are used);
+    ``truncation`` is the number of components T. Chains run one after another, each seeded from ``seed``
+    (the global RNG states are restored afterwards). Returns a
+    :class:`~pyro_acp.posterior.ClusteringPosterior` (method "nuts") with num_chains × num_samples canonical
+    partitions, chain ids, the exact collapsed log likelihood and log joint of each partition under
+    ``model``, and the wall time.
+    """
+    alpha, discount = _stick_parameters(model)
+    num_samples = _check_int(num_samples, "num_samples", 1)
+    warmup_steps = _check_int(warmup_steps, "warmup_steps", 0)
+    truncation = _check_int(truncation, "truncation", 2)
+    num_chains = _check_int(num_chains, "num_chains", 1)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    data = model.check_data(x).to(torch.get_default_dtype())
+    began = time.perf_counter()
+    program_args = (data, alpha, discount, truncation, float(model.sigma), float(model.mean_scale))
+    labels = []
+    for chain in range(num_chains):
+        chain_seed = None if seed is None else seed + 7919 * chain
+        with _seeded(chain_seed, data.device):
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
+            init = _initial_values(data, alpha, discount, truncation, generator)
+            kernel = NUTS(stick_breaking_mixture, max_plate_nesting=1, jit_compile=jit_compile,
+                          ignore_jit_warnings=True, init_strategy=init_to_value(values=init))
+            mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, disable_progbar=not progress_bar)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
+                mcmc.run(*program_args)
+            draws = mcmc.get_samples()
+            with torch.no_grad(), poutine.block():
+                labels.append(_recover_labels(data, draws["beta"], draws["mu"], float(model.sigma)))
+    wall_time = time.perf_counter() - began
+    samples = canonicalize(torch.cat(labels).cpu())
+    with torch.no_grad():
+        log_likelihood = model.log_marginal_likelihood(data.to(torch.float64), samples)
+        log_prior = model.partition_prior(samples.shape[1]).log_prob(samples).to(log_likelihood)
+    return ClusteringPosterior(
+        samples,
+        chain=torch.arange(num_chains).repeat_interleave(num_samples),
+        method="nuts",
+        wall_time=wall_time,
+        log_likelihood=log_likelihood.cpu(),
+        log_joint=(log_prior + log_likelihood).cpu(),
+        x=x,
+        model=model,
+    )

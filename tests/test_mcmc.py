@@ -1,0 +1,207 @@
+"""Collapsed Gibbs (with and without split-merge) and NUTS against exact posteriors on small data sets.
+
+Agreement is judged against Monte-Carlo error measured in the test itself: the total variation distance
+of an i.i.d. sample of the same size drawn from the exact posterior. A correct sampler with modest
+autocorrelation lands within a small multiple of it; a wrong one (checked below with a deliberately
+mis-specified model) lands far outside.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+from pyro.infer import MCMC
+from pyro_acp.models import (
+    SBM,
+    CRPGaussianMixture,
+    LogDegreeSBM,
+    MFMGaussianMixture,
+    PitmanYorGaussianMixture,
+)
+
+from pyro_acp.exact import exact_posterior
+from pyro_acp.mcmc import CollapsedGibbs, gibbs, nuts
+from pyro_acp.posterior import ClusteringPosterior
+
+TOLERANCE = 2.5  # allowed multiple of the i.i.d. Monte-Carlo total variation
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These samplers run many tiny tensor ops: one intra-op thread is faster and steadier on small machines."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def total_variation(samples: torch.Tensor, exact) -> float:
+    """TV between the empirical distribution of canonical ``samples`` (S, N) and an exact posterior."""
+    index = {tuple(p.tolist()): i for i, p in enumerate(exact.partitions)}
+    counts = torch.zeros_like(exact.probs)
+    for row in samples.tolist():
+        counts[index[tuple(row)]] += 1
+    return 0.5 * float((counts / counts.sum() - exact.probs).abs().sum())
+
+
+def iid_total_variation(exact, num_samples: int) -> float:
+    return total_variation(exact.sample(num_samples, seed=12345), exact)
+
+
+def assert_matches_exact(post: ClusteringPosterior, exact, cc_tol: float = 0.05) -> None:
+    tv = total_variation(post.samples, exact)
+    baseline = iid_total_variation(exact, post.num_samples)
+    assert tv < TOLERANCE * baseline, f"TV {tv:.4f} vs i.i.d. Monte-Carlo TV {baseline:.4f}"
+    cc_error = float((post.coclustering() - exact.coclustering()).abs().max())
+    assert cc_error < cc_tol, f"co-clustering error {cc_error:.4f}"
+
+
+@pytest.fixture(scope="module")
+def crp_case():
+    model = CRPGaussianMixture(mean_scale=3.0)
+    x, _ = model.simulate(1, num_points=7, seed=3).unpadded(0)
+    return model, x, exact_posterior(model, x)
+
+
+# ---------------------------------------------------------------------------------------------- Gibbs
+def test_gibbs_matches_exact_crp_mixture(crp_case):
+    model, x, exact = crp_case
+    post = gibbs(model, x, num_samples=300, warmup_steps=30, num_chains=32, seed=0, progress_bar=False)
+    assert post.method == "gibbs"
+    assert post.samples.shape == (32 * 300, 7)
+    assert torch.equal(post.chain, torch.arange(32).repeat_interleave(300))
+    assert post.wall_time > 0
+    assert_matches_exact(post, exact)
+
+
+def test_gibbs_power_against_a_wrong_model(crp_case):
+    """The check above would catch a sampler targeting the wrong posterior."""
+    model, x, exact = crp_case
+    wrong = CRPGaussianMixture(alpha=5.0, mean_scale=3.0)
+    post = gibbs(wrong, x, num_samples=100, warmup_steps=10, num_chains=32, seed=0, progress_bar=False)
+    assert total_variation(post.samples, exact) > TOLERANCE * iid_total_variation(exact, post.num_samples)
+
+
+def test_gibbs_matches_exact_pitman_yor_mixture():
+    model = PitmanYorGaussianMixture(dim=3, alpha=0.5, discount=0.3, mean_scale=3.0)
+    x, _ = model.simulate(1, num_points=6, seed=5).unpadded(0)
+    post = gibbs(model, x, num_samples=200, warmup_steps=20, num_chains=32, seed=1, progress_bar=False)
+    assert_matches_exact(post, exact_posterior(model, x))
+
+
+def test_gibbs_matches_exact_sbm():
+    model = SBM(alpha=1.0)
+    adjacency = model.simulate(1, num_points=7, seed=1).adjacency[0]
+    post = gibbs(model, adjacency, num_samples=150, warmup_steps=20, num_chains=32, seed=2, progress_bar=False)
+    assert_matches_exact(post, exact_posterior(model, adjacency))
+
+
+def test_split_merge_alone_keeps_the_exact_posterior():
+    """Split-merge moves without Gibbs sweeps: any error in the acceptance ratio shows up directly."""
+    model = PitmanYorGaussianMixture(alpha=0.5, discount=0.3, mean_scale=3.0)
+    x, _ = model.simulate(1, num_points=6, seed=3).unpadded(0)
+    kernel = CollapsedGibbs(model, num_chains=32, split_merge=True, sweeps=0, restricted_scans=2, seed=0)
+    mcmc = MCMC(kernel, num_samples=200, warmup_steps=20, disable_progbar=True)
+    mcmc.run(x)
+    samples = mcmc.get_samples()["labels"].reshape(-1, 6).round().long()
+    accept = kernel.diagnostics()["split_merge_acceptance"]
+    assert 0.05 < accept < 0.95
+    assert_matches_exact(ClusteringPosterior(samples), exact_posterior(model, x))
+
+
+def test_gibbs_with_split_merge_matches_exact(crp_case):
+    model, x, exact = crp_case
+    post = gibbs(model, x, num_samples=100, warmup_steps=10, num_chains=32, seed=4, split_merge=True,
+                 progress_bar=False)
+    assert_matches_exact(post, exact, cc_tol=0.06)
+
+
+def test_kernel_runs_under_pyro_mcmc_with_vectorised_chains(crp_case):
+    model, x, _ = crp_case
+    kernel = CollapsedGibbs(model, num_chains=3, seed=0)
+    mcmc = MCMC(kernel, num_samples=20, warmup_steps=5, disable_progbar=True)
+    mcmc.run(x)
+    draws = mcmc.get_samples(group_by_chain=True)
+    assert draws["labels"].shape == (1, 20, 3, 7)
+    assert draws["log_joint"].shape == (1, 20, 3)
+    labels = draws["labels"].round().long()
+    assert torch.equal(labels.double(), draws["labels"].double())
+    assert (labels >= 0).all() and (labels < 7).all()
+    assert "log_joint" in mcmc.diagnostics()
+    # initial params can be given, one labelling per chain
+    start = torch.zeros(3, 7)
+    mcmc = MCMC(CollapsedGibbs(model, num_chains=3, seed=0), num_samples=2, warmup_steps=0,
+                initial_params={"labels": start}, disable_progbar=True)
+    mcmc.run(x)
+
+
+def test_recorded_log_joint_matches_the_model():
+    """Incrementally maintained statistics must agree with a fresh computation, also when slots grow."""
+    model = CRPGaussianMixture(alpha=3.0, sigma=0.5, mean_scale=10.0)  # many clusters: capacity doubles
+    x, truth = model.simulate(1, num_points=60, seed=0).unpadded(0)
+    post = gibbs(model, x, num_samples=5, warmup_steps=2, num_chains=3, seed=0, progress_bar=False,
+                 split_merge=True)
+    assert int(post.num_clusters.max()) > 4
+    expected = model.log_joint(x.double(), post.samples).double()
+    assert torch.allclose(post.log_joint, expected, rtol=1e-9, atol=1e-6)
+    assert torch.allclose(post.log_likelihood, model.log_marginal_likelihood(x.double(), post.samples).double(),
+                          rtol=1e-9, atol=1e-6)
+    sbm = SBM()
+    adjacency = sbm.simulate(1, num_points=30, seed=0).adjacency[0]
+    post = gibbs(sbm, adjacency, num_samples=3, warmup_steps=1, num_chains=2, seed=0, progress_bar=False)
+    assert torch.allclose(post.log_joint, sbm.log_joint(adjacency.double(), post.samples).double(), atol=1e-6)
+
+
+def test_gibbs_is_reproducible(crp_case):
+    model, x, _ = crp_case
+    a = gibbs(model, x, num_samples=20, warmup_steps=2, num_chains=2, seed=7, progress_bar=False)
+    b = gibbs(model, x, num_samples=20, warmup_steps=2, num_chains=2, seed=7, progress_bar=False)
+    c = gibbs(model, x, num_samples=20, warmup_steps=2, num_chains=2, seed=8, progress_bar=False)
+    assert torch.equal(a.samples, b.samples)
+    assert not torch.equal(a.samples, c.samples)
+    pyro.set_rng_seed(3)
+    d = gibbs(model, x, num_samples=20, warmup_steps=2, num_chains=2, progress_bar=False)
+    pyro.set_rng_seed(3)
+    e = gibbs(model, x, num_samples=20, warmup_steps=2, num_chains=2, progress_bar=False)
+    assert torch.equal(d.samples, e.samples)
+
+
+def test_gibbs_bad_input():
+    model = CRPGaussianMixture()
+    with pytest.raises(ValueError, match="NaN"):
+        gibbs(model, torch.tensor([[0.0, float("nan")], [1.0, 2.0]]), num_samples=2, progress_bar=False)
+    with pytest.raises(ValueError, match="shape"):
+        gibbs(model, torch.randn(5, 3), num_samples=2, progress_bar=False)
+    with pytest.raises(ValueError, match="num_samples"):
+        gibbs(model, torch.randn(5, 2), num_samples=0, progress_bar=False)
+    with pytest.raises(ValueError, match="num_chains"):
+        gibbs(model, torch.randn(5, 2), num_chains=0, progress_bar=False)
+    with pytest.raises(TypeError, match="seating_log_weights|SBM"):
+        gibbs(LogDegreeSBM(), torch.zeros(40, 40), num_samples=2, progress_bar=False)
+    with pytest.raises(TypeError, match="conjugate"):
+        gibbs(object(), torch.randn(5, 2), progress_bar=False)
+    with pytest.raises(ValueError, match="sweeps"):
+        CollapsedGibbs(model, sweeps=0)
+
+
+# ---------------------------------------------------------------------------------------------- NUTS
+def test_nuts_matches_exact():
+    model = CRPGaussianMixture(mean_scale=3.0)
+    x = torch.tensor([[-2.0, 0.0], [-2.5, 0.3], [-1.8, -0.4], [2.0, 0.2], [2.4, -0.1], [0.3, 0.1]])
+    exact = exact_posterior(model, x)
+    post = nuts(model, x, num_samples=120, warmup_steps=60, truncation=6, seed=0)
+    assert post.method == "nuts" and post.samples.shape == (120, 6)
+    assert torch.allclose(post.log_joint, model.log_joint(x.double(), post.samples).double(), atol=1e-6)
+    assert_matches_exact(post, exact, cc_tol=0.12)
+
+
+def test_nuts_bad_input():
+    with pytest.raises(TypeError, match="stick-breaking"):
+        nuts(MFMGaussianMixture(), torch.randn(5, 2))
+    with pytest.raises(TypeError, match="stick-breaking"):
+        nuts(SBM(), torch.zeros(5, 5))
+    with pytest.raises(ValueError, match="truncation"):
+        nuts(CRPGaussianMixture(), torch.randn(5, 2), truncation=1)
+    with pytest.raises(ValueError, match="NaN"):
+        nuts(CRPGaussianMixture(), torch.tensor([[0.0, float("nan")]]))
