@@ -290,11 +290,12 @@ class _SearchState:
             old = self.labels[:, i].clone()
             self._shift(i, old, -1)
             delta = self.delta(i)
+            stay_delta = delta[self.rows, old]  # staying put is always allowed, even in an empty slot
             empty = self.sizes == 0
             first_empty = empty & (empty.cumsum(-1) == 1)
             delta = delta.masked_fill(empty & ~first_empty, math.inf)
             best = delta.argmin(-1)
-            stay = delta[self.rows, best] >= delta[self.rows, old] - _TOL
+            stay = delta[self.rows, best] >= stay_delta - _TOL
             new = torch.where(stay, old, best)
             self._shift(i, new, 1)
             self.labels[:, i] = new
@@ -715,10 +716,12 @@ def _arviz_from_posterior(az: Any, posterior: dict[str, np.ndarray], num_points:
     """Call ``az.from_dict`` in the form of the installed ArviZ (0.x keywords, 1.x a dict of groups)."""
     coords = {"point": np.arange(num_points)}
     dims = {"labels": ["point"]}
-    if "posterior" in inspect.signature(az.from_dict).parameters:  # arviz < 1.0: InferenceData
-        data = az.from_dict(posterior=posterior, coords=coords, dims=dims)
-    else:  # arviz >= 1.0: from_dict(groups) returns an xarray DataTree
-        data = az.from_dict({"posterior": posterior}, coords=coords, dims=dims)
+    with warnings.catch_warnings():  # our log_likelihood is the total per draw, not loo's pointwise group
+        warnings.filterwarnings("ignore", message="log_likelihood variable found in posterior")
+        if "posterior" in inspect.signature(az.from_dict).parameters:  # arviz < 1.0: InferenceData
+            data = az.from_dict(posterior=posterior, coords=coords, dims=dims)
+        else:  # arviz >= 1.0: from_dict(groups) returns an xarray DataTree
+            data = az.from_dict({"posterior": posterior}, coords=coords, dims=dims)
     data["posterior"].attrs["inference_method"] = method
     return data
 
