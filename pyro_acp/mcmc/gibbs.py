@@ -23,7 +23,6 @@ bar, warmup, ``get_samples``, ``summary``); :func:`gibbs` wraps that into a
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -46,10 +45,13 @@ from pyro_acp.posterior import ClusteringPosterior
 
 __all__ = ["CollapsedGibbs", "gibbs"]
 
+_SLACK = 8  # spare empty cluster slots kept per chain (fewer host syncs; see CollapsedGibbs._refresh_slack)
+
 
 # ---------------------------------------------------------------------------------------------- likelihoods
-# Both likelihoods keep per-slot statistics of all chains and update them with dense one-hot arithmetic:
-# with few slots, a handful of small dense ops per move is cheaper than scattered index updates.
+# Both likelihoods keep per-slot statistics of all chains, (C, W) with W = cluster slots + 1: the last slot
+# is never occupied, so its predictive is the "new cluster" one, in the slot layout of the prior's
+# ``seating_log_weights`` (K existing slots, then new).
 
 
 class _GaussianLikelihood:
@@ -59,32 +61,34 @@ class _GaussianLikelihood:
     labels, which also clears any round-off drift, and ``log_likelihood`` reads the last ``init``.
     """
 
-    def __init__(self, model: Any, x: Tensor) -> None:
+    def __init__(self, model: Any, x: Tensor, num_chains: int) -> None:
         self.sigma, self.mean_scale = float(model.sigma), float(model.mean_scale)
         self.x = x
         self.sq = x.square().sum(-1, keepdim=True)
+        self.rows = torch.arange(num_chains, device=x.device)
 
-    def init(self, labels: Tensor, capacity: int) -> None:
-        """Statistics of ``labels`` (C, N) in ``capacity`` slots (label -1 = not placed)."""
-        z = _one_hot(labels, capacity, self.x.dtype).transpose(-1, -2)  # (C, slots, N)
+    def init(self, labels: Tensor, width: int) -> None:
+        """Statistics of ``labels`` (C, N) in ``width`` slots (label -1 = not placed)."""
+        z = _one_hot(labels, width, self.x.dtype).transpose(-1, -2)  # (C, W, N)
         self.count, self.total, self.sumsq = z.sum(-1), z @ self.x, (z @ self.sq).squeeze(-1)
 
     @property
     def counts(self) -> Tensor:
-        return self.count
+        """(C, W - 1) sizes of the cluster slots (a view)."""
+        return self.count[:, :-1]
 
     def grow(self, extra: int) -> None:
         pad = torch.nn.functional.pad
         self.count, self.sumsq = pad(self.count, (0, extra)), pad(self.sumsq, (0, extra))
         self.total = pad(self.total, (0, 0, 0, extra))
 
-    def move(self, i: int, delta: Tensor) -> None:
-        """Add point i with per-slot weights ``delta`` (C, slots): +1 joins a slot, -1 leaves it, 0 nothing."""
-        self.count += delta
-        self.total += delta.unsqueeze(-1) * self.x[i]
+    def move(self, i: int, slot: Tensor, weight: Tensor) -> None:
+        """Add point i to ``slot`` (C,) with ``weight`` (C,): +1 joins, -1 leaves, 0 leaves things as they are."""
+        self.count.index_put_((self.rows, slot), weight, accumulate=True)
+        self.total.index_put_((self.rows, slot), weight.unsqueeze(-1) * self.x[i], accumulate=True)
 
     def log_predictive(self, i: int) -> Tensor:
-        """(C, slots) log p(x_i | the points currently in each slot); empty slots give the prior predictive."""
+        """(C, W) log p(x_i | the points currently in each slot); empty slots give the prior predictive."""
         stats = GaussianStats(self.count, self.total, self.sumsq)
         return gaussian_log_predictive(self.x[i], stats, self.sigma, self.mean_scale)
 
@@ -97,38 +101,41 @@ class _GaussianLikelihood:
 class _BlockLikelihood:
     """Beta-Bernoulli blocks of a symmetric graph.
 
-    Keeps M = A Z (C, N, slots): edges from every node to every block, E = Zᵀ A Z (C, slots, slots) (ordered
-    pairs, so the diagonal counts within-block edges twice) and the block sizes. Moving node i into block k
-    adds M[i] to row and column k of E and A[:, i] to column k of M.
+    Keeps M = A Z (C, N, W): edges from every node to every block, E = Zᵀ A Z (C, W, W) (ordered pairs, so
+    the diagonal counts within-block edges twice) and the block sizes. Moving node i into block k adds M[i]
+    to row and column k of E and A[:, i] to column k of M.
     """
 
-    def __init__(self, model: Any, adjacency: Tensor) -> None:
+    def __init__(self, model: Any, adjacency: Tensor, num_chains: int) -> None:
         self.within, self.between = tuple(model.within), tuple(model.between)
         self.adjacency = adjacency
 
-    def init(self, labels: Tensor, capacity: int) -> None:
-        z = _one_hot(labels, capacity, self.adjacency.dtype)  # (C, N, slots)
+    def init(self, labels: Tensor, width: int) -> None:
+        z = _one_hot(labels, width, self.adjacency.dtype)  # (C, N, W)
         self.m = self.adjacency @ z
         self.e = z.transpose(-1, -2) @ self.m
         self.sizes = z.sum(-2)
+        self._eye = torch.eye(width, dtype=self.adjacency.dtype, device=self.adjacency.device)
 
     @property
     def counts(self) -> Tensor:
-        return self.sizes
+        return self.sizes[:, :-1]
 
     def grow(self, extra: int) -> None:
         pad = torch.nn.functional.pad
         self.m, self.sizes = pad(self.m, (0, extra)), pad(self.sizes, (0, extra))
         self.e = pad(self.e, (0, extra, 0, extra))
+        self._eye = torch.eye(self.sizes.shape[-1], dtype=self.adjacency.dtype, device=self.adjacency.device)
 
-    def move(self, i: int, delta: Tensor) -> None:
-        outer = delta.unsqueeze(-1) * self.m[:, i, :].unsqueeze(-2)  # (C, slots, slots): row k += M[i]
+    def move(self, i: int, slot: Tensor, weight: Tensor) -> None:
+        delta = weight.unsqueeze(-1) * self._eye[slot]  # (C, W)
+        outer = delta.unsqueeze(-1) * self.m[:, i, :].unsqueeze(-2)  # row k += M[i]
         self.e += outer + outer.transpose(-1, -2)
         self.m += self.adjacency[i].unsqueeze(-1) * delta.unsqueeze(-2)
         self.sizes += delta
 
     def _stats(self) -> BlockStats:
-        eye = torch.eye(self.e.shape[-1], dtype=torch.bool, device=self.e.device)
+        eye = self._eye.bool()
         pairs = self.sizes.unsqueeze(-1) * self.sizes.unsqueeze(-2)
         edges = torch.where(eye, 0.5 * self.e, self.e)
         pairs = torch.where(eye, 0.5 * (pairs - self.sizes.unsqueeze(-1)), pairs)
@@ -141,12 +148,12 @@ class _BlockLikelihood:
         return block_log_marginal(self._stats(), self.within, self.between)
 
 
-def _one_hot(labels: Tensor, capacity: int, dtype: torch.dtype) -> Tensor:
-    """(C, N, slots) float memberships; label -1 gives a zero row."""
-    return (labels.unsqueeze(-1) == torch.arange(capacity, device=labels.device)).to(dtype)
+def _one_hot(labels: Tensor, width: int, dtype: torch.dtype) -> Tensor:
+    """(C, N, W) float memberships; label -1 gives a zero row."""
+    return (labels.unsqueeze(-1) == torch.arange(width, device=labels.device)).to(dtype)
 
 
-def _likelihood_for(model: Any, data: Tensor) -> _GaussianLikelihood | _BlockLikelihood:
+def _likelihood_for(model: Any, data: Tensor, num_chains: int = 1) -> _GaussianLikelihood | _BlockLikelihood:
     """The sufficient-statistic likelihood of a supported conjugate model, else TypeError."""
     from pyro_acp.models.mixtures import GaussianMixture
     from pyro_acp.models.sbm import SBM
@@ -158,10 +165,16 @@ def _likelihood_for(model: Any, data: Tensor) -> _GaussianLikelihood | _BlockLik
             f"collapsed Gibbs needs a partition prior with seating_log_weights (an exchangeable Gibbs-type prior "
             f"such as CRP, PitmanYor or MFM); {type(model).__name__}'s prior {type(prior).__name__} has none"
         )
+    probe = prior.seating_log_weights(torch.tensor([[2.0, 0.0, 1.0]]), 3)
+    if probe.shape != (1, 4) or not torch.isneginf(probe[0, 1]) or not torch.isfinite(probe[0, [0, 2, 3]]).all():
+        raise TypeError(
+            f"{type(prior).__name__}.seating_log_weights must return (..., K+1) with -inf for empty slots "
+            f"and finite weights elsewhere; got {probe.tolist()} for counts [[2, 0, 1]]"
+        )
     if isinstance(model, GaussianMixture):
-        return _GaussianLikelihood(model, data)
+        return _GaussianLikelihood(model, data, num_chains)
     if isinstance(model, SBM):
-        return _BlockLikelihood(model, data)
+        return _BlockLikelihood(model, data, num_chains)
     raise TypeError(
         f"collapsed Gibbs supports the conjugate Gaussian mixtures (CRP / Pitman-Yor / MFM) and the "
         f"Beta-Bernoulli SBM; got {type(model).__name__}"
@@ -227,9 +240,11 @@ class CollapsedGibbs(MCMCKernel):
         data = self.model.check_data(x).to(torch.float64)
         self.data = data
         self.num_points = int(self.model.num_points_of(data))
-        self.likelihood = _likelihood_for(self.model, data)
+        self.likelihood = _likelihood_for(self.model, data, self.num_chains)
         self.prior = self.model.partition_prior(self.num_points)
         device = data.device
+        self._one = torch.ones(self.num_chains, dtype=data.dtype, device=device)
+        self._minus_one = -self._one
         seed = int(torch.randint(0, 2**62, ())) if self.seed is None else self.seed
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self._sm_proposed = self._sm_accepted = 0
@@ -287,21 +302,26 @@ class CollapsedGibbs(MCMCKernel):
                 f"labels must have shape ({self.num_chains}, {self.num_points}), got {tuple(labels.shape)}"
             )
         self.labels = labels.clone()
-        self._set_capacity(int(labels.max()) + 2)
-        self.likelihood.init(self.labels, self.capacity)
+        max_clusters = int(labels.max()) + 1
+        self.capacity = max_clusters + _SLACK
+        self.likelihood.init(self.labels, self.capacity + 1)
+        self._safe_steps = self.capacity - max_clusters
 
-    def _set_capacity(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._eye = torch.eye(capacity, dtype=self.data.dtype, device=self.data.device)  # rows = one-hot slots
+    def _refresh_slack(self) -> None:
+        """Make sure every chain keeps an empty cluster slot for the next ``_safe_steps`` point updates.
 
-    def _ensure_free_slot(self) -> None:
-        """Double the slot capacity when some chain has no empty slot left for a new cluster."""
-        if bool((self.likelihood.counts > 0).all(-1).any()):
-            self.likelihood.grow(self.capacity)
-            self._set_capacity(2 * self.capacity)
+        A point update opens at most one cluster, so with K_max clusters in the fullest chain the next
+        ``capacity - K_max`` updates always find an empty slot: one host sync per that many updates.
+        """
+        max_clusters = int((self.likelihood.counts > 0).sum(-1).max())
+        if self.capacity - max_clusters < _SLACK // 2:
+            extra = max_clusters + _SLACK - self.capacity
+            self.likelihood.grow(extra)
+            self.capacity += extra
+        self._safe_steps = self.capacity - max_clusters
 
     def _make_params(self) -> dict[str, Tensor]:
-        self.likelihood.init(self.labels, self.capacity)  # fresh statistics: exact, no round-off drift
+        self.likelihood.init(self.labels, self.capacity + 1)  # fresh statistics: exact, no round-off drift
         log_likelihood = self.likelihood.log_likelihood()
         log_prior = self.prior.log_prob(self.labels).to(log_likelihood)
         return {
@@ -311,45 +331,49 @@ class CollapsedGibbs(MCMCKernel):
         }
 
     def _log_target(self, labels: Tensor) -> Tensor:
-        """(C,) log p(partition) + log p(x | partition) of canonical ``labels`` (split-merge acceptance)."""
-        self.likelihood.init(labels, self.capacity)
+        """(C,) log p(partition) + log p(x | partition) of ``labels`` (split-merge acceptance)."""
+        self.likelihood.init(labels, self.capacity + 1)
         return self.prior.log_prob(labels).to(self.data) + self.likelihood.log_likelihood()
 
     def _gumbel(self, shape: tuple[int, ...]) -> Tensor:
         u = torch.rand(shape, generator=self.generator, device=self.data.device, dtype=self.data.dtype)
         return -torch.log(-torch.log(u.clamp(min=torch.finfo(u.dtype).tiny)))
 
-    # ------------------------------------------------------------------ Gibbs moves
-    def _conditional_logits(self, i: int, num_seated: int) -> Tensor:
-        """(C, slots) unnormalised log p(c_i = slot | rest): existing clusters, the first empty slot = new."""
-        counts = self.likelihood.counts
-        seat = self.prior.seating_log_weights(counts, num_seated).to(counts)  # (C, slots + 1)
-        empty = counts == 0
-        first_empty = empty & (empty.cumsum(-1) == 1)
-        logits = torch.where(first_empty, seat[..., -1:], seat[..., :-1]) + self.likelihood.log_predictive(i)
-        return logits.masked_fill(empty & ~first_empty, -math.inf)
+    def _scores(self, i: int, num_seated: int) -> Tensor:
+        """(C, W) unnormalised log p(c_i = slot | rest): cluster slots (-inf when empty), then new cluster."""
+        seat = self.prior.seating_log_weights(self.likelihood.counts, num_seated)
+        return seat.to(self.data.dtype) + self.likelihood.log_predictive(i)
 
+    # ------------------------------------------------------------------ Gibbs moves
     def _seat(self, order: list[int], seated: list[int] | None) -> None:
         """Gibbs-update the points in ``order``; ``seated`` None means every other point is placed (a sweep),
-        else ``seated[t]`` points are placed before step t and point ``order[t]`` is not (initialisation)."""
-        noise = self._gumbel((len(order), self.num_chains, self.capacity))
+        else ``seated[t]`` points are placed before step t and point ``order[t]`` is not (initialisation).
+
+        Sampling is Gumbel-max over the W scores; "new cluster" (the last slot) goes to the chain's first
+        empty slot, which ``argmin`` of the slot sizes finds without a host sync.
+        """
+        noise = self._gumbel((len(order), self.num_chains, self.capacity + 1))
         for t, i in enumerate(order):
-            self._ensure_free_slot()
-            if noise.shape[-1] != self.capacity:
-                noise = self._gumbel((len(order), self.num_chains, self.capacity))
+            if self._safe_steps <= 0:
+                self._refresh_slack()
+                if noise.shape[-1] != self.capacity + 1:
+                    noise = self._gumbel((len(order), self.num_chains, self.capacity + 1))
+            self._safe_steps -= 1
             if seated is None:
-                self.likelihood.move(i, -self._eye[self.labels[:, i]])
+                self.likelihood.move(i, self.labels[:, i], self._minus_one)
             num_seated = self.num_points - 1 if seated is None else seated[t]
-            new = (self._conditional_logits(i, num_seated) + noise[t]).argmax(-1)
-            self.likelihood.move(i, self._eye[new])
+            choice = (self._scores(i, num_seated) + noise[t]).argmax(-1)
+            new = torch.where(choice == self.capacity, self.likelihood.counts.argmin(-1), choice)
+            self.likelihood.move(i, new, self._one)
             self.labels[:, i] = new
 
     def _sequential_init(self) -> None:
         """Seat the points one by one from their predictive given the points already seated: a dispersed,
         data-aware start that differs between chains."""
         self.labels = torch.full((self.num_chains, self.num_points), -1, dtype=torch.long, device=self.data.device)
-        self._set_capacity(2)
-        self.likelihood.init(self.labels, self.capacity)
+        self.capacity = _SLACK
+        self.likelihood.init(self.labels, self.capacity + 1)
+        self._safe_steps = self.capacity
         order = torch.randperm(self.num_points, generator=self.generator, device=self.data.device)
         self._seat(order.tolist(), seated=list(range(self.num_points)))
         self._set_state(self.labels)
@@ -368,11 +392,9 @@ class CollapsedGibbs(MCMCKernel):
                              dtype=self.data.dtype)
         for t, k in enumerate(points):
             act = active[:, k]
-            weight = act.to(self.data.dtype).unsqueeze(-1)
-            self.likelihood.move(k, -weight * self._eye[labels[:, k]])
-            counts = self.likelihood.counts
-            seat = self.prior.seating_log_weights(counts, self.num_points - 1).to(counts)
-            score = seat[..., :-1] + self.likelihood.log_predictive(k)
+            weight = act.to(self.data.dtype)
+            self.likelihood.move(k, labels[:, k], -weight)
+            score = self._scores(k, self.num_points - 1)
             score_a, score_b = score[rows, a], score[rows, b]
             norm = torch.logaddexp(score_a, score_b)
             log_pa, log_pb = score_a - norm, score_b - norm
@@ -381,7 +403,7 @@ class CollapsedGibbs(MCMCKernel):
                 choose_a = torch.where(forced[0], forced[1][:, k], choose_a)
             log_q = log_q + torch.where(act, torch.where(choose_a, log_pa, log_pb), 0.0)
             new = torch.where(act, torch.where(choose_a, a, b), labels[:, k])
-            self.likelihood.move(k, weight * self._eye[new])
+            self.likelihood.move(k, new, weight)
             labels[:, k] = new
         return log_q
 
@@ -402,9 +424,8 @@ class CollapsedGibbs(MCMCKernel):
         current = self.labels
         ci, cj = current[rows, i], current[rows, j]
         same = ci == cj
-        self._ensure_free_slot()
-        empty = self.likelihood.counts == 0
-        new_slot = (empty & (empty.cumsum(-1) == 1)).long().argmax(-1)
+        self._refresh_slack()  # guarantees an empty slot for the split
+        new_slot = self.likelihood.counts.argmin(-1)
         a, b = torch.where(same, new_slot, ci), cj
         pair = torch.zeros(c, n, dtype=torch.bool, device=device)
         pair[rows, i] = True
@@ -414,7 +435,7 @@ class CollapsedGibbs(MCMCKernel):
         coin = torch.rand(c, n, generator=gen, device=device) < 0.5
         launch = torch.where(active, torch.where(coin, a[:, None], b[:, None]), current)
         launch[rows, i] = a
-        self.likelihood.init(launch, self.capacity)
+        self.likelihood.init(launch, self.capacity + 1)
         points = active.any(0).nonzero().flatten().tolist()
         for _ in range(self.restricted_scans):
             self._restricted_scan(launch, a, b, active, points)

@@ -127,7 +127,7 @@ def nuts(
     truncation: int = 10,
     num_chains: int = 1,
     seed: int | None = None,
-    progress_bar: bool = False,
+    progress_bar: bool = True,
     jit_compile: bool = True,
 ) -> ClusteringPosterior:
     """Posterior over partitions of ``x`` from NUTS on the truncated stick-breaking mixture.
