@@ -1,0 +1,42 @@
+"""Generative models as Pyro programs, with fast batched simulators (installed as ``pyro_acp.models``).
+
+Every model has ``model(num_points=N, obs=None)`` (sites "labels" and "x"), ``simulate(batch_size,
+num_points=(lo, hi), seed=None, device=None) -> Batch``, ``config()``, ``check_data(x)`` and the attributes
+``data_kind``, ``ordered``, ``data_dim``; conjugate ones add ``log_marginal_likelihood``, ``log_joint`` and
+``log_predictive`` (see :mod:`pyro_acp.models.conjugate`).
+"""
+
+from .base import GenerativeModel, model_from_config
+from .catalogs import CatalogGrammar, OrderedGaussianCatalog, ProceduralCatalog, load_rules
+from .graphs import (
+    BalancedPartition,
+    SymmetricAdjacency,
+    check_adjacency,
+    from_networkx,
+    laplacian_positional_encoding,
+    to_networkx,
+)
+from .mixtures import CRPGaussianMixture, GaussianMixture, MFMGaussianMixture, PitmanYorGaussianMixture
+from .sbm import SBM, GraphModel, LogDegreeSBM
+
+__all__ = [
+    "BalancedPartition",
+    "CRPGaussianMixture",
+    "CatalogGrammar",
+    "GaussianMixture",
+    "GenerativeModel",
+    "GraphModel",
+    "LogDegreeSBM",
+    "MFMGaussianMixture",
+    "OrderedGaussianCatalog",
+    "PitmanYorGaussianMixture",
+    "ProceduralCatalog",
+    "SBM",
+    "SymmetricAdjacency",
+    "check_adjacency",
+    "from_networkx",
+    "laplacian_positional_encoding",
+    "load_rules",
+    "model_from_config",
+    "to_networkx",
+]

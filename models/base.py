@@ -243,6 +243,19 @@ class ExactLikelihood:
             raise ValueError(f"labels have {labels.shape[-1]} points but the data have {n}")
         return data, labels.to(data.device)
 
+    @staticmethod
+    def _without_point(labels: Tensor, index: int, num_clusters: int | None) -> tuple[Tensor, int]:
+        """``labels`` with point ``index`` removed (label -1) and the number K of existing cluster slots."""
+        n = labels.shape[-1]
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n <= index < n:
+            raise ValueError(f"index must be a point index in [0, {n}), got {index!r}")
+        k = int(labels.max()) + 1 if num_clusters is None else check_positive_int(num_clusters, "num_clusters")
+        if int(labels.max()) >= k:
+            raise ValueError(f"labels use {int(labels.max()) + 1} cluster slots but num_clusters={k}")
+        others = labels.clone()
+        others[..., index] = -1
+        return others, k
+
     def log_joint(self, data: Any, labels: Any) -> Tensor:
         """log p(partition) + log p(data | partition), shape (...,): the unnormalised exact posterior."""
         data, labels = self._check_data_labels(data, labels)

@@ -25,6 +25,7 @@ from pyro_acp.partitions import canonicalize, check_labels, cluster_sizes, enume
 LABEL_ATTRIBUTE = "label"
 _NO_SHAPE = torch.Size()
 PADDING_EIGENVALUE = 3.0  # above the normalised Laplacian's spectrum [0, 2], so padding sorts last
+EIGH_BUCKET = 4  # graphs per eigh call, grouped by size
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -200,6 +201,27 @@ class BalancedPartition(TorchDistribution):
 # ---------------------------------------------------------------------------------------------- encodings
 
 
+def _bucketed_eigenvectors(laplacian: Tensor, mask: Tensor, dim: int, bucket: int = EIGH_BUCKET) -> Tensor:
+    """Eigenvectors 2..dim+1 of padded Laplacians (..., N, N), zero-padded to ``dim`` columns.
+
+    eigh costs ~N^3 per matrix, so graphs are sorted by size and decomposed ``bucket`` at a time, each group
+    trimmed to its largest graph: about 3x faster than one call at the batch's largest N for sizes spread
+    over [50, 300). Trimming needs the real nodes first; otherwise every group keeps the full N.
+    """
+    shape = laplacian.shape
+    flat = laplacian.reshape(-1, shape[-1], shape[-1])
+    real = mask.reshape(-1, shape[-1])
+    counts = real.sum(-1)
+    positions = torch.arange(shape[-1], device=mask.device)
+    prefix = bool((real == (positions < counts.unsqueeze(-1))).all())
+    out = flat.new_zeros(flat.shape[0], shape[-1], dim)
+    for group in counts.argsort().split(bucket):
+        n = int(counts[group].max()) if prefix else shape[-1]
+        vectors = torch.linalg.eigh(flat[group, :n, :n]).eigenvectors[..., 1 : dim + 1]
+        out[group, :n, : vectors.shape[-1]] = vectors
+    return out.reshape(*shape[:-1], dim)
+
+
 def laplacian_positional_encoding(
     adjacency: Tensor,
     mask: Tensor | None = None,
@@ -232,10 +254,7 @@ def laplacian_positional_encoding(
     laplacian = -inv_sqrt.unsqueeze(-1) * adjacency * inv_sqrt.unsqueeze(-2)
     diagonal = torch.where(mask, 1.0, PADDING_EIGENVALUE).to(adjacency.dtype)
     laplacian = laplacian + torch.diag_embed(diagonal)
-    _, vectors = torch.linalg.eigh(laplacian)
-    pe = vectors[..., 1 : dim + 1]
-    if pe.shape[-1] < dim:
-        pe = torch.nn.functional.pad(pe, (0, dim - pe.shape[-1]))
+    pe = _bucketed_eigenvectors(laplacian, mask, dim)
     real = torch.arange(1, dim + 1, device=adjacency.device) < mask.sum(-1, keepdim=True)  # (..., dim)
     pe = pe * real.unsqueeze(-2) * mask.unsqueeze(-1)
     if sign_flip_generator is not None:

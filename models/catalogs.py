@@ -1,0 +1,424 @@
+"""Ordered clusterings (the catalog problem): clusters that also carry an order.
+
+For both models the labels are positions in the order (0 = first cluster): the canonical form of an ordered
+partition, kept as they are by ``Batch.from_labels(ordered=True)``.
+
+Sites. The order is a deterministic function of latent variables, so both programs record it with
+``pyro.deterministic("labels", ...)`` (an observed Delta site holding the ordered labels) after the latent
+sites it comes from:
+
+- :class:`OrderedGaussianCatalog`: "partition" (the CRP draw, unordered), "means", "labels", "x";
+- :class:`ProceduralCatalog`: "catalog" (a :class:`CatalogGrammar` draw, (N, 2) rows of [position,
+  colour]), "labels", "x" (a Delta at the one-hot colours).
+
+**OrderedGaussianCatalog**: CRP(alpha) clusters of 2-D points, means N(0, mean_scale^2 I), sigma 1; a
+cluster larger than ``max_cluster_size`` is split round-robin into the fewest near-equal parts (sizes differ
+by at most one), all sharing its mean; clusters are ordered by the distance of their mean from the origin
+(parts of one cluster, at equal distance, keep the order of their part index).
+
+**ProceduralCatalog**: coloured tokens grouped into sections by the rules of a JSON file (default
+``procedural_rules.json``, documented inside). A catalog of exactly N tokens is drawn as follows:
+
+1. pick a composition (input-set type) uniformly;
+2. structural rule: one random section from each of its order groups;
+3. compositional rule: for each of its colours not yet present, a random allowed section containing it;
+4. append random allowed sections, keep the shortest prefix with at least N tokens, and accept the catalog
+   when it has exactly N tokens and keeps every section of steps 2-3 (vectorised rejection: many candidates
+   per catalog at once, so the result is the process conditioned on N tokens);
+5. order the sections group by group, uniformly at random within a group.
+
+Token encoding: ``x`` is the one-hot colour of each token, in the order of the rules' "colours" list
+(``data_dim`` = number of colours); clustering must rely on the set context, not on the features alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import TorchDistribution
+from torch import Tensor
+from torch.distributions import constraints
+
+from pyro_acp.distributions import CRP
+
+from .base import GenerativeModel, check_positive, check_positive_int, check_vectors, make_generator
+from .mixtures import gaussian_cluster_draws, gaussian_cluster_sites
+
+DEFAULT_RULES_PATH = Path(__file__).with_name("procedural_rules.json")
+_NO_SHAPE = torch.Size()
+
+
+# ---------------------------------------------------------------------------------------------- ordered Gaussians
+
+
+def ordered_catalog_labels(labels: Tensor, means: Tensor, max_cluster_size: int | None) -> Tensor:
+    """Ordered labels (B, N) from unordered ones (B, N) (-1 = padding) and cluster means (B, K, D).
+
+    Clusters above ``max_cluster_size`` are dealt round-robin (by point index) into ceil(n / cap) parts;
+    every part is ranked by the distance of its cluster's mean from the origin (ties: part index).
+    """
+    batch, _ = labels.shape
+    k = means.shape[1]
+    valid = labels >= 0
+    safe = labels.clamp(min=0)
+    onehot = torch.nn.functional.one_hot(safe, k) * valid.unsqueeze(-1)  # (B, N, K)
+    rank_in_cluster = (onehot.cumsum(1) * onehot).sum(-1) - 1
+    sizes = onehot.sum(1)  # (B, K)
+    if max_cluster_size is None:
+        parts = (sizes > 0).long()
+    else:
+        parts = (sizes + max_cluster_size - 1) // max_cluster_size
+    num_parts = max(int(parts.max()), 1)
+    part = rank_in_cluster % parts.gather(1, safe).clamp(min=1)
+    slot = safe * num_parts + part
+    used = torch.arange(num_parts, device=labels.device) < parts.unsqueeze(-1)  # (B, K, P)
+    key = means.norm(dim=-1).unsqueeze(-1).expand(batch, k, num_parts).masked_fill(~used, math.inf)
+    rank = key.reshape(batch, k * num_parts).argsort(dim=1, stable=True).argsort(1)
+    return rank.gather(1, slot).masked_fill(~valid, -1)
+
+
+class OrderedGaussianCatalog(GenerativeModel):
+    """2-D CRP Gaussian clusters, size-capped, ordered by the distance of their true mean from the origin."""
+
+    data_kind = "catalog"
+    ordered = True
+    default_num_points = (5, 100)
+
+    def __init__(self, alpha: float = 0.7, max_cluster_size: int | None = 30, sigma: float = 1.0,
+                 mean_scale: float = 10.0, dim: int = 2):
+        self.alpha = check_positive(alpha, "alpha")
+        self.max_cluster_size = (None if max_cluster_size is None
+                                 else check_positive_int(max_cluster_size, "max_cluster_size"))
+        self.sigma = check_positive(sigma, "sigma")
+        self.mean_scale = check_positive(mean_scale, "mean_scale")
+        self.dim = check_positive_int(dim, "dim")
+        super().__init__(alpha=self.alpha, max_cluster_size=self.max_cluster_size, sigma=self.sigma,
+                         mean_scale=self.mean_scale, dim=self.dim)
+
+    @property
+    def data_dim(self) -> int:
+        return self.dim
+
+    def partition_prior(self, num_points: int) -> CRP:
+        """The CRP of the unordered clusters (before splitting and ordering)."""
+        return CRP(self.alpha, check_positive_int(num_points, "num_points"))
+
+    def _program(self, num_points: int, obs: Tensor | None) -> Tensor:
+        partition = pyro.sample("partition", self.partition_prior(num_points))
+        x, means = gaussian_cluster_sites(partition, self.dim, self.sigma, self.mean_scale, obs)
+        ordered = ordered_catalog_labels(partition.to(means.device).unsqueeze(0), means.unsqueeze(0),
+                                         self.max_cluster_size)[0]
+        pyro.deterministic("labels", ordered, event_dim=1)
+        return x
+
+    def _simulate(self, sizes: Tensor, mask: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        labels = self.sample_prior(mask.shape[1], mask.shape[0], generator).masked_fill(~mask, -1)
+        x, means = gaussian_cluster_draws(labels, self.dim, self.sigma, self.mean_scale, generator)
+        return {"x": x, "labels": ordered_catalog_labels(labels, means, self.max_cluster_size)}
+
+
+# ---------------------------------------------------------------------------------------------- procedural rules
+
+
+def _fail(message: str) -> None:
+    raise ValueError(f"procedural rules: {message}")
+
+
+def _int_range(raw: dict, key: str) -> tuple[int, int]:
+    value = raw.get(key)
+    ok = (isinstance(value, list) and len(value) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+    if not ok or not 1 <= value[0] <= value[1]:
+        _fail(f"'{key}' must be a range [min, max] of integers with 1 <= min <= max, got {value!r}")
+    return value[0], value[1]
+
+
+@dataclass(frozen=True)
+class CatalogRules:
+    """Parsed, validated rules as tensors (S sections, C colours, Q compositions, G order groups)."""
+
+    raw: dict
+    colours: tuple[str, ...]
+    section_names: tuple[str, ...]
+    composition_names: tuple[str, ...]
+    num_tokens: tuple[int, int]
+    section_size: tuple[int, int]
+    section_counts: Tensor  # (S, C) tokens of each colour
+    section_tokens: Tensor  # (S, max size) colour index of each token, -1 padding
+    group: Tensor  # (Q, S) order group of each section in each composition, -1 = not allowed
+    composition_colours: Tensor  # (Q, C) colours of each composition
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.group.max()) + 1
+
+
+def _parse_sections(raw: dict, colours: list[str], size_range: tuple[int, int]) -> dict[str, dict[str, int]]:
+    sections = raw.get("sections")
+    if not isinstance(sections, dict) or not sections:
+        _fail("'sections' must be a non-empty object mapping section names to colour counts")
+    for name, counts in sections.items():
+        if not isinstance(counts, dict) or not counts:
+            _fail(f"section '{name}' must map colours to token counts, got {counts!r}")
+        for colour, count in counts.items():
+            if colour not in colours:
+                _fail(f"section '{name}' uses unknown colour '{colour}' (colours: {colours})")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                _fail(f"section '{name}' has a non-positive or non-integer count {count!r} of '{colour}'")
+        size = sum(counts.values())
+        if not size_range[0] <= size <= size_range[1]:
+            _fail(f"section '{name}' has {size} tokens, outside section_size {list(size_range)}")
+    return sections
+
+
+def _parse_composition(name: str, spec: Any, sections: dict, colours: list[str],
+                       num_tokens: tuple[int, int]) -> tuple[list[str], dict[str, int]]:
+    """(colours, {section: group}) of one composition, with its consistency checks."""
+    if not isinstance(spec, dict) or "colours" not in spec or "order" not in spec:
+        _fail(f"composition '{name}' must be an object with 'colours' and 'order'")
+    comp_colours, order = spec["colours"], spec["order"]
+    if not isinstance(comp_colours, list) or not comp_colours or len(set(comp_colours)) != len(comp_colours):
+        _fail(f"composition '{name}' needs a non-empty list of distinct 'colours'")
+    for colour in comp_colours:
+        if colour not in colours:
+            _fail(f"composition '{name}' uses unknown colour '{colour}'")
+    if not isinstance(order, list) or not order:
+        _fail(f"composition '{name}' needs a non-empty 'order' (a list of groups of section names)")
+    groups: dict[str, int] = {}
+    for g, members in enumerate(order):
+        if not isinstance(members, list) or not members:
+            _fail(f"composition '{name}' order group {g + 1} must be a non-empty list of section names")
+        for section in members:
+            if section not in sections:
+                _fail(f"composition '{name}' order group {g + 1} lists unknown section '{section}'")
+            if section in groups:
+                _fail(f"composition '{name}' lists section '{section}' in two order groups "
+                      f"({groups[section] + 1} and {g + 1})")
+            groups[section] = g
+    used = {colour for section in groups for colour in sections[section]}
+    if used != set(comp_colours):
+        _fail(f"composition '{name}' declares colours {sorted(comp_colours)} but its sections use {sorted(used)}")
+    minimum = sum(min(sum(sections[s].values()) for s in members) for members in order)
+    if minimum > num_tokens[1]:
+        _fail(f"composition '{name}' needs at least {minimum} tokens (one section per order group) but "
+              f"num_tokens allows at most {num_tokens[1]}")
+    return comp_colours, groups
+
+
+def parse_rules(raw: Any) -> CatalogRules:
+    """Validate a rules dict; ValueError naming the offending rule for anything malformed or inconsistent."""
+    if not isinstance(raw, dict):
+        _fail(f"the rules must be a JSON object, got {type(raw).__name__}")
+    for key in ("colours", "sections", "compositions", "num_tokens"):
+        if key not in raw:
+            _fail(f"missing key '{key}'")
+    colours = raw["colours"]
+    if (not isinstance(colours, list) or not colours or not all(isinstance(c, str) for c in colours)
+            or len(set(colours)) != len(colours)):
+        _fail(f"'colours' must be a non-empty list of distinct names, got {colours!r}")
+    num_tokens = _int_range(raw, "num_tokens")
+    section_size = _int_range(raw, "section_size") if "section_size" in raw else (1, num_tokens[1])
+    sections = _parse_sections(raw, colours, section_size)
+    compositions = raw["compositions"]
+    if not isinstance(compositions, dict) or not compositions:
+        _fail("'compositions' must be a non-empty object mapping names to rules")
+    section_names = list(sections)
+    parsed, seen = [], {}
+    for name, spec in compositions.items():
+        comp_colours, groups = _parse_composition(name, spec, sections, colours, num_tokens)
+        key = frozenset(comp_colours)
+        if key in seen:
+            _fail(f"compositions '{seen[key]}' and '{name}' have the same colours, so a catalog's rules "
+                  "would be ambiguous")
+        seen[key] = name
+        parsed.append((comp_colours, groups))
+    counts = torch.tensor([[sections[s].get(c, 0) for c in colours] for s in section_names])
+    max_size = int(counts.sum(1).max())
+    tokens = torch.full((len(section_names), max_size), -1, dtype=torch.long)
+    for i, s in enumerate(section_names):
+        row = [colours.index(c) for c, n in sections[s].items() for _ in range(n)]
+        tokens[i, : len(row)] = torch.tensor(row)
+    group = torch.tensor([[groups.get(s, -1) for s in section_names] for _, groups in parsed])
+    comp_colours = torch.tensor([[c in cc for c in colours] for cc, _ in parsed])
+    return CatalogRules(raw=raw, colours=tuple(colours), section_names=tuple(section_names),
+                        composition_names=tuple(compositions), num_tokens=num_tokens, section_size=section_size,
+                        section_counts=counts, section_tokens=tokens, group=group, composition_colours=comp_colours)
+
+
+def load_rules(rules: str | Path | dict | None = None) -> CatalogRules:
+    """Rules from a dict, a JSON file path, or the shipped default (None)."""
+    if rules is None:
+        rules = DEFAULT_RULES_PATH
+    if isinstance(rules, (str, Path)):
+        path = Path(rules)
+        if not path.is_file():
+            raise ValueError(f"procedural rules file {str(path)!r} does not exist")
+        try:
+            rules = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"procedural rules file {str(path)!r} is not valid JSON: {err}") from err
+    return parse_rules(rules)
+
+
+# ---------------------------------------------------------------------------------------------- procedural model
+
+
+def _pick(allowed: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """One uniform choice among the allowed columns of each row, and whether the row had any."""
+    has = allowed.any(1)
+    weights = allowed.to(torch.float32) + (~has).unsqueeze(1).to(torch.float32)
+    return torch.multinomial(weights, 1, generator=generator).squeeze(1), has
+
+
+class CatalogGrammar(TorchDistribution):
+    """The procedural catalog generator as a distribution over (N, 2) rows [position of section, colour].
+
+    Rows are in a uniformly random token order. A simulator only: the grammar's likelihood (a sum over
+    section sequences, conditioned on N) is not tractable, so ``log_prob`` raises NotImplementedError.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.independent(constraints.nonnegative_integer, 2)
+
+    def __init__(self, catalog: ProceduralCatalog, num_points: int, validate_args: bool | None = None):
+        self.catalog = catalog
+        self.num_points = check_positive_int(num_points, "num_points")
+        super().__init__(torch.Size(), torch.Size((num_points, 2)), validate_args=validate_args)
+
+    def sample(self, sample_shape=_NO_SHAPE) -> Tensor:
+        shape = torch.Size(sample_shape)
+        count = max(shape.numel(), 1)
+        generator = make_generator(None, torch.device("cpu"))
+        targets = torch.full((count,), self.num_points)
+        labels, colours = self.catalog.sample_catalogs(targets, generator)
+        order = torch.rand(labels.shape, generator=generator).argsort(1)
+        rows = torch.stack([labels.gather(1, order), colours.gather(1, order)], -1)
+        return rows.reshape(shape + self.event_shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        raise NotImplementedError("the procedural catalog grammar has no tractable likelihood; it is a simulator "
+                                  "for amortised training")
+
+
+class ProceduralCatalog(GenerativeModel):
+    """Coloured tokens grouped into sections and ordered by the rules of a JSON file (module docstring)."""
+
+    data_kind = "catalog"
+    ordered = True
+    max_rounds = 40
+    candidates_per_round = 8
+
+    def __init__(self, rules: str | Path | dict | None = None):
+        self.rules = load_rules(rules)
+        super().__init__(rules=None if rules is None else self.rules.raw)
+
+    @property
+    def default_num_points(self) -> tuple[int, int]:  # type: ignore[override]
+        lo, hi = self.rules.num_tokens
+        return lo, hi + 1
+
+    @property
+    def data_dim(self) -> int:
+        return len(self.rules.colours)
+
+    def partition_prior(self, num_points: int) -> CatalogGrammar:
+        """The grammar at N tokens: its samples carry the ordered partition (column 0) and the colours."""
+        return CatalogGrammar(self, num_points)
+
+    def check_data(self, x: Any) -> Tensor:
+        """One-hot colours (N, C), or integer colour indices (N,) which are one-hot encoded."""
+        c = self.data_dim
+        if torch.is_tensor(x) or isinstance(x, np.ndarray):
+            arr = torch.as_tensor(x)
+            if arr.dim() == 1 and not arr.dtype.is_floating_point:
+                if ((arr < 0) | (arr >= c)).any():
+                    raise ValueError(f"colour indices must lie in 0..{c - 1}")
+                return torch.nn.functional.one_hot(arr.long(), c).to(torch.get_default_dtype())
+        x = check_vectors(x, c)
+        if ((x != 0) & (x != 1)).any() or (x.sum(1) != 1).any():
+            raise ValueError("x rows must be one-hot colour encodings (one 1 per row)")
+        return x
+
+    def _program(self, num_points: int, obs: Tensor | None) -> Tensor:
+        catalog = pyro.sample("catalog", self.partition_prior(num_points))
+        pyro.deterministic("labels", catalog[..., 0], event_dim=1)
+        x = torch.nn.functional.one_hot(catalog[..., 1], self.data_dim).to(torch.get_default_dtype())
+        if obs is not None:
+            x = x.to(obs)
+        return pyro.sample("x", dist.Delta(x, event_dim=2), obs=obs)
+
+    # ------------------------------------------------------------------ generation
+    def _draw(self, targets: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """One candidate per target: (labels (M, L*T) by section position, colours, accepted (M,))."""
+        r, device = self.rules, targets.device
+        m = targets.shape[0]
+        q = torch.randint(r.group.shape[0], (m,), generator=generator, device=device)
+        group = r.group.to(device)[q]  # (M, S)
+        allowed = group >= 0
+        counts = r.section_counts.to(device) > 0  # (S, C)
+        picks = [_pick(group == g, generator) for g in range(r.num_groups)]  # structural rules
+        covered = torch.zeros(m, counts.shape[1], dtype=torch.bool, device=device)
+        for p, has in picks:
+            covered |= counts[p] & has.unsqueeze(1)
+        wanted = r.composition_colours.to(device)[q]
+        for c in range(counts.shape[1]):  # compositional rules: every colour of the input set appears
+            p, has = _pick(allowed & counts[:, c], generator)
+            has = has & wanted[:, c] & ~covered[:, c]
+            covered |= counts[p] & has.unsqueeze(1)
+            picks.append((p, has))
+        num_fill = int(targets.max()) // r.section_size[0] + 1
+        fill = torch.multinomial(allowed.to(torch.float32), num_fill, replacement=True, generator=generator)
+        sequence = torch.cat([torch.stack([p for p, _ in picks], 1), fill], 1)  # (M, L)
+        present = torch.cat([torch.stack([h for _, h in picks], 1), torch.ones_like(fill, dtype=torch.bool)], 1)
+        size = r.section_counts.to(device).sum(1)[sequence] * present
+        kept = present & (size.cumsum(1) - size < targets.unsqueeze(1))
+        mandatory = (kept | ~present)[:, : len(picks)].all(1)
+        accepted = mandatory & ((size * kept).sum(1) == targets)
+        key = group.gather(1, sequence) + torch.rand(sequence.shape, generator=generator, device=device)
+        position = key.masked_fill(~kept, math.inf).argsort(1).argsort(1)
+        tokens = r.section_tokens.to(device)[sequence]  # (M, L, T)
+        real = (kept.unsqueeze(-1) & (tokens >= 0)).flatten(1)
+        labels = position.unsqueeze(-1).expand_as(tokens).flatten(1).masked_fill(~real, -1)
+        return labels, tokens.flatten(1).masked_fill(~real, -1), accepted
+
+    def sample_catalogs(self, targets: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Catalogs with exactly ``targets`` (B,) tokens: (labels (B, N), colours (B, N)), -1 padding at the end.
+
+        Vectorised rejection: each round draws ``candidates_per_round`` candidates for every unfinished
+        catalog and keeps the first accepted one.
+        """
+        batch, width = targets.shape[0], int(targets.max())
+        labels = torch.full((batch, width), -1, dtype=torch.long, device=targets.device)
+        colours = labels.clone()
+        pending = torch.arange(batch, device=targets.device)
+        for _ in range(self.max_rounds):
+            tries = targets[pending].repeat_interleave(self.candidates_per_round)
+            cand_labels, cand_colours, accepted = self._draw(tries, generator)
+            accepted = accepted.view(-1, self.candidates_per_round)
+            found = accepted.any(1)
+            first = accepted.to(torch.int8).argmax(1) + torch.arange(len(pending), device=targets.device) \
+                * self.candidates_per_round
+            rows = first[found]
+            real = cand_labels[rows] >= 0
+            order = (~real).to(torch.int8).argsort(dim=1, stable=True)[:, :width]
+            labels[pending[found]] = cand_labels[rows].gather(1, order)
+            colours[pending[found]] = cand_colours[rows].gather(1, order)
+            pending = pending[~found]
+            if len(pending) == 0:
+                return labels, colours
+        bad = sorted(set(targets[pending].tolist()))
+        raise ValueError(f"could not generate catalogs with {bad} tokens under the rules "
+                         f"(after {self.max_rounds} rounds); rules allow {list(self.rules.num_tokens)} tokens")
+
+    def _simulate(self, sizes: Tensor, mask: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        labels, colours = self.sample_catalogs(sizes, generator)
+        x = torch.nn.functional.one_hot(colours.clamp(min=0), self.data_dim).to(torch.get_default_dtype())
+        return {"x": x * mask.unsqueeze(-1), "labels": labels}

@@ -1,0 +1,198 @@
+"""Stochastic block models of undirected simple graphs.
+
+- :class:`SBM` — the single-type infinite relational model: a CRP(alpha) partition of the nodes, one edge
+  probability per block pair (Beta(within) on the diagonal, Beta(between) off it), y_ij ~ Bernoulli(phi)
+  for i < j. The probabilities are conjugate, so p(graph | partition) is exact (Beta-Bernoulli).
+- :class:`LogDegreeSBM` — the symmetric SBM with ``num_blocks`` equal blocks and edge probabilities
+  p = a log N / N within and q = b log N / N between (the exact-recovery regime).
+
+The observed site "x" is the (N, N) adjacency (a tensor, array or networkx graph is accepted); the guide
+inputs in a simulated :class:`~pyro_acp.data.Batch` are 20-D Laplacian positional encodings and
+``Batch.adjacency`` holds the graphs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor
+
+from pyro_acp.distributions import CRP
+from pyro_acp.partitions import canonicalize
+
+from .base import ExactLikelihood, GenerativeModel, check_beta_pair, check_positive, check_positive_int, generator_rng
+from .conjugate import block_log_marginal, block_log_predictive, block_stats, node_block_counts
+from .graphs import (
+    BalancedPartition,
+    SymmetricAdjacency,
+    check_adjacency,
+    from_networkx,
+    laplacian_positional_encoding,
+    to_networkx,
+)
+
+POSITIONAL_ENCODING_DIM = 20
+
+
+class GraphModel(ExactLikelihood, GenerativeModel):
+    """Shared parts of graph models: adjacency validation, networkx conversion, positional encodings."""
+
+    data_kind = "graph"
+    ordered = False
+    default_num_points = (50, 300)
+
+    @property
+    def data_dim(self) -> int:
+        return POSITIONAL_ENCODING_DIM
+
+    def check_data(self, x: Any) -> Tensor:
+        """A validated (N, N) float adjacency from a tensor, array or networkx graph."""
+        return check_adjacency(x, "adjacency")
+
+    to_networkx = staticmethod(to_networkx)
+    from_networkx = staticmethod(from_networkx)
+
+    def positional_encoding(self, adjacency: Any) -> Tensor:
+        """(N, 20) guide inputs of one graph (no sign flips)."""
+        return laplacian_positional_encoding(self.check_data(adjacency), dim=POSITIONAL_ENCODING_DIM)
+
+    def _graph_batch(self, labels: Tensor, probs: Tensor, mask: Tensor, generator: torch.Generator) -> dict:
+        """Sample the adjacencies from node-pair probabilities (B, N, N) and encode them."""
+        draws = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype) < probs
+        upper = draws.triu(1) & (mask.unsqueeze(-1) & mask.unsqueeze(-2))
+        adjacency = (upper | upper.transpose(-1, -2)).to(probs.dtype)
+        pe = laplacian_positional_encoding(adjacency, mask, POSITIONAL_ENCODING_DIM, sign_flip_generator=generator)
+        return {"x": pe, "labels": labels, "adjacency": adjacency}
+
+
+
+class SBM(GraphModel):
+    """Single-type IRM: CRP(alpha) blocks, Beta block probabilities, symmetric, no self loops.
+
+    Default N in [50, 300), within-block Beta(6, 3) (mean 2/3), between-block Beta(1, 5) (mean 1/6).
+    """
+
+    def __init__(self, alpha: float = 0.7, within: tuple[float, float] = (6.0, 3.0),
+                 between: tuple[float, float] = (1.0, 5.0)):
+        self.alpha = check_positive(alpha, "alpha")
+        self.within = check_beta_pair(within, "within")
+        self.between = check_beta_pair(between, "between")
+        super().__init__(alpha=self.alpha, within=self.within, between=self.between)
+
+    def partition_prior(self, num_points: int) -> CRP:
+        return CRP(self.alpha, check_positive_int(num_points, "num_points"))
+
+    def _program(self, num_points: int, obs: Tensor | None) -> Tensor:
+        device = obs.device if obs is not None else torch.device("cpu")
+        labels = pyro.sample("labels", self.partition_prior(num_points)).to(device)
+        k = int(labels.max()) + 1
+        one = torch.ones((), device=device)
+        with pyro.plate("blocks", k):
+            within = pyro.sample("within", dist.Beta(self.within[0] * one, self.within[1] * one))
+        rows, cols = torch.triu_indices(k, k, 1, device=device)
+        probs = torch.diag_embed(within)
+        if rows.numel() > 0:
+            with pyro.plate("block_pairs", rows.numel()):
+                between = pyro.sample("between", dist.Beta(self.between[0] * one, self.between[1] * one))
+            probs = probs.index_put((rows, cols), between).index_put((cols, rows), between)
+        node_probs = probs[labels][:, labels]
+        return pyro.sample("x", SymmetricAdjacency(node_probs), obs=obs)
+
+    def _simulate(self, sizes: Tensor, mask: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        batch, n = mask.shape
+        labels = self.sample_prior(n, batch, generator).masked_fill(~mask, -1)
+        k = int(labels.max()) + 1
+        dtype = torch.get_default_dtype()
+        with generator_rng(generator):
+            within = torch.distributions.Beta(*(torch.tensor(v, dtype=dtype, device=mask.device)
+                                                for v in self.within)).sample((batch, k))
+            between = torch.distributions.Beta(*(torch.tensor(v, dtype=dtype, device=mask.device)
+                                                 for v in self.between)).sample((batch, k, k))
+        upper = between.triu(1)
+        probs = upper + upper.transpose(-1, -2) + torch.diag_embed(within)
+        z = torch.nn.functional.one_hot(labels.clamp(min=0), k).to(dtype) * mask.unsqueeze(-1)
+        return self._graph_batch(labels, z @ probs @ z.transpose(-1, -2), mask, generator)
+
+    def log_marginal_likelihood(self, adjacency: Any, labels: Any) -> Tensor:
+        """log p(graph | partition), block probabilities integrated out; labels (..., N) -> (...,)."""
+        adjacency, labels = self._check_data_labels(adjacency, labels)
+        labels = canonicalize(labels)
+        stats = block_stats(adjacency, labels, int(labels.max()) + 1)
+        return block_log_marginal(stats, self.within, self.between)
+
+    def log_predictive(self, adjacency: Any, labels: Any, index: int, num_clusters: int | None = None) -> Tensor:
+        """log p(node ``index``'s edges | other nodes, it joins block k), k = 0..K-1 and new (slot K).
+
+        ``labels`` (..., N) in 0..K-1, the label at ``index`` ignored; shape (..., K+1) like the prior's
+        ``seating_log_weights``.
+        """
+        adjacency, labels = self._check_data_labels(adjacency, labels)
+        others, k = self._without_point(labels, index, num_clusters)
+        stats = block_stats(adjacency, others, k + 1)
+        node_edges, node_pairs = node_block_counts(adjacency, labels, index, k + 1)
+        return block_log_predictive(node_edges, node_pairs, stats, self.within, self.between)
+
+
+class LogDegreeSBM(GraphModel):
+    """Symmetric SBM: ``num_blocks`` equal blocks (uniformly random), p = a log N / N, q = b log N / N.
+
+    Exact recovery is possible when (sqrt(a) - sqrt(b))^2 > num_blocks; the defaults (2 blocks, a = 10,
+    b = 2) sit just above it. N must be large enough that a log N / N <= 1.
+    """
+
+    def __init__(self, num_blocks: int = 2, a: float = 10.0, b: float = 2.0):
+        self.num_blocks = check_positive_int(num_blocks, "num_blocks")
+        self.a = check_positive(a, "a")
+        self.b = check_positive(b, "b")
+        super().__init__(num_blocks=self.num_blocks, a=self.a, b=self.b)
+
+    def partition_prior(self, num_points: int) -> BalancedPartition:
+        return BalancedPartition(self.num_blocks, check_positive_int(num_points, "num_points"))
+
+    def edge_probabilities(self, num_points: Tensor | int) -> tuple[Tensor, Tensor]:
+        """(p, q) at N points; ValueError if either exceeds 1 (N too small for a or b)."""
+        n = torch.as_tensor(num_points, dtype=torch.float64)
+        scale = torch.log(n) / n
+        p, q = self.a * scale, self.b * scale
+        if (p > 1).any() or (q > 1).any():
+            bad = int(n.flatten()[(p > 1).flatten() | (q > 1).flatten()][0])
+            raise ValueError(f"edge probability a log N / N = {self.a * math.log(bad) / bad:.3f} exceeds 1 at "
+                             f"N = {bad}; use more points or smaller a, b")
+        return p, q
+
+    def _program(self, num_points: int, obs: Tensor | None) -> Tensor:
+        like = obs if obs is not None else torch.zeros((), dtype=torch.get_default_dtype())
+        labels = pyro.sample("labels", self.partition_prior(num_points)).to(like.device)
+        p, q = (v.to(like) for v in self.edge_probabilities(num_points))
+        same = labels.unsqueeze(-1) == labels.unsqueeze(-2)
+        return pyro.sample("x", SymmetricAdjacency(torch.where(same, p, q)), obs=obs)
+
+    def _simulate(self, sizes: Tensor, mask: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        # Balanced blocks are not projective, so each graph deals its own N_b points round-robin.
+        keys = torch.rand(mask.shape, generator=generator, device=mask.device).masked_fill(~mask, 2.0)
+        rank = keys.argsort(-1).argsort(-1)
+        labels = (rank % self.num_blocks).masked_fill(~mask, -1)
+        dtype = torch.get_default_dtype()
+        p, q = (v.to(device=mask.device, dtype=dtype).view(-1, 1, 1) for v in self.edge_probabilities(sizes.cpu()))
+        same = labels.unsqueeze(-1) == labels.unsqueeze(-2)
+        return self._graph_batch(labels, torch.where(same, p, q), mask, generator)
+
+    def log_marginal_likelihood(self, adjacency: Any, labels: Any) -> Tensor:
+        """log p(graph | partition) with p, q known (nothing to integrate); labels (..., N) -> (...,)."""
+        adjacency, labels = self._check_data_labels(adjacency, labels)
+        n = adjacency.shape[0]
+        p, q = (v.to(adjacency) for v in self.edge_probabilities(n))
+        same = labels.unsqueeze(-1) == labels.unsqueeze(-2)
+        upper = torch.ones(n, n, dtype=torch.bool, device=adjacency.device).triu(1)
+        within_edges = (adjacency * (same & upper)).sum((-1, -2))
+        within_pairs = (same & upper).sum((-1, -2)).to(adjacency.dtype)
+        total_edges = adjacency.triu(1).sum()
+        between_edges = total_edges - within_edges
+        between_pairs = n * (n - 1) / 2 - within_pairs
+        xlogy = torch.special.xlogy
+        return (xlogy(within_edges, p) + xlogy(within_pairs - within_edges, 1 - p)
+                + xlogy(between_edges, q) + xlogy(between_pairs - between_edges, 1 - q))
