@@ -6,7 +6,8 @@ Columns (None where not applicable):
 - ``K_mean``, ``K_sd``: the posterior mean and standard deviation of the number of clusters;
 - ``tv``: total variation distance to the reference when the reference is an exact posterior (the
   method's sample frequencies, or weights, against the exact probabilities);
-- ``coclustering_error``: co-clustering error against the reference (see :mod:`pyro_acp.metrics`);
+- ``coclustering_error``: mean absolute difference of the co-clustering matrices over pairs i < j,
+  against the reference (both from :mod:`pyro_acp.metrics`);
 - ``ami_map``, ``ami_point``: adjusted mutual information to the true partition of the MAP and of the
   Variation-of-Information point estimate;
 - ``ess_K``, ``rhat_K``, ``ess_loglik``, ``rhat_loglik``: effective sample size and R-hat (ArviZ, rank
@@ -28,7 +29,7 @@ from torch import Tensor
 from pyro_acp.partitions import check_labels
 from pyro_acp.posterior import ClusteringPosterior, ExactPosterior
 
-__all__ = ["ComparisonTable", "compare", "probabilities_on"]
+__all__ = ["ComparisonTable", "compare"]
 
 COLUMNS = (
     "method", "samples", "wall_time", "K_mean", "K_sd", "tv", "coclustering_error", "ami_map", "ami_point",
@@ -101,31 +102,6 @@ def _format(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _partition_keys(partitions: Tensor) -> Tensor:
-    """An int64 key per canonical partition (labels as base-N digits); exact for N <= 18."""
-    n = partitions.shape[-1]
-    powers = torch.tensor([n ** (n - 1 - i) for i in range(n)], dtype=torch.long)
-    return (partitions.long() * powers).sum(-1)
-
-
-def probabilities_on(reference: ExactPosterior, post: ClusteringPosterior) -> Tensor:
-    """(M,) probability the posterior ``post`` gives each of the reference's M partitions (sample
-    frequencies or weights). Every partition of N points is in an exact posterior, so nothing is lost."""
-    if reference.num_points != post.num_points:
-        raise ValueError(f"the reference has {reference.num_points} points but the posterior {post.num_points}")
-    if reference.num_points > 18:
-        raise ValueError("probabilities_on works for N <= 18 points")
-    ref_keys = _partition_keys(reference.partitions)
-    order = ref_keys.argsort()
-    sorted_keys = ref_keys[order]
-    keys = _partition_keys(post.samples)
-    pos = torch.searchsorted(sorted_keys, keys).clamp(max=sorted_keys.shape[0] - 1)
-    if not bool((sorted_keys[pos] == keys).all()):
-        raise ValueError("the posterior has partitions that the reference does not enumerate")
-    out = torch.zeros(ref_keys.shape[0], dtype=torch.float64)
-    return out.index_add_(0, order[pos], post.sample_weights)
-
-
 def _k_moments(post: ClusteringPosterior) -> tuple[float, float]:
     k = post.num_clusters.to(torch.float64)
     w = post.sample_weights
@@ -213,7 +189,7 @@ def compare(
         row: dict[str, Any] = {"method": name, "samples": post.num_samples, "wall_time": post.wall_time,
                                "K_mean": k_mean, "K_sd": k_sd}
         if isinstance(reference, ExactPosterior):
-            row["tv"] = float(total_variation(probabilities_on(reference, post), reference.probs))
+            row["tv"] = float(total_variation(post, reference))
         if ref_cc is not None:
             row["coclustering_error"] = float(coclustering_error(post.coclustering(), ref_cc))
         if truth is not None:

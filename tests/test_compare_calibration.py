@@ -11,7 +11,7 @@ from pyro_acp.models import CRPGaussianMixture
 from scipy import stats
 
 from pyro_acp.calibration import SBCResult, plot_sbc, rank_statistic, sbc, uniformity_pvalue
-from pyro_acp.compare import ComparisonTable, compare, probabilities_on
+from pyro_acp.compare import ComparisonTable, compare
 from pyro_acp.exact import exact_posterior
 from pyro_acp.mcmc import gibbs
 from pyro_acp.posterior import ClusteringPosterior
@@ -37,17 +37,6 @@ def case():
 
 
 # ---------------------------------------------------------------------------------------------- compare
-def test_probabilities_on_counts_samples(case):
-    _, _, _, exact, _, iid = case
-    q = probabilities_on(exact, iid)
-    assert q.shape == exact.probs.shape and float(q.sum()) == pytest.approx(1.0)
-    # an independent count of one partition
-    target = exact.partitions[5]
-    share = float((iid.samples == target).all(-1).double().mean())
-    assert float(q[5]) == pytest.approx(share)
-    assert torch.allclose(probabilities_on(exact, exact), exact.probs)
-
-
 def test_compare_table_against_exact(case):
     _, _, truth, exact, gibbs_post, iid = case
     table = compare({"gibbs": gibbs_post, "iid": iid}, truth=truth, reference=exact)
@@ -62,6 +51,10 @@ def test_compare_table_against_exact(case):
     manual = 0.5 * sum(abs(counts.get(tuple(p.tolist()), 0) / iid.num_samples - float(q))
                        for p, q in zip(exact.partitions, exact.probs, strict=True))
     assert i["tv"] == pytest.approx(manual, rel=1e-9)
+    # co-clustering error: mean |difference| over the pairs i < j
+    upper = torch.triu(torch.ones(6, 6, dtype=torch.bool), 1)
+    diff = (gibbs_post.coclustering().double() - exact.coclustering().double()).abs()[upper].mean()
+    assert g["coclustering_error"] == pytest.approx(float(diff), rel=1e-5)
     # posterior moments of K
     k = exact.num_clusters.double()
     assert ref["K_mean"] == pytest.approx(float((exact.probs * k).sum()))

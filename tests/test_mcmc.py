@@ -205,3 +205,27 @@ def test_nuts_bad_input():
         nuts(CRPGaussianMixture(), torch.randn(5, 2), truncation=1)
     with pytest.raises(ValueError, match="NaN"):
         nuts(CRPGaussianMixture(), torch.tensor([[0.0, float("nan")]]))
+
+
+def test_seating_table_reproduces_the_prior_and_gibbs_works_without_it(monkeypatch):
+    """The lookup tables equal seating_log_weights; with them disabled Gibbs calls the prior directly."""
+    from pyro_acp.mcmc.gibbs import _SeatingTable
+
+    for model in (CRPGaussianMixture(), PitmanYorGaussianMixture(), MFMGaussianMixture(), SBM()):
+        for n in (1, 2, 5, 40):
+            assert _SeatingTable(model.partition_prior(n + 1), n, torch.float64, torch.device("cpu")).matches()
+
+    class NotGibbsType:
+        """Join weights that depend on the other blocks' sizes: the table check must reject it."""
+
+        def seating_log_weights(self, counts, num_seated):
+            join = torch.where(counts > 0, torch.log(counts.clamp(min=1)) + counts.max(-1, keepdim=True).values,
+                               -float("inf"))
+            return torch.cat([join, torch.zeros_like(counts[..., :1])], -1)
+
+    assert not _SeatingTable(NotGibbsType(), 9, torch.float64, torch.device("cpu")).matches()
+    monkeypatch.setattr(_SeatingTable, "matches", lambda self, *args, **kwargs: False)
+    model = PitmanYorGaussianMixture(alpha=0.5, discount=0.3, mean_scale=3.0)
+    x, _ = model.simulate(1, num_points=6, seed=3).unpadded(0)
+    post = gibbs(model, x, num_samples=150, warmup_steps=10, num_chains=32, seed=5, progress_bar=False)
+    assert_matches_exact(post, exact_posterior(model, x))

@@ -23,9 +23,11 @@ bar, warmup, ``get_samples``, ``summary``); :func:`gibbs` wraps that into a
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
+import pyro
 import torch
 from pyro.infer.mcmc import MCMC
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
@@ -153,6 +155,80 @@ def _one_hot(labels: Tensor, width: int, dtype: torch.dtype) -> Tensor:
     return (labels.unsqueeze(-1) == torch.arange(width, device=labels.device)).to(dtype)
 
 
+# ---------------------------------------------------------------------------------------------- seating
+class _SeatingTable:
+    """The prior's seating weights at a fixed number n of seated points, as table lookups.
+
+    For a Gibbs-type prior (CRP, Pitman-Yor, MFM) the log weight of joining a block of size m when t blocks
+    are occupied is S(m) + D(t), and that of a new block is New(t), whatever the other block sizes. The
+    tables are filled from the prior's own ``seating_log_weights`` on a few constructed count vectors, and
+    :meth:`matches` checks them against it on random count vectors before they are trusted, so a prior of
+    another kind is detected (the kernel then calls ``seating_log_weights`` directly). A lookup is a few
+    gathers instead of a full evaluation of the prior's predictive.
+    """
+
+    def __init__(self, prior: Any, num_seated: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.prior, self.n, self.dtype, self.device = prior, num_seated, dtype, device
+        n = num_seated
+        size = torch.full((n + 1,), -math.inf, dtype=torch.float64, device=device)  # S(0) = -inf: empty slot
+        if n >= 2:
+            m = torch.arange(1, n, dtype=torch.float64, device=device)
+            size[1:n] = self._call(torch.stack([m, n - m], -1))[:, 0]  # two blocks: S(m) (D(2) = 0)
+        self.size = size
+        self.max_blocks = 0
+        self.ensure(1)
+
+    def _call(self, counts: Tensor) -> Tensor:
+        return self.prior.seating_log_weights(counts, self.n).to(torch.float64)
+
+    def ensure(self, max_blocks: int) -> None:
+        """Fill D(t) and New(t) for t = 0..max_blocks (one call on a (T, T) batch of count vectors)."""
+        if max_blocks <= self.max_blocks:
+            return
+        n, device = self.n, self.device
+        top = max(1, min(n, max_blocks))
+        t = torch.arange(1, top + 1, device=device).unsqueeze(-1)
+        slot = torch.arange(top, device=device)
+        # t blocks: t - 1 singletons and one block holding the rest.
+        rows = torch.where(slot < t - 1, 1.0, torch.where(slot == t - 1, (n - t + 1).double(), 0.0))
+        out = self._call(rows.to(torch.float64)) if n >= 1 else None
+        join = torch.full((max_blocks + 1,), -math.inf, dtype=torch.float64, device=device)
+        new = torch.full((max_blocks + 1,), -math.inf, dtype=torch.float64, device=device)
+        if out is None:  # nothing seated yet: only "new block"
+            new[0] = self._call(torch.zeros(1, 1, dtype=torch.float64, device=device))[0, -1]
+        else:
+            new[1 : top + 1] = out[:, -1]
+            join[1] = 0.0
+            self.size[n] = out[0, 0]  # t = 1: the single block holds all n points
+            if top >= 2:
+                join[2 : top + 1] = out[1:, 0] - self.size[1]  # W(t, 1) = S(1) + D(t)
+        self.join, self.new, self.max_blocks = join, new, max_blocks
+
+    def __call__(self, counts: Tensor) -> Tensor:
+        """(C, K+1) log seating weights for counts (C, K), in the layout of ``seating_log_weights``."""
+        t = (counts > 0).sum(-1)
+        join = self.size[counts.long()] + self.join[t].unsqueeze(-1)
+        return torch.cat([join, self.new[t].unsqueeze(-1)], -1).to(self.dtype)
+
+    def matches(self, num_checks: int = 64, width: int = 8) -> bool:
+        """Whether the tables reproduce ``seating_log_weights`` on random count vectors summing to n."""
+        if self.n < 1:
+            return True
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        blocks = torch.randint(1, min(self.n, width) + 1, (num_checks,), generator=generator, device=self.device)
+        cuts = torch.rand(num_checks, width, generator=generator, device=self.device).argsort(-1)
+        labels = torch.randint(0, width, (num_checks, self.n), generator=generator, device=self.device)
+        labels = cuts.gather(1, labels % blocks.unsqueeze(-1))  # t blocks in random slots of ``width``
+        counts = torch.zeros(num_checks, width, dtype=torch.float64, device=self.device)
+        counts.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64))
+        self.ensure(width)
+        expected = self._call(counts)
+        got = self(counts).to(torch.float64)
+        finite = torch.isfinite(expected)
+        same_support = bool((finite == torch.isfinite(got)).all())
+        return same_support and bool(torch.allclose(got[finite], expected[finite], rtol=1e-9, atol=1e-9))
+
+
 def _likelihood_for(model: Any, data: Tensor, num_chains: int = 1) -> _GaussianLikelihood | _BlockLikelihood:
     """The sufficient-statistic likelihood of a supported conjugate model, else TypeError."""
     from pyro_acp.models.mixtures import GaussianMixture
@@ -243,16 +319,19 @@ class CollapsedGibbs(MCMCKernel):
         self.likelihood = _likelihood_for(self.model, data, self.num_chains)
         self.prior = self.model.partition_prior(self.num_points)
         device = data.device
+        table = _SeatingTable(self.prior, self.num_points - 1, data.dtype, device)
+        self._table = table if table.matches() else None
         self._one = torch.ones(self.num_chains, dtype=data.dtype, device=device)
         self._minus_one = -self._one
         seed = int(torch.randint(0, 2**62, ())) if self.seed is None else self.seed
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self._sm_proposed = self._sm_accepted = 0
-        if self._init_labels is not None:
-            self._set_state(self._init_labels.to(device))
-        else:
-            self._sequential_init()
-        self._params = self._make_params()
+        with pyro.validation_enabled(False):
+            if self._init_labels is not None:
+                self._set_state(self._init_labels.to(device))
+            else:
+                self._sequential_init()
+            self._params = self._make_params()
 
     @property
     def initial_params(self) -> dict[str, Tensor]:
@@ -274,12 +353,13 @@ class CollapsedGibbs(MCMCKernel):
         """One sweep (+ a split-merge proposal), returning the new params of all chains."""
         if params is not self._params:  # handed a state we did not produce: restart from its labels
             self._set_state(params["labels"].round().long().to(self.data.device))
-        for _ in range(self.sweeps):
-            order = torch.randperm(self.num_points, generator=self.generator, device=self.data.device)
-            self._seat(order.tolist(), seated=None)
-        if self.split_merge and self.num_points > 1:
-            self._split_merge()
-        self._params = self._make_params()
+        with pyro.validation_enabled(False):  # counts and labels are exact by construction: skip per-call checks
+            for _ in range(self.sweeps):
+                order = torch.randperm(self.num_points, generator=self.generator, device=self.data.device)
+                self._seat(order.tolist(), seated=None)
+            if self.split_merge and self.num_points > 1:
+                self._split_merge()
+            self._params = self._make_params()
         return self._params
 
     def logging(self) -> dict[str, str]:
@@ -306,6 +386,8 @@ class CollapsedGibbs(MCMCKernel):
         self.capacity = max_clusters + _SLACK
         self.likelihood.init(self.labels, self.capacity + 1)
         self._safe_steps = self.capacity - max_clusters
+        if self._table is not None:
+            self._table.ensure(self.capacity)
 
     def _refresh_slack(self) -> None:
         """Make sure every chain keeps an empty cluster slot for the next ``_safe_steps`` point updates.
@@ -318,6 +400,8 @@ class CollapsedGibbs(MCMCKernel):
             extra = max_clusters + _SLACK - self.capacity
             self.likelihood.grow(extra)
             self.capacity += extra
+        if self._table is not None:
+            self._table.ensure(self.capacity)
         self._safe_steps = self.capacity - max_clusters
 
     def _make_params(self) -> dict[str, Tensor]:
@@ -341,8 +425,12 @@ class CollapsedGibbs(MCMCKernel):
 
     def _scores(self, i: int, num_seated: int) -> Tensor:
         """(C, W) unnormalised log p(c_i = slot | rest): cluster slots (-inf when empty), then new cluster."""
-        seat = self.prior.seating_log_weights(self.likelihood.counts, num_seated)
-        return seat.to(self.data.dtype) + self.likelihood.log_predictive(i)
+        counts = self.likelihood.counts
+        if num_seated == self.num_points - 1 and self._table is not None:
+            seat = self._table(counts)
+        else:
+            seat = self.prior.seating_log_weights(counts, num_seated).to(self.data.dtype)
+        return seat + self.likelihood.log_predictive(i)
 
     # ------------------------------------------------------------------ Gibbs moves
     def _seat(self, order: list[int], seated: list[int] | None) -> None:
@@ -374,6 +462,8 @@ class CollapsedGibbs(MCMCKernel):
         self.capacity = _SLACK
         self.likelihood.init(self.labels, self.capacity + 1)
         self._safe_steps = self.capacity
+        if self._table is not None:
+            self._table.ensure(self.capacity)
         order = torch.randperm(self.num_points, generator=self.generator, device=self.data.device)
         self._seat(order.tolist(), seated=list(range(self.num_points)))
         self._set_state(self.labels)
