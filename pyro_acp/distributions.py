@@ -1,0 +1,524 @@
+"""Partition-valued Pyro distributions: the CRP, Pitman-Yor and Mixture-of-Finite-Mixtures priors.
+
+All three are exchangeable, projective ("Gibbs-type") priors whose EPPF factorises as
+
+    p(partition of n points into blocks of sizes n_1..n_K) = V(n, K) * prod_k W(n_k),
+    W(m) = (1 + c)(2 + c)...(m - 1 + c),
+
+so a block of current size m is joined with weight m + c and only V depends on the prior:
+
+- ``CRP(alpha)``:            c = 0,         V(n, K) = alpha^K / (alpha)_n;
+- ``PitmanYor(alpha, d)``:   c = -d,        V(n, K) = prod_{i=1}^{K-1} (alpha + i d) / (alpha + 1)_{n-1};
+- ``MixtureOfFiniteMixtures(rate, gamma)`` (Miller & Harrison 2018; K - 1 ~ Poisson(rate), Dirichlet(gamma)
+  weights): c = gamma, V(n, K) = gamma^K V_n(K) with V_n(t) = sum_{k >= t} k!/(k-t)! / (gamma k)_n p(k),
+  a truncated sum computed once per (rate, gamma, N) in log space.
+
+That one form gives the exact ``log_prob``, the Gibbs predictive ``seating_log_weights`` (what collapsed Gibbs
+and the sequential samplers use), and the exact law of the number of clusters by a recursion on n.
+Hyperparameters are scalars (Python numbers or 0-dim tensors, whose dtype and device the distribution
+adopts); batch shapes only come from ``expand`` (i.i.d. copies, as ``pyro.plate`` needs).
+Samples are canonical LongTensors (clusters numbered by first appearance); ``log_prob`` accepts any labelling,
+batched, with -1 padding ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch import Tensor
+from torch.distributions import constraints
+
+from pyro_acp.partitions import (
+    PAD_LABEL,
+    canonicalize,
+    check_labels,
+    cluster_sizes,
+    enumerate_partitions,
+    log_rising_factorial,
+    log_unsigned_stirling1,
+)
+
+__all__ = [
+    "CRP",
+    "GibbsPartition",
+    "MixtureOfFiniteMixtures",
+    "PitmanYor",
+    "canonical_partition_labels",
+    "partition_labels",
+]
+
+MAX_ENUMERATE_POINTS = 12
+MAX_MFM_RATE = 1e4  # keeps the truncated V_n(t) sum (about 4 * rate terms) small
+
+
+# ---------------------------------------------------------------------------------------------- constraints
+
+
+class _PartitionLabels(constraints.Constraint):
+    """Integer labellings of a partition (..., N): labels >= 0, padding -1, at least one real point."""
+
+    is_discrete = True
+    event_dim = 1
+
+    def __init__(self, canonical: bool = False):
+        self.canonical = canonical
+        super().__init__()
+
+    def check(self, value: Tensor) -> Tensor:
+        value = torch.as_tensor(value)
+        integral = value == value.round() if value.dtype.is_floating_point else torch.ones_like(value, dtype=bool)
+        ok = (integral & (value >= PAD_LABEL)).all(-1) & (value >= 0).any(-1)
+        if self.canonical and bool(ok.all()):
+            ok = ok & (canonicalize(value.long()) == value).all(-1)
+        return ok
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__[1:]}(canonical={self.canonical})"
+
+
+partition_labels = _PartitionLabels()
+canonical_partition_labels = _PartitionLabels(canonical=True)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def _scalar(value: Any, name: str) -> float:
+    """A finite real scalar as a float, else ValueError naming ``name``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    if torch.is_tensor(value):
+        if value.numel() != 1 or value.dim() > 0:
+            raise ValueError(f"{name} must be a scalar (only scalar hyperparameters are supported), "
+                             f"got shape {tuple(value.shape)}")
+        value = value.item()
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {out}")
+    return out
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if torch.is_tensor(value) and value.dim() == 0 and not value.dtype.is_floating_point:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
+    return value
+
+
+def _dtype_device(*params: Any) -> tuple[torch.dtype, torch.device]:
+    """dtype and device of the first floating tensor hyperparameter, else the defaults."""
+    for p in params:
+        if torch.is_tensor(p) and p.dtype.is_floating_point:
+            return p.dtype, p.device
+    return torch.get_default_dtype(), torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------------- base class
+
+
+class GibbsPartition(TorchDistribution):
+    """Base of exchangeable partition priors with EPPF V(n, K) prod_k (1 + c)_{n_k - 1}.
+
+    Subclasses set ``size_shift`` (c) and implement ``_log_v(n, k, bound)`` (float64, any n, k <= bound).
+    Event shape (num_points,); batch shape () unless expanded.
+    """
+
+    arg_constraints: dict = {}
+    support = partition_labels
+    has_enumerate_support = True
+    has_rsample = False
+    size_shift: float = 0.0
+
+    def __init__(self, num_points: int, dtype: torch.dtype, device: torch.device,
+                 validate_args: bool | None = None):
+        self.num_points = _positive_int(num_points, "num_points")
+        self._dtype = dtype
+        self._device = device
+        self._tables: dict[torch.device, Tensor] = {}
+        super().__init__(torch.Size(), torch.Size((self.num_points,)), validate_args=validate_args)
+
+    # ------------------------------------------------------------------ pieces every subclass provides
+    def _log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
+        """log V(n, k), float64, broadcast over n and k; -inf where no partition exists. n, k <= bound."""
+        raise NotImplementedError
+
+    def _params(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _build_table(self, size: int, device: torch.device) -> Tensor:
+        """The subclass's float64 lookup table for n, k = 0..size."""
+        raise NotImplementedError
+
+    def _table(self, bound: int, device: torch.device) -> Tensor:
+        """Per-device cache of :meth:`_build_table`, rebuilt larger when n may exceed it."""
+        cached = self._tables.get(device)
+        if cached is None or cached.shape[0] <= bound:
+            cached = self._build_table(max(bound, self.num_points), device)
+            self._tables[device] = cached
+        return cached
+
+    def _log_w(self, sizes: Tensor) -> Tensor:
+        """log W(m) = log (1 + c)_{m-1} for block sizes m >= 1 (float64)."""
+        c = self.size_shift
+        return torch.lgamma(sizes + c) - math.lgamma(1.0 + c)
+
+    # ------------------------------------------------------------------ distribution API
+    def expand(self, batch_shape, _instance=None):
+        """i.i.d. copies over ``batch_shape`` (hyperparameters are scalars)."""
+        new = self._get_checked_instance(type(self), _instance)
+        new.__dict__.update(self.__dict__)
+        TorchDistribution.__init__(new, torch.Size(batch_shape), self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v:g}" for k, v in self._params().items())
+        batch = f", batch_shape={tuple(self.batch_shape)}" if self.batch_shape else ""
+        return f"{type(self).__name__}({params}, num_points={self.num_points}{batch})"
+
+    def _validate_sample(self, value: Tensor) -> None:
+        """ValueError naming what is wrong with a labelling passed to ``log_prob``."""
+        if not torch.is_tensor(value):
+            raise ValueError(f"labels must be a tensor, got {type(value).__name__}")
+        labels = check_labels(value)
+        if labels.shape[-1] != self.num_points:
+            raise ValueError(f"labels must have {self.num_points} points in the last dimension (event_shape), "
+                             f"got shape {tuple(labels.shape)}")
+        if not bool((labels >= 0).any(-1).all()):
+            raise ValueError("labels contain a partition with no real point (all entries are -1 padding)")
+        try:
+            torch.broadcast_shapes(labels.shape[:-1], self.batch_shape)
+        except RuntimeError:
+            raise ValueError(f"labels of shape {tuple(labels.shape)} do not broadcast with batch_shape "
+                             f"{tuple(self.batch_shape)}") from None
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """Exact log EPPF of any labelling (..., N), batched; -1 entries are padding (N = real points)."""
+        if self._validate_args:
+            self._validate_sample(value)
+        labels = check_labels(value)
+        width = labels.shape[-1]
+        if labels.numel() and int(labels.max()) >= width:
+            labels = canonicalize(labels)
+        sizes = cluster_sizes(labels, width).to(torch.float64)
+        n = sizes.sum(-1)
+        k = (sizes > 0).sum(-1)
+        log_w = torch.where(sizes > 0, self._log_w(sizes.clamp(min=1)), 0.0).sum(-1)
+        out = (self._log_v(n, k, max(width, self.num_points)) + log_w).to(self._dtype)
+        shape = torch.broadcast_shapes(out.shape, self.batch_shape)
+        return out.expand(shape)
+
+    def enumerate_support(self, expand: bool = True) -> Tensor:
+        """All Bell(N) canonical partitions, shape (Bell(N), *batch_shape, N); N <= 12 only."""
+        if self.num_points > MAX_ENUMERATE_POINTS:
+            raise ValueError(f"enumerate_support needs num_points <= {MAX_ENUMERATE_POINTS}, "
+                             f"got {self.num_points}")
+        parts = enumerate_partitions(self.num_points).to(self._device)
+        parts = parts.reshape(parts.shape[0], *(1,) * len(self.batch_shape), self.num_points)
+        if expand:
+            parts = parts.expand(parts.shape[0], *self.batch_shape, self.num_points)
+        return parts
+
+    # ------------------------------------------------------------------ Gibbs predictive
+    def seating_log_weights(self, counts: Tensor, num_points_seated: int | Tensor | None = None) -> Tensor:
+        """Log probability that the next point joins each block or opens a new one: (..., K) -> (..., K+1).
+
+        ``counts`` (..., K) are the block sizes of the points already seated (0 = empty slot, weight -inf);
+        the last output slot is a new block. ``num_points_seated`` (defaults to ``counts.sum(-1)``) must equal
+        that sum. The weights are the exact predictive, so they are already normalised: exp sums to 1.
+        """
+        counts = torch.as_tensor(counts)
+        out_dtype = counts.dtype if counts.dtype.is_floating_point else self._dtype
+        if counts.dim() < 1:
+            raise ValueError(f"counts must have shape (..., K), got {tuple(counts.shape)}")
+        c64 = counts.to(torch.float64)
+        n = c64.sum(-1) if num_points_seated is None else torch.as_tensor(
+            num_points_seated, dtype=torch.float64, device=counts.device)
+        if self._validate_args:
+            if not bool(torch.isfinite(c64).all()) or bool((c64 < 0).any()) or bool((c64 != c64.round()).any()):
+                raise ValueError("counts must be finite non-negative integers (block sizes)")
+            if bool((n != c64.sum(-1)).any()):
+                raise ValueError("num_points_seated must equal counts.sum(-1), the number of seated points")
+        bound = int(n.max()) + 1 if n.numel() else 1
+        return self._seating(c64, n, bound).to(out_dtype)
+
+    def _seating(self, counts: Tensor, n: Tensor, bound: int) -> Tensor:
+        """Unvalidated float64 core of :meth:`seating_log_weights`; ``bound`` >= n + 1."""
+        t = (counts > 0).sum(-1)
+        base = self._log_v(n, t, bound)
+        join_v = self._log_v(n + 1, t, bound) - base
+        join = torch.where(counts > 0, torch.log(counts.clamp(min=1) + self.size_shift) + join_v.unsqueeze(-1),
+                           -math.inf)
+        new = self._log_v(n + 1, t + 1, bound) - base
+        return torch.cat([join, new.expand(join.shape[:-1]).unsqueeze(-1)], dim=-1)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        """Canonical labels (*sample_shape, *batch_shape, N)."""
+        shape = torch.Size(sample_shape) + self.batch_shape
+        with torch.no_grad():
+            labels = self._sample_flat(max(1, math.prod(shape)))
+        return labels[: math.prod(shape)].reshape(shape + self.event_shape)
+
+    def _sample_flat(self, num: int) -> Tensor:
+        """(num, N) exact draws of the sequential seating process, vectorised over the ``num`` partitions.
+
+        With i points seated in t blocks, point i opens a block with probability V(i+1, t+1) / V(i, t), which
+        depends on (i, t) only: a loop over the N points samples these openings (three ops per step on (num,)
+        vectors). Otherwise point i joins block b with probability proportional to n_b + c = (n_b - 1) + (1 + c):
+        with weight i - t it copies the label of a uniformly chosen earlier point that did not open a block,
+        with weight t (1 + c) it picks a uniform block. Given the openings these choices are independent, so
+        they are drawn at once and the copies resolved by pointer jumping (ceil(log2 N) gathers). New blocks
+        get the next label, so the output is canonical.
+        """
+        n_pts, device, c = self.num_points, self._device, self.size_shift
+        steps = torch.arange(n_pts, device=device)
+        ts = torch.arange(n_pts + 1, dtype=torch.float64, device=device)
+        s64 = steps.to(torch.float64).unsqueeze(-1)
+        log_p_new = self._log_v(s64 + 1, ts + 1, n_pts) - self._log_v(s64, ts, n_pts)
+        p_new = torch.nan_to_num(log_p_new.exp(), nan=0.0)  # (N, N+1); unreachable states give junk
+        u = torch.rand(3, num, n_pts, dtype=torch.float64, device=device)
+        opens = torch.empty(n_pts, num, dtype=torch.bool, device=device)
+        opened = torch.zeros(num, dtype=torch.long, device=device)
+        for i in range(n_pts):
+            opens[i] = u[0, :, i] < p_new[i][opened]
+            opened = opened + opens[i]
+        opens = opens.T
+        before = opens.long().cumsum(1) - opens.long()  # blocks open before point i
+        num_copyable = steps - before
+        use_copy = ~opens & (u[1] * (steps + before * c) < num_copyable)
+        pick = (u[2] * torch.where(use_copy, num_copyable, before)).long()
+        copyable = opens.to(torch.uint8).argsort(dim=1, stable=True)  # non-opening points first, in order
+        target = copyable.gather(1, torch.minimum(pick, (num_copyable - 1).clamp(min=0)))
+        pointer = torch.where(use_copy, target, steps)
+        direct = torch.where(opens, before, pick)
+        return direct.gather(1, _resolve_pointers(pointer))
+
+    # ------------------------------------------------------------------ number of clusters
+    def _log_generalised_factorials(self, num_points: int) -> Tensor:
+        """log C(n, k), k = 0..n: the sum over partitions with k blocks of prod W(n_j), by recursion on n.
+
+        C(m + 1, k) = C(m, k - 1) + (m + k c) C(m, k): the new point opens a block or joins one (total
+        join weight m + k c over the k blocks).
+        """
+        ks = torch.arange(num_points + 1, dtype=torch.float64)
+        row = torch.full((num_points + 1,), -math.inf, dtype=torch.float64)
+        row[0] = 0.0
+        minus_inf = torch.tensor([-math.inf], dtype=torch.float64)
+        for m in range(num_points):
+            live = (ks >= 1) & (ks <= m)
+            weight = torch.log(torch.where(live, m + ks * self.size_shift, 1.0))
+            stay = torch.where(live, row + weight, -math.inf)
+            row = torch.logaddexp(torch.cat([minus_inf, row[:-1]]), stay)
+        return row
+
+    def _log_num_clusters_distribution(self, num_points: int) -> Tensor:
+        ks = torch.arange(num_points + 1, dtype=torch.float64)
+        n = torch.tensor(float(num_points), dtype=torch.float64)
+        return self._log_generalised_factorials(num_points) + self._log_v(n, ks, num_points)
+
+    def num_clusters_distribution(self, num_points: int | None = None) -> Tensor:
+        """Exact P(K = k), k = 0..N, as a float64 tensor (N+1,) (default N: ``num_points``)."""
+        n = self.num_points if num_points is None else _positive_int(num_points, "num_points")
+        return self._log_num_clusters_distribution(n).exp()
+
+    def expected_num_clusters(self, num_points: int | None = None) -> float:
+        """E[K] for N points (default ``num_points``)."""
+        probs = self.num_clusters_distribution(num_points)
+        return float((probs * torch.arange(probs.shape[0], dtype=torch.float64)).sum())
+
+
+# ---------------------------------------------------------------------------------------------- Pitman-Yor
+
+
+class PitmanYor(GibbsPartition):
+    """Two-parameter Pitman-Yor (Ewens-Pitman) partition: discount in [0, 1), alpha > -discount.
+
+    Sequential seating: the point after n others joins a block of size m with probability (m - d)/(alpha + n)
+    and opens a new block with probability (alpha + K d)/(alpha + n). With discount 0 this is the CRP and the
+    fast vectorised sampler of :class:`CRP` is used; otherwise sampling loops over the N points, each step
+    vectorised over all partitions.
+    """
+
+    def __init__(self, alpha: float | Tensor, discount: float | Tensor, num_points: int,
+                 validate_args: bool | None = None):
+        self.alpha = _scalar(alpha, "alpha")
+        self.discount = _scalar(discount, "discount")
+        self._check_params()
+        self.size_shift = -self.discount
+        super().__init__(num_points, *_dtype_device(alpha, discount), validate_args=validate_args)
+
+    def _check_params(self) -> None:
+        if not 0.0 <= self.discount < 1.0:
+            raise ValueError(f"discount must lie in [0, 1), got {self.discount}")
+        if not self.alpha > -self.discount:
+            raise ValueError(f"alpha must be > -discount = {-self.discount}, got {self.alpha}")
+
+    def _params(self) -> dict[str, float]:
+        return {"alpha": self.alpha, "discount": self.discount}
+
+    def _build_table(self, size: int, device: torch.device) -> Tensor:
+        """S[j] = sum_{i=1}^{j} log(alpha + i d) for j = 0..size."""
+        i = torch.arange(1, size + 1, dtype=torch.float64, device=device)
+        terms = torch.log(self.alpha + self.discount * i)
+        return torch.cat([terms.new_zeros(1), terms.cumsum(0)])
+
+    def _log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
+        n = torch.as_tensor(n, dtype=torch.float64)
+        k = torch.as_tensor(k, device=n.device)
+        table = self._table(bound, k.device)
+        kk = k.long().clamp(1, table.shape[0]) - 1
+        denom = log_rising_factorial(torch.tensor(self.alpha + 1.0, dtype=torch.float64), n.clamp(min=1) - 1)
+        value = table[kk] - denom
+        valid = (k >= 1) & (k <= n)
+        empty = (k == 0) & (n == 0)
+        return torch.where(valid, value, torch.where(empty, 0.0, -math.inf))
+
+    def _sample_flat(self, num: int) -> Tensor:
+        if self.discount == 0.0:
+            return _crp_sample(self.alpha, num, self.num_points, self._device)
+        return super()._sample_flat(num)
+
+
+def _crp_sample(alpha: float, num: int, num_points: int, device: torch.device) -> Tensor:
+    """(num, N) exact CRP draws with no loop over points.
+
+    Point i opens a table with probability alpha / (alpha + i), otherwise it copies the table of a uniformly
+    chosen earlier point (probability n_c / (alpha + i) for table c). Following the copy pointers to their
+    roots (pointer jumping, ceil(log2 N) gathers) finds each point's table; the root is the table's first
+    point, so a cumulative count of roots numbers tables by first appearance.
+    """
+    i = torch.arange(num_points, device=device)
+    u = torch.rand(num, num_points, dtype=torch.float64, device=device)
+    opens = u * (alpha + i) < alpha
+    parent = (torch.rand(num, num_points, dtype=torch.float64, device=device) * i).long()
+    parent = torch.minimum(parent, (i - 1).clamp(min=0))
+    pointer = torch.where(opens, i, parent)
+    table_number = opens.long().cumsum(1) - 1
+    return table_number.gather(1, _resolve_pointers(pointer))
+
+
+def _resolve_pointers(pointer: Tensor) -> Tensor:
+    """Follow pointers (num, N) to earlier points until a fixed point (the root), ceil(log2 N) gathers."""
+    for _ in range(max(1, math.ceil(math.log2(pointer.shape[-1])))):
+        pointer = pointer.gather(-1, pointer)
+    return pointer
+
+
+class CRP(PitmanYor):
+    """Chinese restaurant process CRP(alpha), alpha > 0: the Pitman-Yor partition with discount 0.
+
+    EPPF alpha^K prod_k (n_k - 1)! / (alpha)_N. Sampling is fully vectorised (see ``_crp_sample``).
+    """
+
+    def __init__(self, alpha: float | Tensor, num_points: int, validate_args: bool | None = None):
+        super().__init__(alpha, 0.0, num_points, validate_args=validate_args)
+
+    def _check_params(self) -> None:
+        if not self.alpha > 0.0:
+            raise ValueError(f"alpha must be > 0 for the CRP, got {self.alpha}")
+
+    def _params(self) -> dict[str, float]:
+        return {"alpha": self.alpha}
+
+    def _log_num_clusters_distribution(self, num_points: int) -> Tensor:
+        """log P(K = k) = k log alpha + log |s(N, k)| - log (alpha)_N (unsigned Stirling numbers)."""
+        ks = torch.arange(num_points + 1, dtype=torch.float64)
+        log_norm = log_rising_factorial(torch.tensor(self.alpha, dtype=torch.float64),
+                                        torch.tensor(float(num_points), dtype=torch.float64))
+        return ks * math.log(self.alpha) + log_unsigned_stirling1(num_points) - log_norm
+
+    def expected_num_clusters(self, num_points: int | None = None) -> float:
+        """E[K] = sum_{i<N} alpha / (alpha + i)."""
+        n = self.num_points if num_points is None else _positive_int(num_points, "num_points")
+        return float((self.alpha / (self.alpha + torch.arange(n, dtype=torch.float64))).sum())
+
+
+# ---------------------------------------------------------------------------------------------- MFM
+
+
+_MFM_TABLES: dict[tuple[float, float], Tensor] = {}
+_MFM_TABLE_STEP = 64
+
+
+def _mfm_log_v_table(rate: float, gamma: float, n_max: int) -> Tensor:
+    """log V_n(t) for n, t = 0..n_max (float64, CPU), sliced from the largest table built so far.
+
+    Tables are built for n_max rounded up to a multiple of 64, so models drawing a new N per data set reuse one.
+    """
+    cached = _MFM_TABLES.get((rate, gamma))
+    if cached is None or cached.shape[0] <= n_max:
+        cached = _build_mfm_log_v_table(rate, gamma, _MFM_TABLE_STEP * math.ceil((n_max + 1) / _MFM_TABLE_STEP))
+        _MFM_TABLES[(rate, gamma)] = cached
+    return cached[: n_max + 1, : n_max + 1]
+
+
+def _build_mfm_log_v_table(rate: float, gamma: float, n_max: int) -> Tensor:
+    """log V_n(t) for n, t = 0..n_max (Miller & Harrison), float64 on CPU; entries with t > n are junk.
+
+    The last row V_{n_max}(t) = sum_{k >= 1} k!/(k-t)! / (gamma k)_{n_max} p(k), p(k) the Poisson(rate) law of
+    k - 1, is a truncated sum: for k >= max(2 n_max, 4 rate) successive terms shrink by a factor <= 1/2 (ratio
+    <= rate/k * (k+1)/(k+1-t)), so stopping 100 terms later leaves a relative error below 2^-99. The other
+    rows follow from V_n(t) = (n + gamma t) V_{n+1}(t) + gamma V_{n+1}(t+1), a sum of positive terms (stable).
+    """
+    k_max = math.ceil(max(2 * n_max, 4 * rate)) + 100
+    k = torch.arange(1, k_max + 1, dtype=torch.float64)
+    log_pk = -rate + (k - 1) * math.log(rate) - torch.lgamma(k)
+    t = torch.arange(n_max + 1, dtype=torch.float64)
+    falls = k >= t.unsqueeze(-1)
+    log_fall = torch.where(falls, torch.lgamma(k + 1) - torch.lgamma((k - t.unsqueeze(-1)).clamp(min=0) + 1),
+                           -math.inf)
+    log_rise = torch.lgamma(gamma * k + n_max) - torch.lgamma(gamma * k)
+    rows = [torch.logsumexp(log_fall + log_pk - log_rise, dim=-1)]
+    minus_inf = torch.tensor([-math.inf], dtype=torch.float64)
+    for n in range(n_max - 1, -1, -1):
+        above = rows[-1]
+        rows.append(torch.logaddexp(torch.log(n + gamma * t) + above,
+                                    math.log(gamma) + torch.cat([above[1:], minus_inf])))
+    return torch.stack(rows[::-1])
+
+
+class MixtureOfFiniteMixtures(GibbsPartition):
+    """Partition of a mixture of finite mixtures (Miller & Harrison 2018).
+
+    K - 1 ~ Poisson(num_components_rate), weights ~ Dirichlet(gamma, ..., gamma), labels i.i.d. from the
+    weights, labels forgotten. EPPF V_n(t) prod_c gamma^(n_c) (rising factorials); its restaurant process joins
+    a block of size m with weight (m + gamma) V_{n+1}(t) and opens one with weight gamma V_{n+1}(t+1).
+    Sampling loops over the N points, each step vectorised over all partitions. Defaults: rate 3, gamma 1.
+    """
+
+    def __init__(self, num_points: int, num_components_rate: float | Tensor = 3.0, gamma: float | Tensor = 1.0,
+                 validate_args: bool | None = None):
+        self.num_components_rate = _scalar(num_components_rate, "num_components_rate")
+        self.gamma = _scalar(gamma, "gamma")
+        if not 0.0 < self.num_components_rate <= MAX_MFM_RATE:
+            raise ValueError(f"num_components_rate must lie in (0, {MAX_MFM_RATE:g}], got {self.num_components_rate}")
+        if not self.gamma > 0.0:
+            raise ValueError(f"gamma must be > 0, got {self.gamma}")
+        self.size_shift = self.gamma
+        super().__init__(num_points, *_dtype_device(num_components_rate, gamma), validate_args=validate_args)
+
+    def _params(self) -> dict[str, float]:
+        return {"num_components_rate": self.num_components_rate, "gamma": self.gamma}
+
+    def _build_table(self, size: int, device: torch.device) -> Tensor:
+        return _mfm_log_v_table(self.num_components_rate, self.gamma, size).to(device)
+
+    def _log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
+        n = torch.as_tensor(n, dtype=torch.float64)
+        k = torch.as_tensor(k, device=n.device)
+        table = self._table(bound, k.device)
+        top = table.shape[0] - 1
+        value = table[n.long().clamp(0, top), k.long().clamp(0, top)] + k * math.log(self.gamma)
+        valid = (k <= n) & ((k >= 1) | (n == 0))
+        return torch.where(valid, value, -math.inf)
