@@ -6,7 +6,9 @@ A model is a plain Python object holding hyperparameters. Subclasses implement
 - ``_program(num_points, obs)``: the Pyro program (``model`` validates its arguments first);
 - ``_simulate(sizes, mask, generator)``: padded draws for a whole batch, returning a dict with ``x``
   (B, N, D) guide inputs, ``labels`` (B, N) (-1 on padding) and optionally ``adjacency`` (B, N, N);
-  the base class turns it into a :class:`~pyro_acp.data.Batch` with teacher-forcing masks.
+  the base class turns it into a :class:`~pyro_acp.data.Batch` with teacher-forcing masks. Graph models
+  put the nodes in random order before drawing edges (``"shuffled": True``), which saves permuting the
+  (B, N, N) adjacency afterwards.
 
 Seeding: ``simulate(seed=s)`` builds a ``torch.Generator`` seeded with ``s`` and draws everything from it.
 Samplers that accept no generator (Pyro/torch distributions' ``sample``, Beta/Gamma draws) run inside
@@ -216,10 +218,12 @@ class GenerativeModel:
         parts = self._simulate(sizes, mask, generator)
         return Batch.from_labels(
             parts["x"], parts["labels"], mask=mask, adjacency=parts.get("adjacency"),
-            ordered=self.ordered, generator=generator,
+            ordered=self.ordered, shuffle=not parts.get("shuffled", False), generator=generator,
         )
 
-    def _simulate(self, sizes: Tensor, mask: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    def _simulate(self, sizes: Tensor, mask: Tensor, generator: torch.Generator) -> dict[str, Any]:
+        """Padded draws for the batch (see the module docstring); ``"shuffled": True`` in the result says
+        the real points are already in a uniformly random order, so ``Batch.from_labels`` need not permute."""
         raise NotImplementedError
 
     def sample_prior(self, num_points: int, batch_size: int, generator: torch.Generator) -> Tensor:

@@ -247,13 +247,13 @@ def laplacian_positional_encoding(
     mask = mask.bool()
     if mask.shape != adjacency.shape[:-1]:
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match adjacency {tuple(adjacency.shape)}")
-    pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
-    adjacency = adjacency * pair
-    degree = adjacency.sum(-1)
-    inv_sqrt = torch.where(degree > 0, degree.clamp(min=1e-12).rsqrt(), 0.0)
-    laplacian = -inv_sqrt.unsqueeze(-1) * adjacency * inv_sqrt.unsqueeze(-2)
-    diagonal = torch.where(mask, 1.0, PADDING_EIGENVALUE).to(adjacency.dtype)
-    laplacian = laplacian + torch.diag_embed(diagonal)
+    # Degrees count real neighbours only; a zero scale on padding rows and columns then cuts every edge
+    # touching padding, so no (N, N) pair mask is needed. Two passes over (N, N) in all.
+    degree = (adjacency @ mask.to(adjacency.dtype).unsqueeze(-1)).squeeze(-1)
+    inv_sqrt = torch.where(mask & (degree > 0), degree.clamp(min=1e-12).rsqrt(), 0.0)
+    laplacian = adjacency * -inv_sqrt.unsqueeze(-1)
+    laplacian.mul_(inv_sqrt.unsqueeze(-2))
+    laplacian.diagonal(dim1=-2, dim2=-1).add_(torch.where(mask, 1.0, PADDING_EIGENVALUE).to(adjacency.dtype))
     pe = _bucketed_eigenvectors(laplacian, mask, dim)
     real = torch.arange(1, dim + 1, device=adjacency.device) < mask.sum(-1, keepdim=True)  # (..., dim)
     pe = pe * real.unsqueeze(-2) * mask.unsqueeze(-1)

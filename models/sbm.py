@@ -21,6 +21,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
+from pyro_acp.data import random_point_order
 from pyro_acp.distributions import CRP
 from pyro_acp.partitions import canonicalize
 
@@ -61,12 +62,16 @@ class GraphModel(ExactLikelihood, GenerativeModel):
         return laplacian_positional_encoding(self.check_data(adjacency), dim=POSITIONAL_ENCODING_DIM)
 
     def _graph_batch(self, labels: Tensor, probs: Tensor, mask: Tensor, generator: torch.Generator) -> dict:
-        """Sample the adjacencies from node-pair probabilities (B, N, N) and encode them."""
+        """Sample the adjacencies from node-pair probabilities (B, N, N) and encode them.
+
+        ``labels`` must already be in a uniformly random node order (real nodes first), so the batch is built
+        without permuting the (B, N, N) adjacency.
+        """
         draws = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype) < probs
         upper = draws.triu(1) & (mask.unsqueeze(-1) & mask.unsqueeze(-2))
         adjacency = (upper | upper.transpose(-1, -2)).to(probs.dtype)
         pe = laplacian_positional_encoding(adjacency, mask, POSITIONAL_ENCODING_DIM, sign_flip_generator=generator)
-        return {"x": pe, "labels": labels, "adjacency": adjacency}
+        return {"x": pe, "labels": labels, "adjacency": adjacency, "shuffled": True}
 
 
 
@@ -105,6 +110,7 @@ class SBM(GraphModel):
     def _simulate(self, sizes: Tensor, mask: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         batch, n = mask.shape
         labels = self.sample_prior(n, batch, generator).masked_fill(~mask, -1)
+        labels = labels.gather(1, random_point_order(mask, generator))  # exchangeable order, real nodes first
         k = int(labels.max()) + 1
         dtype = torch.get_default_dtype()
         with generator_rng(generator):
@@ -172,7 +178,8 @@ class LogDegreeSBM(GraphModel):
         return pyro.sample("x", SymmetricAdjacency(torch.where(same, p, q)), obs=obs)
 
     def _simulate(self, sizes: Tensor, mask: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        # Balanced blocks are not projective, so each graph deals its own N_b points round-robin.
+        # Balanced blocks are not projective, so each graph deals its own N_b points round-robin in a random
+        # order (which also leaves the nodes in random order for _graph_batch).
         keys = torch.rand(mask.shape, generator=generator, device=mask.device).masked_fill(~mask, 2.0)
         rank = keys.argsort(-1).argsort(-1)
         labels = (rank % self.num_blocks).masked_fill(~mask, -1)
