@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from pyro.distributions import TorchDistribution
 from torch import Tensor
@@ -274,35 +275,38 @@ class GibbsPartition(TorchDistribution):
         """(num, N) exact draws of the sequential seating process, vectorised over the ``num`` partitions.
 
         With i points seated in t blocks, point i opens a block with probability V(i+1, t+1) / V(i, t), which
-        depends on (i, t) only: a loop over the N points samples these openings (three ops per step on (num,)
-        vectors). Otherwise point i joins block b with probability proportional to n_b + c = (n_b - 1) + (1 + c):
-        with weight i - t it copies the label of a uniformly chosen earlier point that did not open a block,
-        with weight t (1 + c) it picks a uniform block. Given the openings these choices are independent, so
-        they are drawn at once and the copies resolved by pointer jumping (ceil(log2 N) gathers). New blocks
-        get the next label, so the output is canonical.
+        depends on (i, t) only: a loop over the N points samples these openings (two tiny ops per step, see
+        ``_markov_openings``). Otherwise point i joins block b with probability proportional to
+        n_b + c = (n_b - 1) + (1 + c): with weight i - t it copies the label of a uniformly chosen earlier point
+        that did not open a block, with weight t (1 + c) it picks a uniform block. Given the openings these
+        choices are independent, so they are drawn at once and the copies resolved by pointer jumping
+        (ceil(log2 N) gathers). New blocks get the next label, so the output is canonical.
         """
         n_pts, device, c = self.num_points, self._device, self.size_shift
         steps = torch.arange(n_pts, device=device)
-        ts = torch.arange(n_pts + 1, dtype=torch.float64, device=device)
-        s64 = steps.to(torch.float64).unsqueeze(-1)
-        log_p_new = self._log_v(s64 + 1, ts + 1, n_pts) - self._log_v(s64, ts, n_pts)
-        p_new = torch.nan_to_num(log_p_new.exp(), nan=0.0)  # (N, N+1); unreachable states give junk
-        u = torch.rand(3, num, n_pts, dtype=torch.float64, device=device)
-        opens = torch.empty(n_pts, num, dtype=torch.bool, device=device)
-        opened = torch.zeros(num, dtype=torch.long, device=device)
-        for i in range(n_pts):
-            opens[i] = u[0, :, i] < p_new[i][opened]
-            opened = opened + opens[i]
-        opens = opens.T
+        p_new = self._opening_probabilities()
+        opens = _markov_openings(p_new, torch.rand(n_pts, num, dtype=torch.float64, device=device)).T
+        u = torch.rand(2, num, n_pts, dtype=torch.float64, device=device)
         before = opens.long().cumsum(1) - opens.long()  # blocks open before point i
         num_copyable = steps - before
-        use_copy = ~opens & (u[1] * (steps + before * c) < num_copyable)
-        pick = (u[2] * torch.where(use_copy, num_copyable, before)).long()
+        use_copy = ~opens & (u[0] * (steps + before * c) < num_copyable)
+        pick = (u[1] * torch.where(use_copy, num_copyable, before)).long()
         copyable = opens.to(torch.uint8).argsort(dim=1, stable=True)  # non-opening points first, in order
         target = copyable.gather(1, torch.minimum(pick, (num_copyable - 1).clamp(min=0)))
         pointer = torch.where(use_copy, target, steps)
         direct = torch.where(opens, before, pick)
         return direct.gather(1, _resolve_pointers(pointer))
+
+    def _opening_probabilities(self) -> np.ndarray:
+        """(N, N+1) float64 array: P(point i opens a block | t blocks open) = V(i+1, t+1) / V(i, t).
+
+        Entries with t > i are unreachable junk. NumPy (single-threaded, on the CPU) because the sampling loop
+        that reads it runs there.
+        """
+        steps = torch.arange(self.num_points, dtype=torch.float64).unsqueeze(-1)
+        ts = torch.arange(self.num_points + 1, dtype=torch.float64)
+        log_p = self._log_v(steps + 1, ts + 1, self.num_points) - self._log_v(steps, ts, self.num_points)
+        return torch.nan_to_num(log_p.exp(), nan=0.0).numpy()
 
     # ------------------------------------------------------------------ number of clusters
     def _log_generalised_factorials(self, num_points: int) -> Tensor:
@@ -384,6 +388,13 @@ class PitmanYor(GibbsPartition):
         empty = (k == 0) & (n == 0)
         return torch.where(valid, value, torch.where(empty, 0.0, -math.inf))
 
+    def _opening_probabilities(self) -> np.ndarray:
+        """(alpha + t d) / (alpha + i) (row 0: the first point always opens)."""
+        ts = np.arange(self.num_points + 1, dtype=np.float64)
+        steps = np.arange(1, self.num_points, dtype=np.float64)[:, None]
+        rest = (self.alpha + self.discount * ts) / (self.alpha + steps)
+        return np.concatenate([np.ones((1, self.num_points + 1)), rest])
+
     def _sample_flat(self, num: int) -> Tensor:
         if self.discount == 0.0:
             return _crp_sample(self.alpha, num, self.num_points, self._device)
@@ -406,6 +417,21 @@ def _crp_sample(alpha: float, num: int, num_points: int, device: torch.device) -
     pointer = torch.where(opens, i, parent)
     table_number = opens.long().cumsum(1) - 1
     return table_number.gather(1, _resolve_pointers(pointer))
+
+
+def _markov_openings(probs: np.ndarray, u: Tensor) -> Tensor:
+    """Openings (N, num) of the chain t -> t + 1{u_i < probs[i, t]}, on ``u``'s device.
+
+    Each step is two tiny ops on (num,) vectors, so the loop runs in NumPy on the CPU, where such ops cost
+    about a microsecond rather than several (and far less than a kernel launch on a GPU).
+    """
+    draws = u.cpu().numpy()
+    opens = np.empty(draws.shape, dtype=bool)
+    opened = np.zeros(draws.shape[1], dtype=np.int64)
+    for i in range(draws.shape[0]):
+        step = np.less(draws[i], probs[i, opened], out=opens[i])
+        opened += step
+    return torch.from_numpy(opens).to(u.device)
 
 
 def _resolve_pointers(pointer: Tensor) -> Tensor:
@@ -447,20 +473,22 @@ class CRP(PitmanYor):
 # ---------------------------------------------------------------------------------------------- MFM
 
 
-_MFM_TABLES: dict[tuple[float, float], Tensor] = {}
+_MFM_TABLES: dict[tuple[float, float], tuple[Tensor, Tensor]] = {}
 _MFM_TABLE_STEP = 64
 
 
-def _mfm_log_v_table(rate: float, gamma: float, n_max: int) -> Tensor:
-    """log V_n(t) for n, t = 0..n_max (float64, CPU), sliced from the largest table built so far.
+def _mfm_tables(rate: float, gamma: float, n_max: int) -> tuple[Tensor, Tensor]:
+    """log V_n(t) (n, t <= n_max) and the opening probabilities (i < n_max, t <= n_max), float64, CPU.
 
-    Tables are built for n_max rounded up to a multiple of 64, so models drawing a new N per data set reuse one.
+    Sliced from the largest tables built so far for (rate, gamma); sizes are rounded up to a multiple of 64, so
+    models drawing a new N per data set reuse one table. Opening probability: gamma V_{i+1}(t+1) / V_i(t).
     """
     cached = _MFM_TABLES.get((rate, gamma))
-    if cached is None or cached.shape[0] <= n_max:
-        cached = _build_mfm_log_v_table(rate, gamma, _MFM_TABLE_STEP * math.ceil((n_max + 1) / _MFM_TABLE_STEP))
-        _MFM_TABLES[(rate, gamma)] = cached
-    return cached[: n_max + 1, : n_max + 1]
+    if cached is None or cached[0].shape[0] <= n_max:
+        log_v = _build_mfm_log_v_table(rate, gamma, _MFM_TABLE_STEP * math.ceil((n_max + 1) / _MFM_TABLE_STEP))
+        p_open = torch.nan_to_num((math.log(gamma) + log_v[1:, 1:] - log_v[:-1, :-1]).exp(), nan=0.0)
+        cached = _MFM_TABLES[(rate, gamma)] = (log_v, p_open)
+    return cached[0][: n_max + 1, : n_max + 1], cached[1][:n_max, : n_max + 1]
 
 
 def _build_mfm_log_v_table(rate: float, gamma: float, n_max: int) -> Tensor:
@@ -512,7 +540,11 @@ class MixtureOfFiniteMixtures(GibbsPartition):
         return {"num_components_rate": self.num_components_rate, "gamma": self.gamma}
 
     def _build_table(self, size: int, device: torch.device) -> Tensor:
-        return _mfm_log_v_table(self.num_components_rate, self.gamma, size).to(device)
+        return _mfm_tables(self.num_components_rate, self.gamma, size)[0].to(device)
+
+    def _opening_probabilities(self) -> np.ndarray:
+        n = self.num_points
+        return _mfm_tables(self.num_components_rate, self.gamma, n + 1)[1][:n].numpy()
 
     def _log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
         n = torch.as_tensor(n, dtype=torch.float64)
