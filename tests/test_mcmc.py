@@ -229,3 +229,16 @@ def test_seating_table_reproduces_the_prior_and_gibbs_works_without_it(monkeypat
     x, _ = model.simulate(1, num_points=6, seed=3).unpadded(0)
     post = gibbs(model, x, num_samples=150, warmup_steps=10, num_chains=32, seed=5, progress_bar=False)
     assert_matches_exact(post, exact_posterior(model, x))
+
+
+def test_fast_gaussian_predictive_equals_the_conjugate_one_up_to_a_constant():
+    model = CRPGaussianMixture(dim=3, sigma=0.7, mean_scale=4.0)
+    x, _ = model.simulate(1, num_points=30, seed=2).unpadded(0)
+    kernel = CollapsedGibbs(model, num_chains=4, seed=0)
+    kernel.setup(0, x)
+    likelihood = kernel.likelihood
+    for i in (0, 7, 29):
+        likelihood.move(i, kernel.labels[:, i], -torch.ones(4, dtype=torch.float64))
+        diff = likelihood.log_predictive(i) - likelihood.exact_log_predictive(i)  # (C, W): constant per row
+        assert torch.allclose(diff, diff[:, :1].expand_as(diff), atol=1e-9)
+        likelihood.move(i, kernel.labels[:, i], torch.ones(4, dtype=torch.float64))
