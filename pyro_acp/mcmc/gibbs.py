@@ -7,9 +7,10 @@ Point i's full conditional is
                            × p(x_i | the other points of cluster k)   (collapsed posterior predictive)
 
 with one extra slot for a new cluster. The seating weights come from the partition prior's
-``seating_log_weights`` (CRP, Pitman-Yor, MFM alike); the predictives from
-:mod:`pyro_acp.models.conjugate`, on per-cluster sufficient statistics that are updated in O(1) clusters
-per move instead of being recomputed.
+``seating_log_weights`` (CRP, Pitman-Yor, MFM alike; for these Gibbs-type priors they are read from small
+lookup tables built from, and checked against, that method); the predictives are those of
+:mod:`pyro_acp.models.conjugate` (the Gaussian one in a leaner form, equal up to a constant), on per-cluster
+sufficient statistics that each move updates in place instead of recomputing.
 
 **Chains are vectorised**: the kernel state holds the labels of all C chains, (C, N), and their statistics
 with a shared number of cluster slots; point i is updated in every chain at once. Split-merge moves
