@@ -90,7 +90,8 @@ def cmd_demo(args) -> None:
     model = CRPGaussianMixture()
     batch = model.simulate(1, num_points=args.num_points, seed=args.seed)
     x, truth = batch.unpadded(0)
-    print(f"simulated {x.shape[0]} 2-D points in {int(truth.max()) + 1} clusters (CRPGaussianMixture, seed {args.seed})")
+    print(f"simulated {x.shape[0]} 2-D points in {int(truth.max()) + 1} clusters "
+          f"(CRPGaussianMixture, seed {args.seed})")
     pyro_acp.infer(model, x, num_samples=2, seed=0, train=False)  # load and warm up the shipped guide
     post = pyro_acp.infer(model, x, num_samples=args.num_samples, seed=args.seed, train=False)
     rows = [_summary_row("ACP (shipped guide)", post, truth, None)]
