@@ -17,9 +17,9 @@ import statistics
 import time
 
 import torch
-from pyro_acp.models import SBM, CRPGaussianMixture
 
 from pyro_acp.mcmc import CollapsedGibbs
+from pyro_acp.models import SBM, CRPGaussianMixture
 
 
 def _data(model_name: str, num_points: int, device: str):

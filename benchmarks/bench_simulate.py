@@ -14,10 +14,10 @@ import time
 from dataclasses import fields, replace
 
 import torch
-from pyro_acp.models import SBM, CRPGaussianMixture
-from pyro_acp.models.graphs import laplacian_positional_encoding
 
 from pyro_acp.data import Batch
+from pyro_acp.models import SBM, CRPGaussianMixture
+from pyro_acp.models.graphs import laplacian_positional_encoding
 
 
 def _timings_ms(fn, repeats: int) -> tuple[float, float]:

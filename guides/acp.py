@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from pyro_acp.guides.clusterwise import ClusterwiseGuide
-from pyro_acp.guides.encoders import anchor_rows, mlp
 from torch import Tensor
 
 from pyro_acp.attention import ISAB, MAB, PMA
+from pyro_acp.guides.clusterwise import ClusterwiseGuide
+from pyro_acp.guides.encoders import anchor_rows, mlp
 
 
 class ACP(ClusterwiseGuide):

@@ -21,12 +21,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro_acp.guides.encoders import MLPEncoder, mlp
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pyro_acp.attention import PMA, pooled
 from pyro_acp.data import Batch
+from pyro_acp.guides.encoders import MLPEncoder, mlp
 
 MIN_SCALE = 1e-4
 

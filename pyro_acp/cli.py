@@ -81,10 +81,8 @@ def _table(rows: list[dict]) -> str:
 
 
 def cmd_demo(args) -> None:
-    import torch
-
     import pyro_acp
-    from pyro_acp.metrics import adjusted_mutual_info, coclustering_error
+    from pyro_acp.metrics import coclustering_error
     from pyro_acp.models import CRPGaussianMixture
 
     model = CRPGaussianMixture()
@@ -107,7 +105,6 @@ def cmd_demo(args) -> None:
     out = Path(args.output)
     post.plot(path=out)
     print(f"figure written to {out}")
-    del torch, adjusted_mutual_info
 
 
 def _summary_row(name, post, truth, wall_time) -> dict:
@@ -170,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulate a data set, infer with the shipped guide, compare with Gibbs")
     demo.add_argument("--num-points", type=int, default=150, help="points in the simulated data set (default 150)")
     demo.add_argument("--num-samples", type=int, default=100, help="ACP posterior samples (default 100)")
-    demo.add_argument("--gibbs-samples", type=int, default=400, help="Gibbs samples per chain; 0 skips Gibbs")
+    demo.add_argument("--gibbs-samples", type=int, default=200, help="Gibbs samples per chain; 0 skips Gibbs")
     demo.add_argument("--seed", type=int, default=2026)
     demo.add_argument("--output", default="pyro_acp_demo.png", help="figure path (default pyro_acp_demo.png)")
     demo.set_defaults(run=cmd_demo)

@@ -10,6 +10,7 @@ from collections import Counter
 import pyro
 import pytest
 import torch
+
 from pyro_acp.models import OrderedGaussianCatalog, ProceduralCatalog, load_rules
 from pyro_acp.models.catalogs import DEFAULT_RULES_PATH, ordered_catalog_labels
 

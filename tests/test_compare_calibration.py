@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from pyro_acp.models import CRPGaussianMixture
 from scipy import stats
 
 from pyro_acp.calibration import SBCResult, plot_sbc, rank_statistic, sbc, uniformity_pvalue
 from pyro_acp.compare import ComparisonTable, compare
 from pyro_acp.exact import exact_posterior
 from pyro_acp.mcmc import gibbs
+from pyro_acp.models import CRPGaussianMixture
 from pyro_acp.posterior import ClusteringPosterior
 
 

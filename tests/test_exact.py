@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from pyro_acp.models import SBM, CRPGaussianMixture, OrderedGaussianCatalog, PitmanYorGaussianMixture
 from scipy import integrate
 from torch.distributions import MultivariateNormal
 
 from pyro_acp.exact import MAX_EXACT_POINTS, exact_posterior
+from pyro_acp.models import SBM, CRPGaussianMixture, OrderedGaussianCatalog, PitmanYorGaussianMixture
 from pyro_acp.posterior import ExactPosterior
 
 # ---------------------------------------------------------------------------------------------- brute force

@@ -9,6 +9,8 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
+from scipy import integrate, stats
+
 from pyro_acp.models import (
     SBM,
     BalancedPartition,
@@ -18,8 +20,6 @@ from pyro_acp.models import (
     laplacian_positional_encoding,
     to_networkx,
 )
-from scipy import integrate, stats
-
 from pyro_acp.partitions import enumerate_partitions
 
 

@@ -1,11 +1,11 @@
 import pyro
 import pytest
 import torch
-from pyro_acp.guides import ACP, ACPS, CCP
 from torch.nn import functional as F
 
 from pyro_acp.data import Batch
 from pyro_acp.elbo import ClusterwiseIWAE
+from pyro_acp.guides import ACP, ACPS, CCP
 from tests.helpers import tiny_batch
 
 GUIDES = [ACP, ACPS, CCP]

@@ -12,6 +12,9 @@ import pyro
 import pytest
 import torch
 from pyro.infer import MCMC
+
+from pyro_acp.exact import exact_posterior
+from pyro_acp.mcmc import CollapsedGibbs, gibbs, nuts
 from pyro_acp.models import (
     SBM,
     CRPGaussianMixture,
@@ -19,9 +22,6 @@ from pyro_acp.models import (
     MFMGaussianMixture,
     PitmanYorGaussianMixture,
 )
-
-from pyro_acp.exact import exact_posterior
-from pyro_acp.mcmc import CollapsedGibbs, gibbs, nuts
 from pyro_acp.posterior import ClusteringPosterior
 
 TOLERANCE = 2.5  # allowed multiple of the i.i.d. Monte-Carlo total variation

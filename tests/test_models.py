@@ -8,6 +8,8 @@ import math
 import pyro
 import pytest
 import torch
+from torch.distributions import MultivariateNormal
+
 from pyro_acp.models import (
     SBM,
     CRPGaussianMixture,
@@ -18,8 +20,6 @@ from pyro_acp.models import (
     ProceduralCatalog,
     model_from_config,
 )
-from torch.distributions import MultivariateNormal
-
 from pyro_acp.partitions import canonicalize, enumerate_partitions
 
 ALL_MODELS = [

@@ -1,0 +1,125 @@
+import json
+
+import pytest
+import torch
+
+import pyro_acp
+from pyro_acp.checkpoint import load_guide
+from pyro_acp.guides import ACP, ACPS
+from pyro_acp.models import CRPGaussianMixture
+from pyro_acp.training import train
+
+SMALL = {"batch_size": 4, "num_particles": 3, "num_points": (3, 12), "validation_size": 4, "validate_every": 2,
+         "progress_bar": False, "seed": 7}
+
+
+def test_resume_gives_bit_identical_next_step(tmp_path):
+    """Train 4 steps straight; train 2, stop, resume from the checkpoint for 2 more: identical results."""
+    model = CRPGaussianMixture()
+    torch.manual_seed(0)
+    straight = ACPS(2, 16)
+    init = {k: v.clone() for k, v in straight.state_dict().items()}
+    full = train(model, straight, 4, **SMALL)
+    interrupted = ACPS(2, 16)
+    interrupted.load_state_dict(init)
+    _train_until(model, interrupted, tmp_path / "c.pt", stop=2)
+    continued = ACPS(2, 16)
+    more = train(model, continued, 4, checkpoint=tmp_path / "c.pt", checkpoint_every=2, resume=True, **SMALL)
+    assert more.loss == full.loss
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, continued.state_dict()[name]), name
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(step):
+    def callback(s, history):
+        if s + 1 >= step:
+            raise _Stop
+    return callback
+
+
+def _train_until(model, guide, path, stop):
+    with pytest.raises(_Stop):
+        train(model, guide, 4, checkpoint=path, checkpoint_every=2, callback=_stop_after(stop), **SMALL)
+
+
+def test_checkpoint_round_trip_and_card(tmp_path):
+    model = CRPGaussianMixture()
+    guide = ACPS(2, 16)
+    train(model, guide, 2, checkpoint=tmp_path / "g.pt", **SMALL)
+    card = json.loads((tmp_path / "g.json").read_text())
+    assert card["model"] == model.config() and card["guide"]["type"] == "ACPS"
+    loaded, _ = load_guide(tmp_path / "g.pt")
+    for name, value in guide.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name])
+
+
+def test_corrupt_or_mismatched_checkpoints_raise(tmp_path):
+    model = CRPGaussianMixture()
+    guide = ACPS(2, 16)
+    path = tmp_path / "g.pt"
+    train(model, guide, 2, checkpoint=path, **SMALL)
+    with pytest.raises(ValueError, match="does not match"):
+        load_guide(path, ACP(2, 16))
+    good = path.read_bytes()
+    path.write_bytes(good[:1000])
+    with pytest.raises(ValueError, match="corrupt checkpoint"):
+        load_guide(path)
+    path.write_bytes(good)
+    (tmp_path / "g.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt checkpoint config"):
+        load_guide(path)
+
+
+def test_divergence_never_overwrites_a_good_checkpoint(tmp_path):
+    model = CRPGaussianMixture()
+    guide = ACPS(2, 16)
+    path = tmp_path / "g.pt"
+    train(model, guide, 2, checkpoint=path, **SMALL)
+    before = path.read_bytes()
+    with torch.no_grad():
+        guide.prior_net[0].weight.fill_(float("nan"))
+    with pytest.raises((RuntimeError, ValueError)):
+        train(model, guide, 2, checkpoint=path, **SMALL)
+    assert path.read_bytes() == before
+
+
+def test_guide_for_another_dimension_is_refused():
+    with pytest.raises(ValueError, match="data_dim"):
+        train(CRPGaussianMixture(dim=3), ACPS(2, 16), 1, **SMALL)
+
+
+def test_infer_with_shipped_guide_and_bad_input():
+    model = CRPGaussianMixture()
+    x, truth = model.simulate(1, num_points=60, seed=11).unpadded(0)
+    post = pyro_acp.infer(model, x, num_samples=20, seed=0, train=False)
+    assert post.samples.shape == (20, 60) and post.log_prob.shape == (20,)
+    assert torch.isfinite(post.log_prob).all()
+    assert pyro_acp.metrics.adjusted_mutual_info(truth, post.map) > 0.8
+    with pytest.raises(ValueError, match="shape"):
+        pyro_acp.infer(model, x[:, 0], train=False)
+    with pytest.raises(ValueError, match="shape"):
+        pyro_acp.infer(model, torch.zeros(10, 3), train=False)
+    bad = x.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        pyro_acp.infer(model, bad, train=False)
+    for n in (0, 1):
+        with pytest.raises(ValueError):
+            pyro_acp.infer(model, torch.zeros(n, 2), train=False)
+    with pytest.raises(ValueError, match="no pretrained guide"):
+        pyro_acp.infer(CRPGaussianMixture(alpha=2.0), x, train=False)
+
+
+def test_log_prob_estimates_sum_to_one_over_all_partitions():
+    from pyro_acp.partitions import enumerate_partitions
+    from pyro_acp.sampling import estimate_log_prob
+
+    torch.manual_seed(0)
+    guide = ACPS(2, 16).eval()
+    x = torch.randn(5, 2) * 3
+    total = estimate_log_prob(guide, x, enumerate_partitions(5), num_anchors=None, num_z=50, num_orders=20).exp().sum()
+    assert total == pytest.approx(1.0, abs=0.05)
