@@ -6,6 +6,7 @@ Errors are reported as one line on stderr (exit status 2), never as a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import sys
@@ -150,8 +151,7 @@ def cmd_infer(args) -> None:
     np.savetxt(out / "labels.csv", np.stack([post.map.numpy(), estimate.numpy()], 1), fmt="%d", delimiter=",",
                header="map,point_estimate", comments="")
     summary = post.summary()
-    (out / "summary.json").write_text(json.dumps(summary.to_dict() if hasattr(summary, "to_dict") else
-                                                 dict(summary), indent=2, default=str))
+    (out / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
     post.plot(path=out / "posterior.png")
     print(summary)
     print(f"wrote {out / 'labels.csv'}, {out / 'summary.json'}, {out / 'posterior.png'}")
