@@ -20,7 +20,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
 
-from pyro_acp.checkpoint import load_guide, read_card, read_payload, save_checkpoint
+from pyro_acp.checkpoint import load_guide, read_payload, save_checkpoint
 from pyro_acp.elbo import ClusterwiseIWAE
 from pyro_acp.guides import ClusterwiseGuide
 
@@ -128,7 +128,8 @@ def train(
             raise ValueError(f"cannot resume: checkpoint {checkpoint} does not exist")
         start, history = _restore(checkpoint, guide, optimizer, svi, device)
     validation = _batch(model, validation_size, num_points, seed + VALIDATION_SEED_OFFSET, device)
-    torch.manual_seed(seed) if not resume else None
+    if not resume:
+        torch.manual_seed(seed)
     began = time.perf_counter() - history.wall_time
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress_bar, desc="training guide")
     for step in bar:
@@ -180,7 +181,6 @@ def _restore(path, guide, optimizer, svi, device) -> tuple[int, TrainingHistory]
     if "training" not in payload:
         raise ValueError(f"checkpoint {path} holds weights only, no training state to resume from")
     state = payload["training"]
-    read_card(path)
     optimizer.set_state(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and device.type == "cuda":
