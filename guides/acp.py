@@ -37,6 +37,7 @@ class ACPS(ClusterwiseGuide):
     """ACP-S: one ISAB (with LayerNorm) over all points of a data set, shared by all its steps."""
 
     variant = "acps"
+    shares_points = True
 
     def __init__(self, data_dim: int, hidden_dim: int = 128, **kwargs):
         super().__init__(data_dim, hidden_dim, **kwargs)
@@ -51,6 +52,7 @@ class ACPS(ClusterwiseGuide):
         return torch.cat([points, self.unassigned_net(points)], -1)
 
     def step_encodings(self, enc, feats, dataset, anchor, available) -> tuple[Tensor, Tensor, Tensor]:
-        points, codes = feats[dataset].chunk(2, -1)
-        unassigned = self.summarize(self.pool_unassigned, codes, available)
-        return points, anchor_rows(points, anchor), unassigned
+        """Points stay per data set (B, N, H): nothing here depends on the anchor but D."""
+        points, codes = feats.chunk(2, -1)
+        unassigned = self.summarize_by_dataset(self.pool_unassigned, codes, dataset, available)
+        return points, points[dataset, anchor.to(torch.long).argmax(-1)], unassigned

@@ -22,6 +22,9 @@ class CCP(ClusterwiseGuide):
     def summarize(self, pool: PMA, x: Tensor, mask: Tensor) -> Tensor:
         return masked_mean(x, mask)
 
+    def summarize_by_dataset(self, pool: PMA, x: Tensor, dataset: Tensor, mask: Tensor) -> Tensor:
+        return masked_mean(x[dataset], mask)
+
     def dataset_features(self, enc: Tensor, mask: Tensor) -> Tensor:
         return torch.cat([enc, self.unassigned_net(enc)], -1)
 

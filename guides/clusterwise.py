@@ -24,7 +24,7 @@ from pyro import poutine
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pyro_acp.attention import PMA, pooled
+from pyro_acp.attention import PMA, pooled, pooled_by_dataset
 from pyro_acp.data import Batch
 from pyro_acp.guides.encoders import MLPEncoder, mlp
 
@@ -37,11 +37,18 @@ class StepEncoding:
 
     dataset: Tensor  # (S,) data set of each step
     available: Tensor  # (S, N) join candidates
-    points: Tensor  # (S, N, H) per-point features seen by the join network
+    points: Tensor  # (S, N, H) per-point features seen by the join network, or (B, N, H) when shared
     context: Tensor  # (S, 3H) cat(D, U, G)
     anchor_code: Tensor  # (S, H) D
     cluster_code: Tensor  # (S, H) G
     targets: Tensor | None = None  # (S, N) joins (training only)
+    shared_points: bool = False  # points are per data set (B, N, H), indexed through ``dataset``
+
+    def point_rows(self, step_index: Tensor, point_index: Tensor) -> Tensor:
+        """Features (M, H) of the given (step, point) pairs."""
+        if self.shared_points:
+            return self.points[self.dataset[step_index], point_index]
+        return self.points[step_index, point_index]
 
 
 class DataEncoding(NamedTuple):
@@ -56,6 +63,8 @@ class ClusterwiseGuide(nn.Module):
     """Base class: encoders, prior, encoder q and join network of the clusterwise posterior."""
 
     variant = "base"
+    #: True when step_encodings returns per-data-set points (B, N, H) shared by all steps
+    shares_points = False
 
     def __init__(
         self,
@@ -122,6 +131,16 @@ class ClusterwiseGuide(nn.Module):
         """Permutation-invariant summary (..., H) of a masked set (..., N, H); zero when empty."""
         return pooled(pool, x, mask)
 
+    def summarize_by_dataset(self, pool: PMA, x: Tensor, dataset: Tensor, mask: Tensor) -> Tensor:
+        """``summarize(pool, x[dataset], mask)`` for per-data-set x (B, N, H), without the gather."""
+        return pooled_by_dataset(pool, x, dataset, mask)
+
+    def summarize_points(self, pool: PMA, enc: StepEncoding, mask: Tensor) -> Tensor:
+        """Summary of a masked subset of each step's points (shared or per step)."""
+        if enc.shared_points:
+            return self.summarize_by_dataset(pool, enc.points, enc.dataset, mask)
+        return self.summarize(pool, enc.points, mask)
+
     # ------------------------------------------------------------------ shared pieces
     def check_batch(self, batch: Batch) -> None:
         """Raise a clear error when a batch cannot be fed to this guide."""
@@ -141,9 +160,9 @@ class ClusterwiseGuide(nn.Module):
         enc = self.encoder(x, mask)
         return DataEncoding(enc, self.dataset_features(enc, mask), self.cluster_point_net(enc))
 
-    def cluster_summaries(self, cluster_points: Tensor, members: Tensor) -> Tensor:
-        """g(PMA(h(enc), members)) from per-step h(enc) (S, N, H) and member masks (S, N) -> (S, H)."""
-        return self.cluster_net(self.summarize(self.cluster_pool, cluster_points, members))
+    def cluster_summaries(self, cluster_points: Tensor, dataset: Tensor, members: Tensor) -> Tensor:
+        """g(PMA(h(enc), members)) from per-data-set h(enc) (B, N, H) and member masks (S, N) -> (S, H)."""
+        return self.cluster_net(self.summarize_by_dataset(self.cluster_pool, cluster_points, dataset, members))
 
     def encode(self, batch: Batch) -> StepEncoding:
         """Teacher-forced encodings of every valid (data set, cluster step) of a batch."""
@@ -155,7 +174,7 @@ class ClusterwiseGuide(nn.Module):
         available = batch.available[dataset, step]
         targets = available & batch.members[dataset, step]
         data = self.encode_data(batch.x, batch.mask)
-        summaries = self.cluster_summaries(data.cluster_points[dataset], batch.members[dataset, step])
+        summaries = self.cluster_summaries(data.cluster_points, dataset, batch.members[dataset, step])
         per_step = summaries.new_zeros(batch.batch_size, batch.max_clusters, self.hidden_dim)
         per_step = per_step.index_put((dataset, step), summaries)
         cluster_code = (per_step.cumsum(1) - per_step)[dataset, step]
@@ -168,6 +187,7 @@ class ClusterwiseGuide(nn.Module):
             anchor_code=anchor_code,
             cluster_code=cluster_code,
             targets=targets,
+            shared_points=self.shares_points,
         )
         if self._cache is not None:
             self._cache[id(batch)] = encoding
@@ -187,16 +207,16 @@ class ClusterwiseGuide(nn.Module):
         return dist.Normal(loc, F.softplus(raw) + MIN_SCALE)
 
     def posterior(self, enc: StepEncoding) -> dist.Normal:
-        points, targets = enc.points, enc.targets
-        joined = self.summarize(self.pool_in, points, targets)
-        left = self.summarize(self.pool_out, points, enc.available & ~targets)
+        targets = enc.targets
+        joined = self.summarize_points(self.pool_in, enc, targets)
+        left = self.summarize_points(self.pool_out, enc, enc.available & ~targets)
         loc, raw = self.posterior_net(torch.cat([enc.anchor_code, joined, left, enc.cluster_code], -1)).chunk(2, -1)
         return dist.Normal(loc, F.softplus(raw) + MIN_SCALE)
 
     def join_logits(self, z: Tensor, enc: StepEncoding) -> Tensor:
         """Logits (..., S, N) of joining, computed on candidates only (0 elsewhere; mask with available)."""
         step_index, point_index = enc.available.nonzero(as_tuple=True)
-        point_part = self.join_point(enc.points[step_index, point_index])  # (M, H)
+        point_part = self.join_point(enc.point_rows(step_index, point_index))  # (M, H)
         step_part = self.join_context(enc.context) + self.join_z(z)  # (..., S, H)
         hidden = self.join_act(point_part + step_part[..., step_index, :])  # (..., M, H)
         logits = self.join_head(hidden).squeeze(-1)  # (..., M)

@@ -82,3 +82,29 @@ def pooled(pma: PMA, x: Tensor, mask: Tensor) -> Tensor:
     """One-seed PMA summary (..., dim) of the masked set; exactly zero when the set is empty."""
     summary = pma(x, mask).squeeze(-2)
     return summary * mask.any(-1, keepdim=True).to(summary.dtype)
+
+
+def pooled_by_dataset(pma: PMA, x: Tensor, dataset: Tensor, mask: Tensor) -> Tensor:
+    """``pooled(pma, x[dataset], mask)`` without materialising ``x[dataset]``.
+
+    Many rows (cluster steps, sampler threads) pool different subsets of the same data set; the key and
+    value projections of its points are computed once per data set (B, N, D) and only the softmax weights
+    are per row. One-seed PMAs only.
+    """
+    mab = pma.mab
+    if pma.seeds.shape[0] != 1:
+        raise ValueError("pooled_by_dataset needs a one-seed PMA")
+    query = mab.fc_q(pma.seeds)  # (1, dim)
+    query_heads = mab._heads(query)  # (h, 1, d)
+    keys, values = mab._heads(mab.fc_k(x)), mab._heads(mab.fc_v(x))  # (B, h, N, d)
+    logits = (keys @ query_heads.transpose(-1, -2)).squeeze(-1) / math.sqrt(keys.shape[-1])  # (B, h, N)
+    logits = logits[dataset].masked_fill(~mask.unsqueeze(1), float("-inf"))
+    nonempty = mask.any(-1)
+    weights = torch.softmax(logits, -1).masked_fill(~nonempty.view(-1, 1, 1), 0.0)
+    if values.shape[0] == 1:
+        attended = torch.einsum("rhn,hnd->rhd", weights, values[0])
+    else:
+        attended = torch.einsum("rhn,rhnd->rhd", weights, values[dataset])
+    h = mab.ln_attention(query + attended.flatten(-2))
+    out = mab.ln_output(h + torch.relu(mab.fc_o(h)))
+    return out * nonempty.unsqueeze(-1).to(out.dtype)

@@ -48,7 +48,8 @@ def _step(
     """Encodings and learned prior of one step for a set of threads."""
     points, anchor_code, unassigned_code = guide.step_encodings(data.enc, data.feats, dataset, anchor, available)
     context = torch.cat([anchor_code, unassigned_code, cluster_code], -1)
-    enc = StepEncoding(dataset, available, points, context, anchor_code, cluster_code)
+    enc = StepEncoding(dataset, available, points, context, anchor_code, cluster_code,
+                       shared_points=guide.shares_points)
     return enc, guide.prior(context)
 
 
@@ -91,7 +92,7 @@ def sample_partitions(
             joins = logits > 0
         members = anchor | (joins & available)
         labels[active] = torch.where(members, torch.full_like(labels[active], step), labels[active])
-        cluster_code[active] += guide.cluster_summaries(data.cluster_points[dataset[active]], members)
+        cluster_code[active] += guide.cluster_summaries(data.cluster_points, dataset[active], members)
         active = active[(labels[active] == -1).any(-1)]
         step += 1
     labels[labels < -1] = PAD_LABEL
@@ -132,7 +133,7 @@ def estimate_log_prob(
     valid = members.any(-1)  # (T, K)
     # G_k from the true earlier clusters, all steps at once
     thread, step = valid.nonzero(as_tuple=True)
-    summaries = guide.cluster_summaries(data.cluster_points[dataset[thread]], members[thread, step])
+    summaries = guide.cluster_summaries(data.cluster_points, dataset[thread], members[thread, step])
     per_step = summaries.new_zeros(*valid.shape, guide.hidden_dim).index_put((thread, step), summaries)
     cluster_code = (per_step.cumsum(1) - per_step)[thread, step]
     # anchors: every member, or a random subset of each cluster
