@@ -216,7 +216,10 @@ class ClusterwiseGuide(nn.Module):
     def join_logits(self, z: Tensor, enc: StepEncoding) -> Tensor:
         """Logits (..., S, N) of joining, computed on candidates only (0 elsewhere; mask with available)."""
         step_index, point_index = enc.available.nonzero(as_tuple=True)
-        point_part = self.join_point(enc.point_rows(step_index, point_index))  # (M, H)
+        if enc.shared_points:  # project each data set's points once, then pick the candidates
+            point_part = self.join_point(enc.points)[enc.dataset[step_index], point_index]  # (M, H)
+        else:
+            point_part = self.join_point(enc.point_rows(step_index, point_index))
         step_part = self.join_context(enc.context) + self.join_z(z)  # (..., S, H)
         hidden = self.join_act(point_part + step_part[..., step_index, :])  # (..., M, H)
         logits = self.join_head(hidden).squeeze(-1)  # (..., M)
