@@ -44,12 +44,6 @@ class StepEncoding:
     targets: Tensor | None = None  # (S, N) joins (training only)
     shared_points: bool = False  # points are per data set (B, N, H), indexed through ``dataset``
 
-    def point_rows(self, step_index: Tensor, point_index: Tensor) -> Tensor:
-        """Features (M, H) of the given (step, point) pairs."""
-        if self.shared_points:
-            return self.points[self.dataset[step_index], point_index]
-        return self.points[step_index, point_index]
-
 
 class DataEncoding(NamedTuple):
     """Per-data-set tensors (B, N, .): point encodings, variant features, h(enc) for cluster summaries."""
@@ -219,7 +213,7 @@ class ClusterwiseGuide(nn.Module):
         if enc.shared_points:  # project each data set's points once, then pick the candidates
             point_part = self.join_point(enc.points)[enc.dataset[step_index], point_index]  # (M, H)
         else:
-            point_part = self.join_point(enc.point_rows(step_index, point_index))
+            point_part = self.join_point(enc.points[step_index, point_index])
         step_part = self.join_context(enc.context) + self.join_z(z)  # (..., S, H)
         hidden = self.join_act(point_part + step_part[..., step_index, :])  # (..., M, H)
         logits = self.join_head(hidden).squeeze(-1)  # (..., M)
