@@ -383,9 +383,9 @@ class ClusteringPosterior:
         x: the observed data (array / tensor, points first, or a networkx graph), for plots.
         model: the generative model, for plots (its ``data_kind``) and provenance.
 
-    ``map`` is the sample with the highest ``log_prob``; without ``log_prob``, the highest ``log_joint``;
-    without either, the partition with the largest total weight (the most frequent sample), ties going to
-    the one seen first.
+    ``map`` is the sample with the highest ``log_joint`` (exact up to a constant, so it ranks samples
+    without estimation noise); without ``log_joint``, the highest ``log_prob``; without either, the
+    partition with the largest total weight (the most frequent sample), ties going to the one seen first.
     """
 
     def __init__(
@@ -473,7 +473,7 @@ class ClusteringPosterior:
     @cached_property
     def map_index(self) -> int:
         """Index in ``samples`` of the MAP partition (see the class docstring for the rule)."""
-        score = self._log_prob if self._log_prob is not None else self._log_joint
+        score = self._log_joint if self._log_joint is not None else self._log_prob
         if score is not None:
             return int(score.argmax())
         _, _, first = self._unique_with_first()

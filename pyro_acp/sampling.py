@@ -17,6 +17,7 @@ orders are averaged in probability space (logmeanexp).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -173,6 +174,19 @@ def estimate_log_prob(
     total = log_step.new_zeros(flat.shape[0]).index_add(0, thread, log_step)
     per_order = total.view(num_sets, num_samples, num_orders)
     return per_order.logsumexp(-1) - math.log(num_orders)
+
+
+def has_exact_log_joint(model: Any) -> bool:
+    """Whether ``model`` has an exact (collapsed) log p(partition, x), e.g. the conjugate mixtures."""
+    return callable(getattr(model, "log_joint", None))
+
+
+def exact_log_joint(model: Any, x: Tensor, labels: Tensor) -> Tensor | None:
+    """log p(partition, x) of partitions (S, N) of one data set (N, D), or None without an exact likelihood.
+
+    It ranks samples exactly (up to a constant), where the guide's own estimates are noisy.
+    """
+    return model.log_joint(x, labels) if has_exact_log_joint(model) else None
 
 
 def size_biased_relabel(labels: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -93,6 +93,8 @@ def test_map_rules():
     log_prob = torch.tensor([-3.0, -2.0, -1.0, -2.0, -5.0])
     assert ClusteringPosterior(samples, log_prob=log_prob).map_index == 2
     assert ClusteringPosterior(samples, log_joint=-log_prob).map_index == 4
+    # the exact log joint outranks a noisy estimate when both are known
+    assert ClusteringPosterior(samples, log_prob=log_prob, log_joint=-log_prob).map_index == 4
     assert ClusteringPosterior(samples).map.tolist() == [0, 0, 0]  # the most frequent
     weights = torch.tensor([0.1, 0.2, 0.3, 0.05, 0.35])  # [0,0,0] totals 0.25 < 0.35
     assert ClusteringPosterior(samples, weights=weights).map.tolist() == [0, 1, 2]
