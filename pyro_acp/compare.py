@@ -111,7 +111,8 @@ def _k_moments(post: ClusteringPosterior) -> tuple[float, float]:
 
 
 def _diagnostics(post: ClusteringPosterior) -> dict[str, float | None]:
-    """ESS and R-hat of K and of the log likelihood via ArviZ; None for weighted or too-short runs."""
+    """ESS and R-hat of K and of the log likelihood via ArviZ; None for weighted or too-short runs, and
+    R-hat None for a single chain (it compares chains; ArviZ would only warn)."""
     empty = {"ess_K": None, "rhat_K": None, "ess_loglik": None, "rhat_loglik": None}
     if post.weights is not None:
         return empty
@@ -125,11 +126,12 @@ def _diagnostics(post: ClusteringPosterior) -> dict[str, float | None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant chains (e.g. K never changes) give NaN with a warning
         ess = az.ess(data, var_names=names)
-        rhat = az.rhat(data, var_names=names)
+        rhat = az.rhat(data, var_names=names) if int(chain.unique().numel()) > 1 else None
     out = dict(empty)
-    out["ess_K"], out["rhat_K"] = float(ess["num_clusters"]), float(rhat["num_clusters"])
-    if "log_likelihood" in names:
-        out["ess_loglik"], out["rhat_loglik"] = float(ess["log_likelihood"]), float(rhat["log_likelihood"])
+    for name, key in (("num_clusters", "K"), ("log_likelihood", "loglik")):
+        if name in names:
+            out[f"ess_{key}"] = float(ess[name])
+            out[f"rhat_{key}"] = None if rhat is None else float(rhat[name])
     return out
 
 

@@ -126,6 +126,7 @@ def infer(
     sample_joins: bool = True,
     num_anchors: int | None = 3,
     num_z: int = 1,
+    num_orders: int = 1,
     progress_bar: bool = True,
 ) -> ClusteringPosterior:
     """Posterior samples of the partition of ``data`` under ``model``.
@@ -138,9 +139,11 @@ def infer(
         train: train (and cache) a guide when none matches; with False, raise instead.
         sample_z, sample_joins: draw z from the learned prior / joins by Bernoulli (True), or use the
             prior mean / threshold 0.5 (False: fewer distinct samples, closer to a MAP search).
-        num_anchors, num_z: anchors and prior draws per cluster in the log-probability estimates. Their
-            noise is small next to that of the random cluster order (benchmarks/bench_infer.py), so a
-            few anchors suffice; the MAP is ranked by the exact log joint when the model has one.
+        num_anchors, num_z, num_orders: anchors and prior draws per cluster, and random cluster orders per
+            sample, in the log-probability estimates. The order dominates their noise (tens of nats at
+            N = 200, benchmarks/bench_infer.py): raise ``num_orders`` (cost grows linearly) when ``log_prob``
+            itself matters, e.g. for reweighting. The MAP is ranked by the exact log joint when the model
+            has one, so it does not depend on these.
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
@@ -161,7 +164,8 @@ def infer(
     samples = canonicalize(sample_partitions(guide, x, num_samples, sample_z=sample_z,
                                              sample_joins=sample_joins, generator=generator)[0])
     unique, inverse = samples.unique(dim=0, return_inverse=True)
-    log_prob = estimate_log_prob(guide, x, unique, num_anchors=num_anchors, num_z=num_z, generator=generator)[0]
+    log_prob = estimate_log_prob(guide, x, unique, num_anchors=num_anchors, num_z=num_z,
+                                 num_orders=num_orders, generator=generator)[0]
     log_joint = exact_log_joint(model, x, samples)
     wall_time = time.perf_counter() - began
     return ClusteringPosterior(

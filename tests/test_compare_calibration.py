@@ -163,3 +163,9 @@ def test_sbc_bad_input():
         sbc(model, "not a function", num_simulations=1)
     with pytest.raises(TypeError, match="SBCResult"):
         plot_sbc({"ranks": []})
+
+
+def test_single_chain_gets_ess_but_no_rhat():
+    samples = torch.randint(0, 3, (200, 6), generator=torch.Generator().manual_seed(0))
+    row = compare({"acp": ClusteringPosterior(samples, method="acp")})["acp"]
+    assert row["rhat_K"] is None and row["ess_K"] > 10

@@ -123,3 +123,44 @@ def test_log_prob_estimates_sum_to_one_over_all_partitions():
     x = torch.randn(5, 2) * 3
     total = estimate_log_prob(guide, x, enumerate_partitions(5), num_anchors=None, num_z=50, num_orders=20).exp().sum()
     assert total == pytest.approx(1.0, abs=0.05)
+
+
+def _sample_distribution(guide, x, num_samples: int, seed: int) -> torch.Tensor:
+    from pyro_acp.sampling import sample_partitions
+
+    return sample_partitions(guide.eval(), x, num_samples, generator=torch.Generator().manual_seed(seed))[0]
+
+
+def test_briefly_trained_guide_is_closer_to_the_exact_posterior_than_the_prior():
+    """A few minutes' worth of CPU training (250 steps on N in [3, 6)) already beats the CRP prior at N = 5:
+    measured mean TV 0.43 against the prior's 0.92 over six data sets."""
+    from pyro_acp.distributions import CRP
+    from pyro_acp.metrics import total_variation
+    from pyro_acp.partitions import enumerate_partitions
+
+    model = CRPGaussianMixture()
+    guide = ACPS(2, hidden_dim=32)
+    train(model, guide, 250, batch_size=32, num_particles=8, lr=5e-3, num_points=(3, 6), seed=3,
+          validate_every=0, progress_bar=False)
+    parts = enumerate_partitions(5)
+    prior = (parts, CRP(model.alpha, 5).log_prob(parts).exp())
+    guide_tv, prior_tv = [], []
+    for seed in range(6):
+        x, _ = model.simulate(1, num_points=5, seed=500 + seed).unpadded(0)
+        exact = pyro_acp.exact_posterior(model, x)
+        guide_tv.append(total_variation(exact, _sample_distribution(guide, x, 2000, seed)))
+        prior_tv.append(total_variation(exact, prior))
+    assert sum(guide_tv) / 6 < sum(prior_tv) / 6 - 0.25, (guide_tv, prior_tv)
+
+
+def test_shipped_guide_matches_the_exact_posterior_at_n7():
+    from pyro_acp.infer import resolve_guide
+    from pyro_acp.metrics import total_variation
+
+    model = CRPGaussianMixture()
+    shipped = resolve_guide(model, train=False)
+    distances = []
+    for seed in range(6):
+        x, _ = model.simulate(1, num_points=7, seed=9000 + seed).unpadded(0)
+        distances.append(total_variation(pyro_acp.exact_posterior(model, x), _sample_distribution(shipped, x, 2000, 0)))
+    assert sum(distances) / len(distances) < 0.15, distances
