@@ -140,8 +140,13 @@ def test_briefly_trained_guide_is_closer_to_the_exact_posterior_than_the_prior()
 
     model = CRPGaussianMixture()
     guide = ACPS(2, hidden_dim=32)
-    train(model, guide, 250, batch_size=32, num_particles=8, lr=5e-3, num_points=(3, 6), seed=3,
-          validate_every=0, progress_bar=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread avoids waiting on a busy second core
+    try:
+        train(model, guide, 250, batch_size=32, num_particles=8, lr=5e-3, num_points=(3, 6), seed=3,
+              validate_every=0, progress_bar=False)
+    finally:
+        torch.set_num_threads(threads)
     parts = enumerate_partitions(5)
     prior = (parts, CRP(model.alpha, 5).log_prob(parts).exp())
     guide_tv, prior_tv = [], []
