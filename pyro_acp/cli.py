@@ -132,7 +132,7 @@ def cmd_train(args) -> None:
         model, guide, args.steps, batch_size=args.batch_size, num_particles=args.num_particles, lr=args.lr,
         device=args.device, seed=args.seed, loss=args.loss, dreg=args.dreg, num_points=num_points,
         checkpoint=args.output, checkpoint_every=args.checkpoint_every, resume=args.resume,
-        validate_every=args.validate_every,
+        validate_every=args.validate_every, compile=args.compile,
     )
     print(f"trained {args.steps} steps in {history.wall_time / 60:.1f} min; final validation ELBO "
           f"{history.validation_elbo[-1] if history.validation_elbo else float('nan'):.3f}; saved {args.output}")
@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=500)
     train.add_argument("--validate-every", type=int, default=100)
     train.add_argument("--resume", action="store_true", help="continue from --output")
+    train.add_argument("--compile", action="store_true",
+                       help="fuse the join network with torch.compile (~1.3x faster on CPU; needs a C++ compiler)",
+                       )
     train.set_defaults(run=cmd_train)
 
     infer = sub.add_parser("infer", help="cluster points from a CSV or NPY file")

@@ -86,6 +86,7 @@ def train(
     checkpoint_every: int = 500,
     resume: bool = False,
     progress_bar: bool = True,
+    compile: bool = False,
     callback: Callable[[int, TrainingHistory], None] | None = None,
 ) -> TrainingHistory:
     """Train ``guide`` on simulations of ``model`` for ``steps`` SVI steps; returns the history.
@@ -97,6 +98,8 @@ def train(
             (``pyro.infer.Trace_ELBO`` with vectorised particles).
         checkpoint: path of a ``.pt`` file written every ``checkpoint_every`` steps and at the end
             (JSON card beside it); with ``resume=True`` training continues from it.
+        compile: fuse the join network with ``torch.compile`` while training (about 1.3x faster steps on
+            CPU after a few seconds of compiling; needs a C++ compiler, falls back with a warning otherwise).
         callback: called as ``callback(step, history)`` after every step (e.g. for evaluation).
     """
     if steps < 0 or batch_size < 1 or num_particles < 1:
@@ -131,26 +134,30 @@ def train(
     if not resume:
         torch.manual_seed(seed)
     began = time.perf_counter() - history.wall_time
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress_bar, desc="training guide")
-    for step in bar:
-        batch = _batch(model, batch_size, num_points, seed * 7919 + step, device)
-        value = svi.step(batch)
-        if not math.isfinite(value):
-            raise RuntimeError(f"training diverged at step {step} (loss {value}); the last checkpoint is kept")
-        optimizer.step()
-        history.steps.append(step)
-        history.loss.append(value)
-        last = step + 1 == steps
-        if validate_every and ((step + 1) % validate_every == 0 or last):
-            history.validation_steps.append(step + 1)
-            history.validation_elbo.append(validation_elbo(guide.model, guide.guide, validation, num_particles))
-        history.wall_time = time.perf_counter() - began
-        bar.set_postfix(elbo=f"{-value:.2f}", val=f"{history.validation_elbo[-1]:.2f}" if history.validation_elbo
-                        else "-")
-        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or last):
-            _save(checkpoint, guide, model, optimizer, history, settings, step + 1, device)
-        if callback is not None:
-            callback(step, history)
+    guide.compile_join(compile)
+    try:
+        bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress_bar, desc="training guide")
+        for step in bar:
+            batch = _batch(model, batch_size, num_points, seed * 7919 + step, device)
+            value = svi.step(batch)
+            if not math.isfinite(value):
+                raise RuntimeError(f"training diverged at step {step} (loss {value}); the last checkpoint is kept")
+            optimizer.step()
+            history.steps.append(step)
+            history.loss.append(value)
+            last = step + 1 == steps
+            if validate_every and ((step + 1) % validate_every == 0 or last):
+                history.validation_steps.append(step + 1)
+                history.validation_elbo.append(validation_elbo(guide.model, guide.guide, validation, num_particles))
+            history.wall_time = time.perf_counter() - began
+            bar.set_postfix(elbo=f"{-value:.2f}", val=f"{history.validation_elbo[-1]:.2f}" if history.validation_elbo
+                            else "-")
+            if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or last):
+                _save(checkpoint, guide, model, optimizer, history, settings, step + 1, device)
+            if callback is not None:
+                callback(step, history)
+    finally:
+        guide.compile_join(False)
     return history
 
 

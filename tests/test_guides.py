@@ -92,3 +92,43 @@ def test_bad_batches_raise_clear_errors():
         Batch.from_labels(x, torch.tensor([[0, 0, 1]]))
     with pytest.raises(ValueError, match="empty batch"):
         Batch.from_labels(torch.zeros(0, 3, 2), torch.zeros(0, 3, dtype=torch.long))
+
+
+def _loss_and_grads(guide, batch):
+    guide.zero_grad()
+    pyro.set_rng_seed(5)
+    loss = ClusterwiseIWAE(num_particles=4).differentiable_loss(guide.model, guide.guide, batch)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in guide.parameters() if p.grad is not None]
+
+
+def test_compiled_join_network_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    guide, batch = ACPS(2, 16), tiny_batch()
+    eager_loss, eager_grads = _loss_and_grads(guide, batch)
+    guide.compile_join()
+    compiled_loss, compiled_grads = _loss_and_grads(guide, batch)
+    if guide._compiled_join is None:
+        pytest.skip("torch.compile is not available on this machine (it fell back to eager)")
+    guide.compile_join(False)
+    assert compiled_loss == pytest.approx(eager_loss.item(), rel=1e-5)
+    assert len(compiled_grads) == len(eager_grads)
+    for a, b in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    torch.manual_seed(0)
+    guide, batch = ACPS(2, 16), tiny_batch()
+    eager_loss, _ = _loss_and_grads(guide, batch)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    guide.compile_join()
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        loss, _ = _loss_and_grads(guide, batch)
+    assert guide._compiled_join is None
+    assert loss.item() == pytest.approx(eager_loss.item(), rel=1e-6)
