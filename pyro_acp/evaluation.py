@@ -49,3 +49,16 @@ def heldout_ami(
     scores = [adjusted_mutual_info_score(labels[b][mask[b]].numpy(), best[b][mask[b]].numpy())
               for b in range(num_datasets)]
     return float(sum(scores) / len(scores))
+
+
+def close_cluster_sets(count: int, num_points: int = 7, seed: int = 1) -> list[torch.Tensor]:
+    """Hard small data sets for checking a guide: 2 or 3 unit-variance clusters whose centres lie 1.5 to 3
+    standard deviations apart on a line, so that several partitions compete in the exact posterior."""
+    generator = torch.Generator().manual_seed(seed)
+    sets = []
+    for i in range(count):
+        k, separation = 2 + i % 2, 1.5 + 0.5 * (i % 4)
+        centres = torch.stack([torch.tensor([separation * j, 0.0]) for j in range(k)])
+        labels = torch.arange(num_points) % k
+        sets.append(centres[labels] + torch.randn(num_points, 2, generator=generator))
+    return sets

@@ -348,6 +348,7 @@ class PosteriorSummary:
     map_frequency: float
     wall_time: float | None
     weighted: bool = False
+    effective_sample_size: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -356,7 +357,9 @@ class PosteriorSummary:
         prob = "n/a" if self.map_probability is None else f"{self.map_probability:.4g}"
         lines = [
             f"Clustering posterior ({self.method})",
-            f"  points N = {self.num_points}, {kind} S = {self.num_samples}, unique = {self.num_unique}",
+            f"  points N = {self.num_points}, {kind} S = {self.num_samples}, unique = {self.num_unique}"
+            + (f", effective sample size {self.effective_sample_size:.1f}"
+               if self.weighted and self.effective_sample_size is not None else ""),
             f"  number of clusters K: mean {self.k_mean:.3f}, mode {self.k_mode}",
             f"  P(K): {dist}",
             f"  MAP: K = {self.map_num_clusters}, probability {prob} (estimated), "
@@ -458,6 +461,11 @@ class ClusteringPosterior:
         return self._samples.shape[1]
 
     @property
+    def effective_sample_size(self) -> float:
+        """Kish's effective sample size 1 / sum w^2 of the (normalised) weights; S when unweighted."""
+        return float(1.0 / (self.sample_weights**2).sum())
+
+    @property
     def sample_weights(self) -> Tensor:
         """(S,) float64 weights summing to one (uniform when the samples are unweighted)."""
         if self._weights is not None:
@@ -536,6 +544,7 @@ class ClusteringPosterior:
             map_frequency=self.map_frequency(),
             wall_time=self.wall_time,
             weighted=self._weights is not None,
+            effective_sample_size=self.effective_sample_size,
         )
 
     # ------------------------------------------------------------------ point estimate
