@@ -121,12 +121,29 @@ def _summary_row(name, post, truth, wall_time) -> dict:
     }
 
 
+def initial_guide(model, init: str, output: str, resume: bool):
+    """The guide of checkpoint ``init``, to fine-tune: it must suit ``model``; its file is never written."""
+    from pyro_acp.checkpoint import load_guide
+    from pyro_acp.infer import check_guide_matches
+
+    if resume:
+        raise ValueError("--init starts a new run from other weights; --resume continues --output: pick one")
+    if Path(init).resolve() == Path(output).resolve():
+        raise ValueError(f"--output {output} is the --init checkpoint; write the fine-tuned guide elsewhere")
+    guide, card = load_guide(init)
+    check_guide_matches(model, guide, card)
+    return guide
+
+
 def cmd_train(args) -> None:
     import pyro_acp
     from pyro_acp.guides import GUIDES
 
     model = build_model(args.model, args.model_option or [])
-    guide = GUIDES[args.guide](model.data_dim, hidden_dim=args.hidden_dim)
+    if args.init:
+        guide = initial_guide(model, args.init, args.output, args.resume)
+    else:
+        guide = GUIDES[args.guide](model.data_dim, hidden_dim=args.hidden_dim)
     num_points = tuple(args.num_points) if args.num_points else None
     history = pyro_acp.train(
         model, guide, args.steps, batch_size=args.batch_size, num_particles=args.num_particles, lr=args.lr,
@@ -191,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=500)
     train.add_argument("--validate-every", type=int, default=100)
     train.add_argument("--resume", action="store_true", help="continue from --output")
+    train.add_argument("--init", metavar="CHECKPOINT",
+                       help="fine-tune: start from this guide's weights and architecture (--guide, --hidden-dim "
+                            "ignored); the file itself is left untouched")
     train.add_argument("--compile", action="store_true",
                        help="fuse the join network with torch.compile (~1.3x faster on CPU; needs a C++ compiler)",
                        )

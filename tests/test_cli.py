@@ -27,3 +27,29 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "shape" in capsys.readouterr().err
     assert main(["train", "--model-option", "nonsense=1", "--steps", "1"]) == 2
     assert "no hyperparameter 'nonsense'" in capsys.readouterr().err
+
+
+def test_train_init_fine_tunes_another_guide_and_never_writes_it(tmp_path, capsys):
+    import torch
+
+    from pyro_acp.checkpoint import load_guide
+
+    small = ["--hidden-dim", "16", "--batch-size", "4", "--num-particles", "2", "--num-points", "3", "10",
+             "--validate-every", "0"]
+    assert main(["train", "--steps", "2", "--output", str(tmp_path / "base.pt"), *small]) == 0
+    before = (tmp_path / "base.pt").read_bytes()
+    assert main(["train", "--steps", "2", "--init", str(tmp_path / "base.pt"), "--output",
+                 str(tmp_path / "tuned.pt"), "--guide", "CCP", *small]) == 0
+    base, _ = load_guide(tmp_path / "base.pt")
+    tuned, card = load_guide(tmp_path / "tuned.pt")
+    assert type(tuned) is type(base) and card["guide"] == base.config  # architecture from --init, not --guide
+    pairs = zip(base.state_dict().values(), tuned.state_dict().values(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
+    assert (tmp_path / "base.pt").read_bytes() == before
+    capsys.readouterr()
+    assert main(["train", "--steps", "1", "--init", str(tmp_path / "base.pt"), "--output",
+                 str(tmp_path / "base.pt")]) == 2
+    assert "--init checkpoint" in capsys.readouterr().err and (tmp_path / "base.pt").read_bytes() == before
+    assert main(["train", "--steps", "1", "--init", str(tmp_path / "base.pt"), "--model-option", "alpha=2.0",
+                 "--output", str(tmp_path / "other.pt")]) == 2
+    assert "trained for" in capsys.readouterr().err
