@@ -18,7 +18,9 @@ i < j of |P_ij - P_ref_ij|, the column ``compare`` reports) as a function of the
 
 Time to accuracy: the first Gibbs time at which its error is <= the error ACP reaches with 100 samples,
 divided by that ACP call's time (> 1: ACP is faster); the same for ACP's best error; and whether / when
-ACP reaches Gibbs' final error. The shipped guide was trained on N in [2, 200): N = 1000 is extrapolation.
+ACP reaches Gibbs' final error. The shipped guide was trained on N in [2, 200): N = 1000 is beyond it, and
+that data set (seed 0) has two clusters 2.6 sd apart, where the guide errs (its held-out MAP AMI on fresh
+N in [500, 1000) is 0.96: benchmarks/evaluate_shipped_guide.py).
 
 Run: python benchmarks/bench_time_to_accuracy.py [--sizes 100 200 1000] [--reference-sweeps 2000 1000 300]
          [--gibbs-sweeps 400 300 300] [--threads 1] [--quick] [--output results.json] [--figure fig.png]
