@@ -28,8 +28,9 @@ from torch.nn import functional as F
 
 from pyro_acp.data import Batch
 from pyro_acp.elbo import ClusterwiseIWAE
-from pyro_acp.guides import GUIDES, ClusterwiseGuide
+from pyro_acp.guides import ACP, GUIDES, ClusterwiseGuide
 from pyro_acp.guides.clusterwise import StepEncoding
+from pyro_acp.guides.encoders import anchor_rows
 
 NUM_PARTICLES = 40
 
@@ -47,6 +48,17 @@ def concatenated_join_log_lik(guide: ClusterwiseGuide, points, context, z, avail
     return terms.new_zeros(p, available.shape[0]).index_add(1, row, terms)
 
 
+def padded_step_encodings(guide: ClusterwiseGuide, enc, feats, dataset, anchor, available):
+    """ACP's step encodings as the published code computes them: the set blocks over all N points of every
+    step, masked (ours packs each step's anchor + available points into size buckets first)."""
+    if not isinstance(guide, ACP):
+        return guide.step_encodings(enc, feats, dataset, anchor, available)
+    points = guide.step_isab(enc[dataset], anchor | available)
+    anchor_code = anchor_rows(points, anchor)
+    paired = guide.anchor_pair(points, anchor_code.unsqueeze(-2))
+    return points, anchor_code, guide.summarize(guide.pool_unassigned, paired, available)
+
+
 def loop_over_clusters_loss(guide: ClusterwiseGuide, batch: Batch, num_particles: int):
     """The importance-weighted clusterwise bound, one Python iteration per cluster step (published style):
     finished data sets are dropped from each step, as in the published masked training code."""
@@ -58,7 +70,8 @@ def loop_over_clusters_loss(guide: ClusterwiseGuide, batch: Batch, num_particles
         local = torch.arange(dataset.shape[0], device=batch.x.device)
         anchor, available = batch.anchor[dataset, k], batch.available[dataset, k]
         targets = available & batch.members[dataset, k]
-        points, anchor_code, unassigned = guide.step_encodings(data.enc, data.feats, local, anchor, available)
+        points, anchor_code, unassigned = padded_step_encodings(guide, data.enc, data.feats, local, anchor,
+                                                                available)
         context = torch.cat([anchor_code, unassigned, cluster_code[dataset]], -1)
         enc = StepEncoding(local, available, points, context, anchor_code, cluster_code[dataset], targets,
                            guide.shares_points)

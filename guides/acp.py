@@ -27,10 +27,43 @@ class ACP(ClusterwiseGuide):
         self.pool_unassigned = PMA(h, h, 1, heads)
 
     def step_encodings(self, enc, feats, dataset, anchor, available) -> tuple[Tensor, Tensor, Tensor]:
-        points = self.step_isab(enc[dataset], anchor | available)
-        anchor_code = anchor_rows(points, anchor)
-        paired = self.anchor_pair(points, anchor_code.unsqueeze(-2))
-        return points, anchor_code, self.summarize(self.pool_unassigned, paired, available)
+        """Set attention over each step's anchor + available points only.
+
+        Later steps see few points, so the steps are sorted by how many they see and cut into a few
+        buckets, each padded to its own largest step (the blocks are permutation equivariant and masked, so
+        this is exact); outputs go back to (S, N, H).
+        """
+        num_steps, num_points = anchor.shape
+        points = enc.new_zeros(num_steps, num_points, enc.shape[-1])
+        anchor_code = enc.new_zeros(num_steps, enc.shape[-1])
+        unassigned = enc.new_zeros(num_steps, enc.shape[-1])
+        active = anchor | available
+        for steps, index in _active_buckets(active):
+            x = enc[dataset[steps].unsqueeze(-1), index]  # (s, W, H)
+            seen = self.step_isab(x, active[steps].gather(1, index))
+            code = anchor_rows(seen, anchor[steps].gather(1, index))
+            paired = self.anchor_pair(seen, code.unsqueeze(-2))
+            unassigned = unassigned.index_copy(
+                0, steps, self.summarize(self.pool_unassigned, paired, available[steps].gather(1, index))
+            )
+            anchor_code = anchor_code.index_copy(0, steps, code)
+            rows = steps.unsqueeze(-1).expand_as(index)
+            points = points.index_put((rows, index), seen)
+        return points, anchor_code, unassigned
+
+
+def _active_buckets(active: Tensor, num_buckets: int = 4) -> list[tuple[Tensor, Tensor]]:
+    """Split steps (S, N) into <= num_buckets groups of similar active counts: (step indices, (s, W) point
+    indices with the active points first, W the group's largest count)."""
+    counts = active.sum(-1)
+    by_count = counts.argsort()
+    order = active.to(torch.int8).argsort(dim=-1, descending=True, stable=True)
+    buckets = []
+    for steps in by_count.tensor_split(num_buckets):
+        if steps.numel():
+            width = max(int(counts[steps].max()), 1)
+            buckets.append((steps, order[steps, :width]))
+    return buckets
 
 
 class ACPS(ClusterwiseGuide):

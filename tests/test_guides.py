@@ -132,3 +132,26 @@ def test_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
         loss, _ = _loss_and_grads(guide, batch)
     assert guide._compiled_join is None
     assert loss.item() == pytest.approx(eager_loss.item(), rel=1e-6)
+
+
+def test_acp_bucketed_step_encodings_equal_the_padded_computation():
+    """ACP packs each step's anchor + available points into size buckets; the masked blocks must give what
+    running them over all N points of every step gives."""
+    from pyro_acp.guides.encoders import anchor_rows
+    from pyro_acp.models import CRPGaussianMixture
+
+    torch.manual_seed(0)
+    guide = ACP(2, 32)
+    batch = CRPGaussianMixture().simulate(6, num_points=(5, 40), seed=4)
+    data = guide.encode_data(batch.x, batch.mask)
+    dataset, step = batch.step_mask.nonzero(as_tuple=True)
+    anchor, available = batch.anchor[dataset, step], batch.available[dataset, step]
+    points, anchor_code, unassigned = guide.step_encodings(data.enc, data.feats, dataset, anchor, available)
+    padded = guide.step_isab(data.enc[dataset], anchor | available)
+    padded_anchor = anchor_rows(padded, anchor)
+    paired = guide.anchor_pair(padded, padded_anchor.unsqueeze(-2))
+    active = anchor | available
+    torch.testing.assert_close(points[active], padded[active], rtol=1e-5, atol=1e-5)  # the rest is never read
+    torch.testing.assert_close(anchor_code, padded_anchor, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(unassigned, guide.summarize(guide.pool_unassigned, paired, available),
+                               rtol=1e-5, atol=1e-5)
