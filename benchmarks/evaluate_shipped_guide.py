@@ -19,26 +19,23 @@ from pyro_acp.evaluation import close_cluster_sets
 from pyro_acp.infer import find_guide, resolve_guide
 from pyro_acp.metrics import total_variation
 from pyro_acp.models import CRPGaussianMixture
-from pyro_acp.sampling import sample_partitions
 
 
-def mean_tv(model, guide, sets: list[torch.Tensor], num_samples: int) -> tuple[float, list[float]]:
-    """Mean TV between the guide's raw samples and the exact posterior."""
-    distances = []
+def n7_distances(model, guide, sets: list[torch.Tensor], num_samples: int) -> tuple[list[float], list[float], float]:
+    """TV to the exact posterior of the guide's raw samples and of the same samples reweighted by
+    p(c, x) / q(c) (``infer(..., reweight=True)``), per data set, and the least effective sample size."""
+    raw, reweighted, ess = [], [], []
     for i, x in enumerate(sets):
-        samples = sample_partitions(guide, x, num_samples, generator=torch.Generator().manual_seed(i))[0]
-        distances.append(total_variation(exact_posterior(model, x), samples))
-    return sum(distances) / len(distances), distances
-
-
-def mean_tv_reweighted(model, guide, sets: list[torch.Tensor], num_samples: int) -> tuple[float, list[float], float]:
-    """Mean TV of ``infer(..., reweight=True)`` (guide samples weighted by p(c, x) / q(c)), and the least ESS."""
-    distances, ess = [], []
-    for i, x in enumerate(sets):
+        exact = exact_posterior(model, x)
         post = infer(model, x, num_samples, guide=guide, seed=i, reweight=True, progress_bar=False)
-        distances.append(total_variation(exact_posterior(model, x), post))
+        raw.append(total_variation(exact, post.samples))
+        reweighted.append(total_variation(exact, post))
         ess.append(post.effective_sample_size)
-    return sum(distances) / len(distances), distances, min(ess)
+    return raw, reweighted, min(ess)
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def main() -> None:
@@ -57,12 +54,12 @@ def main() -> None:
     }
     simulated = [model.simulate(1, num_points=7, seed=9000 + i).unpadded(0)[0] for i in range(20)]
     close = close_cluster_sets(10)
-    figures["tv_n7_simulated"], tv_sim = mean_tv(model, guide, simulated, 2000)
-    figures["tv_n7_close_clusters"], tv_close = mean_tv(model, guide, close, 2000)
-    figures["tv_n7_all"] = (sum(tv_sim) + sum(tv_close)) / (len(tv_sim) + len(tv_close))
-    figures["tv_n7_simulated_reweighted"], rw_sim, ess_sim = mean_tv_reweighted(model, guide, simulated, 2000)
-    figures["tv_n7_close_clusters_reweighted"], rw_close, ess_close = mean_tv_reweighted(model, guide, close, 2000)
-    figures["tv_n7_all_reweighted"] = (sum(rw_sim) + sum(rw_close)) / (len(rw_sim) + len(rw_close))
+    tv_sim, rw_sim, ess_sim = n7_distances(model, guide, simulated, 2000)
+    tv_close, rw_close, ess_close = n7_distances(model, guide, close, 2000)
+    figures["tv_n7_simulated"], figures["tv_n7_close_clusters"] = mean(tv_sim), mean(tv_close)
+    figures["tv_n7_all"] = mean(tv_sim + tv_close)
+    figures["tv_n7_simulated_reweighted"], figures["tv_n7_close_clusters_reweighted"] = mean(rw_sim), mean(rw_close)
+    figures["tv_n7_all_reweighted"] = mean(rw_sim + rw_close)
     figures["reweighted_min_effective_sample_size"] = min(ess_sim, ess_close)
     evaluation = {
         **{k: round(v, 4) for k, v in figures.items()},

@@ -27,13 +27,14 @@ from pyro_acp.posterior import ClusteringPosterior
 from pyro_acp.sampling import estimate_log_prob, exact_log_joint, has_exact_log_joint, sample_partitions
 
 #: Architecture and schedule of guides trained on demand (sized for a CPU in minutes, not hours).
+ON_DEMAND_GUIDE = {"hidden_dim": 64}
+ON_DEMAND_TRAINING = {"steps": 3000, "batch_size": 32, "num_particles": 8, "lr": 1e-3}
+
 # when reweighting, q(c) is estimated with up to 10 anchors per cluster (all of them in clusters of <= 10) and at
 # least this many cluster orders and z draws (from the encoder): the noise of log q enters the weights directly
 REWEIGHT_ANCHORS = 10
 REWEIGHT_MIN_ORDERS = 8
 REWEIGHT_MIN_Z = 8
-ON_DEMAND_GUIDE = {"hidden_dim": 64}
-ON_DEMAND_TRAINING = {"steps": 3000, "batch_size": 32, "num_particles": 8, "lr": 1e-3}
 
 
 def cache_dir() -> Path:
