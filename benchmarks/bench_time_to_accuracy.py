@@ -8,10 +8,12 @@ i < j of |P_ij - P_ref_ij|, the column ``compare`` reports) as a function of the
 - **Gibbs** (independent seed, C vectorised chains, sequential start): the running estimate after t sweeps
   averages the C chains over sweeps (t/2, t] (the first half is burn-in); its time is the wall time from
   the kernel's setup to the end of sweep t. Estimates are scored after the run, outside the clock.
-- **ACP**: ``pyro_acp.infer`` with growing ``num_samples`` (each call timed whole: sampling, the
-  log-probability estimates and the exact log joint). The shipped guide is loaded once beforehand and one
-  untimed warm-up call is made, so the times are *warm* (cold start excluded); the load time is reported
-  separately and the summary also gives the ratio with it added (cold).
+- **ACP**: ``pyro_acp.infer(..., estimate_log_prob=False)`` with growing ``num_samples``, each call timed
+  whole (sampling, each sample in its own random frame of the data, and the exact log joint for the MAP);
+  the co-clustering needs no estimates of the guide's log-probability, so they are skipped, as a user
+  wanting only co-clustering would skip them. The shipped guide is loaded once beforehand and one untimed
+  warm-up call is made, so the times are *warm* (cold start excluded); the load time is reported separately
+  and the summary also gives the ratio with it added (cold).
 - **NUTS**: ``pyro_acp.mcmc.nuts`` with growing ``num_samples`` (warmup = samples), each call timed whole
   (JIT compilation included), at N <= ``--nuts-max-n`` only: at about a second per NUTS iteration
   already at N = 100 on this CPU, larger N does not fit the time budget (the table says so).
@@ -20,11 +22,12 @@ Time to accuracy: the first Gibbs time at which its error is <= the error ACP re
 divided by that ACP call's time (> 1: ACP is faster); the same for ACP's best error; and whether / when
 ACP reaches Gibbs' final error. The shipped guide was trained on N in [2, 200): N = 1000 is beyond it, and
 that data set (seed 0) has two clusters 2.6 sd apart, where the guide errs (its held-out MAP AMI on fresh
-N in [500, 1000) is 0.96: benchmarks/evaluate_shipped_guide.py).
+N in [500, 1000) is 0.96: benchmarks/evaluate_shipped_guide.py). ``--data-seeds`` runs every N on several
+data sets (entries keyed "N" for seed 0, "N/seed S" otherwise), so one unlucky draw does not decide.
 
 Run: python benchmarks/bench_time_to_accuracy.py [--sizes 100 200 1000] [--reference-sweeps 2000 1000 300]
-         [--gibbs-sweeps 400 300 300] [--threads 1] [--quick] [--output results.json] [--figure fig.png]
-         [--replot results.json]
+         [--gibbs-sweeps 400 300 300] [--data-seeds 0] [--threads 1] [--quick] [--output results.json]
+         [--figure fig.png] [--replot results.json]
 The full run takes ~20 minutes on a 2-core CPU; ``--quick`` is a smoke test of a few seconds.
 """
 
@@ -164,7 +167,8 @@ def acp_curve(model: Any, x: torch.Tensor, ref_cc: torch.Tensor, guide: Any, sam
     curve = []
     for s in sample_sizes:
         began = time.perf_counter()
-        post = pyro_acp.infer(model, x, num_samples=s, guide=guide, seed=ACP_SEED, progress_bar=False)
+        post = pyro_acp.infer(model, x, num_samples=s, guide=guide, seed=ACP_SEED, progress_bar=False,
+                              estimate_log_prob=False)
         elapsed = time.perf_counter() - began
         curve.append({"samples": s, "time": elapsed, "error": coclustering_error(post.coclustering(), ref_cc),
                       "K_mean": float(post.num_clusters.double().mean()), "distinct": int(post.unique()[0].shape[0])})
@@ -228,8 +232,10 @@ def run_benchmark(
     split_merge: bool = False,
     threads: int | None = 1,
     log: Callable[[str], None] = print,
+    data_seeds: Sequence[int] = (DATA_SEED,),
 ) -> dict[str, Any]:
-    """Run every method at every N; returns a JSON-able dict (machine, settings, per-N curves and summary).
+    """Run every method at every N (on the data set of each of ``data_seeds``); returns a JSON-able dict
+    (machine, settings, per-data-set curves and summary, keyed "N" for the data seed 0, else "N/seed S").
 
     ``threads``: torch threads for the whole run, the same for every method (restored afterwards); one
     thread keeps these small-op workloads from fighting other jobs for the two cores. None: leave as is.
@@ -239,14 +245,14 @@ def run_benchmark(
         torch.set_num_threads(threads)
     try:
         return _run(sizes, reference_sweeps, gibbs_sweeps, acp_samples, nuts_samples, nuts_max_n, reference_chains,
-                    gibbs_chains, split_merge, log)
+                    gibbs_chains, split_merge, log, data_seeds)
     finally:
         torch.set_num_threads(previous)
 
 
 def _run(sizes: Sequence[int], reference_sweeps: Any, gibbs_sweeps: Any, acp_samples: Sequence[int],
          nuts_samples: Sequence[int], nuts_max_n: int, reference_chains: int, gibbs_chains: int, split_merge: bool,
-         log: Callable[[str], None]) -> dict[str, Any]:
+         log: Callable[[str], None], data_seeds: Sequence[int]) -> dict[str, Any]:
     ref_sweeps = _per_size(reference_sweeps, sizes, REFERENCE_SWEEPS, "reference_sweeps")
     run_sweeps = _per_size(gibbs_sweeps, sizes, GIBBS_SWEEPS, "gibbs_sweeps")
     model = CRPGaussianMixture()
@@ -261,18 +267,19 @@ def _run(sizes: Sequence[int], reference_sweeps: Any, gibbs_sweeps: Any, acp_sam
     warm.sample(warm.initial_params)
     result: dict[str, Any] = {
         "machine": machine_info(),
-        "settings": {"model": model.config(), "data_seed": DATA_SEED, "reference_chains": reference_chains,
+        "settings": {"model": model.config(), "data_seeds": list(data_seeds), "reference_chains": reference_chains,
                      "gibbs_chains": gibbs_chains, "split_merge_reference": split_merge,
                      "acp_samples": list(acp_samples), "nuts_samples": list(nuts_samples), "nuts_max_n": nuts_max_n,
                      "target_samples": TARGET_SAMPLES, "guide_trained_on_num_points": [2, 200],
                      "acp_times": "warm (guide preloaded, one untimed warm-up call); load time reported apart",
+                     "acp_call": "infer(..., estimate_log_prob=False): samples in random frames, exact MAP",
                      "gibbs_estimate": "chains pooled over sweeps (t/2, t]; time from kernel setup to end of sweep t"},
         "guide_load_time": load_time,
         "sizes": {},
     }
-    for n in sizes:
-        x, truth = model.simulate(1, num_points=n, seed=DATA_SEED).unpadded(0)
-        entry: dict[str, Any] = {"num_points": n, "true_K": int(truth.max()) + 1}
+    for n, data_seed in ((n, d) for n in sizes for d in data_seeds):
+        x, truth = model.simulate(1, num_points=n, seed=data_seed).unpadded(0)
+        entry: dict[str, Any] = {"num_points": n, "data_seed": data_seed, "true_K": int(truth.max()) + 1}
         log(f"N={n}: reference Gibbs, {reference_chains} chains x {ref_sweeps[n]} sweeps ...")
         ref_cc, entry["reference"] = reference(model, x, ref_sweeps[n], reference_chains, split_merge)
         log(f"N={n}: reference took {entry['reference']['wall_time']:.1f} s; Gibbs curve ({run_sweeps[n]} sweeps) ...")
@@ -287,12 +294,17 @@ def _run(sizes: Sequence[int], reference_sweeps: Any, gibbs_sweeps: Any, acp_sam
             entry["nuts_skipped"] = (f"N={n} > --nuts-max-n={nuts_max_n}: NUTS costs ~1 s per iteration at N=100 "
                                      "on this CPU and grows with N, beyond the time budget")
         entry["summary"] = summarize(entry["acp"], entry["gibbs"], load_time)
-        result["sizes"][str(n)] = entry
+        result["sizes"][entry_key(n, data_seed)] = entry
     result["total_time"] = time.perf_counter() - began
     return result
 
 
 # ---------------------------------------------------------------------------------------------- output
+def entry_key(num_points: int, data_seed: int) -> str:
+    """Key of one data set's results: "N" for the default data seed, "N/seed S" for the others."""
+    return str(num_points) if data_seed == DATA_SEED else f"{num_points}/seed {data_seed}"
+
+
 def table_rows(result: dict[str, Any], all_gibbs: bool = False) -> list[dict[str, Any]]:
     """Rows (N, method, setting, time, error); Gibbs rows thinned to sweeps ~2^k unless ``all_gibbs``."""
     rows = []
@@ -375,7 +387,9 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("wall time (s)")
         extrapolates = entry["num_points"] > max(result["settings"]["guide_trained_on_num_points"])
-        ax.set_title(f"N = {entry['num_points']}" + (" (guide extrapolates)" if extrapolates else ""))
+        seed = entry.get("data_seed", DATA_SEED)
+        ax.set_title(f"N = {entry['num_points']}" + ("" if seed == DATA_SEED else f", data seed {seed}")
+                     + (" (guide extrapolates)" if extrapolates else ""))
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("co-clustering error vs long Gibbs")
     axes[0][0].legend(fontsize=8)
@@ -409,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--acp-samples", type=int, nargs="+", default=None)
     parser.add_argument("--nuts-samples", type=int, nargs="*", default=None)
     parser.add_argument("--nuts-max-n", type=int, default=None)
+    parser.add_argument("--data-seeds", type=int, nargs="+", default=[DATA_SEED],
+                        help="simulate one data set per seed at every N (default: seed 0 only)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (same for every method)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of a few seconds")
     parser.add_argument("--output", default=None, help=f"JSON path (default {DEFAULT_OUTPUT.relative_to(ROOT)}; "
@@ -440,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         nuts_samples=preset["nuts_samples"] if args.nuts_samples is None else args.nuts_samples,
         nuts_max_n=preset["nuts_max_n"] if args.nuts_max_n is None else args.nuts_max_n,
         reference_chains=args.reference_chains, gibbs_chains=args.gibbs_chains, split_merge=args.split_merge,
-        threads=args.threads,
+        threads=args.threads, data_seeds=args.data_seeds,
     )
     print(format_table(result))
     print(f"total {result['total_time']:.0f} s, {result['machine']['torch_threads']} torch thread(s), "

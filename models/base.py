@@ -118,6 +118,8 @@ class GenerativeModel:
     data_kind: ClassVar[str] = "vector"
     ordered: ClassVar[bool] = False
     default_num_points: ClassVar[tuple[int, int]] = (50, 200)
+    #: p(partition | Q x) = p(partition | x) for every orthogonal Q (lets samplers average over frames)
+    rotation_invariant: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -51,6 +51,7 @@ class GaussianMixture(ExactLikelihood, GenerativeModel):
     data_kind = "vector"
     ordered = False
     default_num_points = (50, 200)
+    rotation_invariant = True  # isotropic clusters, means N(0, mean_scale^2 I)
 
     def __init__(self, dim: int, sigma: float, mean_scale: float, **prior_params: Any):
         self.dim = check_positive_int(dim, "dim")

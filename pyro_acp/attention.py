@@ -84,6 +84,29 @@ def pooled(pma: PMA, x: Tensor, mask: Tensor) -> Tensor:
     return summary * mask.any(-1, keepdim=True).to(summary.dtype)
 
 
+def _attend_by_dataset(weights: Tensor, values: Tensor, dataset: Tensor) -> Tensor:
+    """``einsum("rhn,rhnd->rhd", weights, values[dataset])`` (R, h, d) without the (R, h, N, d) gather.
+
+    Rows are grouped by data set into a padded (B, M, h, N) block (M: the most rows of any data set) and
+    multiplied with each data set's values at once; under torch.compile (shapes must not depend on the
+    data) the plain gather is kept.
+    """
+    if values.shape[0] == 1:
+        return torch.einsum("rhn,hnd->rhd", weights, values[0])
+    if torch.compiler.is_compiling():
+        return torch.einsum("rhn,rhnd->rhd", weights, values[dataset])
+    order = dataset.argsort(stable=True)
+    counts = torch.bincount(dataset, minlength=values.shape[0])
+    starts = counts.cumsum(0) - counts
+    grouped = dataset[order]
+    slot = torch.arange(order.shape[0], device=dataset.device) - starts[grouped]
+    padded = weights.new_zeros(values.shape[0], int(counts.max()), *weights.shape[1:])
+    padded[grouped, slot] = weights[order]
+    attended = torch.empty(weights.shape[:-1] + values.shape[-1:], dtype=values.dtype, device=values.device)
+    attended[order] = torch.einsum("bmhn,bhnd->bmhd", padded, values)[grouped, slot]
+    return attended
+
+
 def pooled_by_dataset(pma: PMA, x: Tensor, dataset: Tensor, mask: Tensor) -> Tensor:
     """``pooled(pma, x[dataset], mask)`` without materialising ``x[dataset]``.
 
@@ -101,10 +124,7 @@ def pooled_by_dataset(pma: PMA, x: Tensor, dataset: Tensor, mask: Tensor) -> Ten
     logits = logits[dataset].masked_fill(~mask.unsqueeze(1), float("-inf"))
     nonempty = mask.any(-1)
     weights = torch.softmax(logits, -1).masked_fill(~nonempty.view(-1, 1, 1), 0.0)
-    if values.shape[0] == 1:
-        attended = torch.einsum("rhn,hnd->rhd", weights, values[0])
-    else:
-        attended = torch.einsum("rhn,rhnd->rhd", weights, values[dataset])
+    attended = _attend_by_dataset(weights, values, dataset)
     h = mab.ln_attention(query + attended.flatten(-2))
     out = mab.ln_output(h + torch.relu(mab.fc_o(h)))
     return out * nonempty.unsqueeze(-1).to(out.dtype)

@@ -5,23 +5,29 @@ from __future__ import annotations
 import torch
 from sklearn.metrics import adjusted_mutual_info_score
 
+from pyro_acp.frames import frames_for, sample_frames
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.sampling import estimate_log_prob, exact_log_joint, has_exact_log_joint, sample_partitions
 
 
 @torch.no_grad()
 def map_partitions(
-    guide: ClusterwiseGuide, x, mask, num_samples: int = 20, seed: int = 0, model=None, **estimate
+    guide: ClusterwiseGuide, x, mask, num_samples: int = 20, seed: int = 0, model=None,
+    rank_by_guide: bool = False, symmetrize: bool | None = None, **estimate
 ) -> torch.Tensor:
     """MAP among ``num_samples`` draws of each padded data set: (B, N), -1 on padding.
 
     Draws are ranked by the exact log p(partition, x) when ``model`` has one (as :func:`pyro_acp.infer`
-    does), otherwise by the guide's log-probability estimate.
+    does), otherwise, or with ``rank_by_guide``, by the guide's log-probability estimate. As in ``infer``,
+    draws are made in random frames of the data when ``model`` is rotation invariant (``symmetrize``).
     """
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    samples = sample_partitions(guide, x, num_samples, mask=mask, generator=generator)
-    if not has_exact_log_joint(model):
-        score = estimate_log_prob(guide, x, samples, mask=mask, generator=generator, **estimate)
+    num_points = x.shape[-2]
+    frames = None if model is None else frames_for(model, num_points, num_samples, generator, x.device, symmetrize)
+    samples = sample_partitions(guide, x, num_samples, mask=mask, generator=generator, frames=frames)
+    if rank_by_guide or not has_exact_log_joint(model):
+        score = estimate_log_prob(guide, x, samples, mask=mask, generator=generator, frames=frames,
+                                  sample_frames=sample_frames(num_samples, frames, x.device), **estimate)
     else:
         score = torch.stack([exact_log_joint(model, x[b][mask[b]], samples[b][:, mask[b]])
                              for b in range(x.shape[0])])
@@ -30,20 +36,21 @@ def map_partitions(
 
 def heldout_ami(
     model, guide: ClusterwiseGuide, num_datasets: int = 50, num_points=None, seed: int = 123_456,
-    num_samples: int = 100, rank_by_guide: bool = False,
+    num_samples: int = 100, rank_by_guide: bool = False, symmetrize: bool | None = None,
 ) -> float:
     """Mean AMI between the MAP and the truth on ``num_datasets`` fresh simulations (seeds never trained on).
 
     The MAP is chosen as :func:`pyro_acp.infer` chooses it (exact log joint when the model has one);
-    ``rank_by_guide=True`` ranks by the guide's own log-probability estimates instead.
+    ``rank_by_guide=True`` ranks by the guide's own log-probability estimates instead; ``symmetrize`` as in
+    ``infer`` (random frames for rotation-invariant models).
     """
     device = next(guide.parameters()).device
     kwargs = {} if num_points is None else {"num_points": tuple(num_points)}
     batch = model.simulate(num_datasets, seed=seed, **kwargs).to(device)
     was_training = guide.training
     guide.eval()
-    best = map_partitions(guide, batch.x, batch.mask, num_samples=num_samples, seed=seed,
-                          model=None if rank_by_guide else model).cpu()
+    best = map_partitions(guide, batch.x, batch.mask, num_samples=num_samples, seed=seed, model=model,
+                          rank_by_guide=rank_by_guide, symmetrize=symmetrize).cpu()
     guide.train(was_training)
     labels, mask = batch.labels.cpu(), batch.mask.cpu()
     scores = [adjusted_mutual_info_score(labels[b][mask[b]].numpy(), best[b][mask[b]].numpy())

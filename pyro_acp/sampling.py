@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyro_acp.frames import framed
 from pyro_acp.guides.clusterwise import ClusterwiseGuide, DataEncoding, StepEncoding
 from pyro_acp.partitions import PAD_LABEL
 
@@ -64,16 +65,20 @@ def sample_partitions(
     sample_z: bool = True,
     sample_joins: bool = True,
     generator: torch.Generator | None = None,
+    frames: Tensor | None = None,
 ) -> Tensor:
     """Draw ``num_samples`` partitions of each data set: labels (B, S, N), -1 on padding.
 
     Labels number clusters in the order they were created (anchors are random, so this is not the
     canonical numbering: canonicalise with :func:`pyro_acp.partitions.canonicalize` when needed).
+    ``frames`` (F, D, D) orthogonal matrices: sample s sees the data rotated by frame s % F
+    (:mod:`pyro_acp.frames`; for models whose posterior is rotation invariant).
     """
     x, mask = _padded_inputs(x, mask)
     num_sets, num_points = mask.shape
-    data = guide.encode_data(x, mask)
     dataset = torch.arange(num_sets, device=x.device).repeat_interleave(num_samples)
+    x, mask, dataset = framed(x, mask, frames, dataset, torch.arange(num_samples, device=x.device).repeat(num_sets))
+    data = guide.encode_data(x, mask)
     labels = torch.full((dataset.shape[0], num_points), -1, dtype=torch.long, device=x.device)
     labels[~mask[dataset]] = PAD_LABEL - 1  # padding, restored at the end
     cluster_code = x.new_zeros(dataset.shape[0], guide.hidden_dim)
@@ -113,6 +118,8 @@ def estimate_log_prob(
     generator: torch.Generator | None = None,
     chunk_size: int = 4096,
     z_proposal: str = "prior",
+    frames: Tensor | None = None,
+    sample_frames: Tensor | None = None,
 ) -> Tensor:
     """log p(partition | x) estimates (B, S) for partitions (B, S, N) of data sets (B, N, D).
 
@@ -122,6 +129,10 @@ def estimate_log_prob(
     ``z_proposal="encoder"`` draws z from the encoder q(z | joins) that training fitted, weighted by
     p(z) / q(z | joins): the same unbiased estimate with far less variance than prior draws (whose
     logarithm underestimates the probability of partitions that need an unusual z).
+    ``frames`` (F, D, D) with ``sample_frames`` (S,) or (B, S): estimate each partition in the frame it was
+    drawn in, q(c | Q x): with the frame as an auxiliary variable, p(c, x) / q(c | Q x) is a valid importance
+    weight for samples of the frame-averaged guide (:mod:`pyro_acp.frames`), and a less noisy one than an
+    estimate of the average over frames.
     """
     if z_proposal not in ("prior", "encoder"):
         raise ValueError(f"z_proposal must be 'prior' or 'encoder', got {z_proposal!r}")
@@ -129,9 +140,15 @@ def estimate_log_prob(
     if labels.dim() == 2:
         labels = labels.unsqueeze(0)
     num_sets, num_samples, num_points = labels.shape
-    data = guide.encode_data(x, mask)
     flat = size_biased_relabel(labels.repeat_interleave(num_orders, 1).reshape(-1, num_points), generator)
-    dataset = torch.arange(num_sets, device=x.device).repeat_interleave(num_samples * num_orders)
+    threads = num_samples * num_orders
+    dataset = torch.arange(num_sets, device=x.device).repeat_interleave(threads)
+    if frames is not None:
+        if sample_frames is None:
+            raise ValueError("frames need sample_frames: the frame each partition was drawn in")
+        thread_frames = sample_frames.to(x.device).expand(num_sets, num_samples).repeat_interleave(num_orders, 1)
+        x, mask, dataset = framed(x, mask, frames, dataset, thread_frames.reshape(-1))
+    data = guide.encode_data(x, mask)
     num_clusters = int(flat.max()) + 1
     steps = torch.arange(num_clusters, device=x.device)
     members = flat.unsqueeze(1) == steps.view(1, -1, 1)  # (T, K, N)

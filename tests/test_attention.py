@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pyro_acp.attention import ISAB, MAB, PMA, masked_attention, pooled
+from pyro_acp.attention import ISAB, MAB, PMA, masked_attention, pooled, pooled_by_dataset
 
 
 @pytest.fixture
@@ -61,3 +61,20 @@ def test_stacked_blocks_have_independent_weights():
 def test_width_must_divide_heads():
     with pytest.raises(ValueError, match="divisible"):
         MAB(8, 8, 10, num_heads=4)
+
+
+@pytest.mark.parametrize("num_sets", [1, 5])
+def test_pooling_by_data_set_equals_pooling_the_gathered_rows(num_sets):
+    """Rows pooling subsets of shared data sets (unbalanced, one data set without rows, unsorted rows)
+    give what pooling each row's own copy of its data set gives."""
+    torch.manual_seed(0)
+    pma = PMA(8, 8, 1, 2)
+    x = torch.randn(num_sets, 12, 8)
+    dataset = torch.randint(0, num_sets, (40,))
+    if num_sets > 1:
+        dataset[dataset == 1] = 0  # data set 1 has no rows
+    mask = torch.rand(40, 12) < 0.6
+    mask[3] = False  # an empty subset pools to zeros
+    expected = pooled(pma, x[dataset], mask)
+    got = pooled_by_dataset(pma, x, dataset, mask)
+    assert torch.allclose(got, expected, atol=1e-5) and torch.equal(got[3], torch.zeros(8))

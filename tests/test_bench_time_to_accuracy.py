@@ -24,21 +24,23 @@ def bench():
 def result(bench):
     return bench.run_benchmark(sizes=(30,), reference_sweeps=20, gibbs_sweeps=6, acp_samples=(10, 100),
                                nuts_samples=(2,), nuts_max_n=30, reference_chains=4, gibbs_chains=2,
-                               log=lambda _: None)
+                               log=lambda _: None, data_seeds=(0, 5))
 
 
 def test_table_has_every_method_and_finite_values(bench, result):
     rows = bench.table_rows(result, all_gibbs=True)
     assert {"N", "method", "setting", "time", "error"} == set(rows[0])
+    assert list(result["sizes"]) == ["30", "30/seed 5"]  # one entry per data set
+    assert [entry["data_seed"] for entry in result["sizes"].values()] == [0, 5]
     methods = [row["method"] for row in rows]
-    assert methods.count("acp") == 2 and methods.count("nuts") == 1 and methods.count("reference split-half") == 1
-    assert [row["setting"] for row in rows if row["method"] == "gibbs"] == [f"{t} sweeps" for t in range(1, 7)]
+    assert methods.count("acp") == 4 and methods.count("nuts") == 2 and methods.count("reference split-half") == 2
+    assert [row["setting"] for row in rows if row["method"] == "gibbs"] == [f"{t} sweeps" for t in range(1, 7)] * 2
     for row in rows:
         assert row["N"] == 30
         assert math.isfinite(row["time"]) and row["time"] > 0
         assert math.isfinite(row["error"]) and 0 <= row["error"] <= 1
     gibbs_times = [row["time"] for row in rows if row["method"] == "gibbs"]
-    assert gibbs_times == sorted(gibbs_times)
+    assert gibbs_times[:6] == sorted(gibbs_times[:6]) and gibbs_times[6:] == sorted(gibbs_times[6:])
 
 
 def test_summary_ratios_and_text(bench, result):
@@ -47,7 +49,8 @@ def test_summary_ratios_and_text(bench, result):
         assert summary[name]["ratio"] > 0 and math.isfinite(summary[name]["ratio_cold"])
     assert summary["target"]["acp_samples"] == 100
     assert result["machine"]["torch_threads"] >= 1
-    assert "N=30:" in bench.format_table(result)
+    text = bench.format_table(result)
+    assert "N=30:" in text and "N=30/seed 5:" in text
 
 
 def test_time_to_error_and_skipped_nuts(bench):
