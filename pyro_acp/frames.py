@@ -53,17 +53,18 @@ def sample_frames(num_samples: int, frames: Tensor | None, device: torch.device 
     return torch.arange(num_samples, device=device) % count
 
 
-def framed(x: Tensor, mask: Tensor, frames: Tensor | None, dataset: Tensor, thread: Tensor
+def framed(x: Tensor, mask: Tensor, frames: Tensor | None, dataset: Tensor, frame: Tensor
            ) -> tuple[Tensor, Tensor, Tensor]:
     """Data sets (B, N, D) copied into every frame (B * F, N, D) with their masks, and the row each thread
-    reads: data set ``dataset[t]`` seen in frame ``thread[t] % F``. Without frames, everything unchanged."""
+    reads: data set ``dataset[t]`` seen in frame ``frame[t]`` (from :func:`sample_frames`). Without frames,
+    everything unchanged."""
     if frames is None:
         return x, mask, dataset
     if frames.dim() != 3 or frames.shape[-1] != x.shape[-1] or frames.shape[-2] != x.shape[-1]:
         raise ValueError(f"frames must have shape (F, {x.shape[-1]}, {x.shape[-1]}), got {tuple(frames.shape)}")
     count = frames.shape[0]
     rotated = torch.einsum("bnd,fed->bfne", x, frames.to(x)).flatten(0, 1)
-    return rotated, mask.repeat_interleave(count, 0), dataset * count + thread % count
+    return rotated, mask.repeat_interleave(count, 0), dataset * count + frame
 
 
 def frames_for(model: Any, num_points: int, num_threads: int, generator: torch.Generator | None = None,

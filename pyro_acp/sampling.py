@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from pyro_acp.frames import framed
+from pyro_acp.frames import sample_frames as frames_of_samples  # estimate_log_prob has a sample_frames argument
 from pyro_acp.guides.clusterwise import ClusterwiseGuide, DataEncoding, StepEncoding
 from pyro_acp.partitions import PAD_LABEL
 
@@ -77,7 +78,8 @@ def sample_partitions(
     x, mask = _padded_inputs(x, mask)
     num_sets, num_points = mask.shape
     dataset = torch.arange(num_sets, device=x.device).repeat_interleave(num_samples)
-    x, mask, dataset = framed(x, mask, frames, dataset, torch.arange(num_samples, device=x.device).repeat(num_sets))
+    frame = frames_of_samples(num_samples, frames, x.device).repeat(num_sets)
+    x, mask, dataset = framed(x, mask, frames, dataset, frame)
     data = guide.encode_data(x, mask)
     labels = torch.full((dataset.shape[0], num_points), -1, dtype=torch.long, device=x.device)
     labels[~mask[dataset]] = PAD_LABEL - 1  # padding, restored at the end
