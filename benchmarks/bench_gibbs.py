@@ -5,6 +5,10 @@ on (C, K) arrays, so C chains cost about as much as one while the per-op overhea
 of merit is chain-sweeps per second (C × sweeps/s); the ratio to the single chain is what vectorising
 buys (running C chains one after another would give ratio 1).
 
+Also the sequential start (``kernel.setup``: every point seated from its predictive given those before it),
+with the prior's seating weights read from the kernel's lookup tables against calling the prior for every
+point, in the same process (the tables serve the start for CRP / Pitman-Yor priors; see ``_SeatingTable``).
+
 Run: python benchmarks/bench_gibbs.py [--sizes 200 1000] [--chains 8] [--sweeps 5] [--repeats 3]
          [--threads 1] [--model crp|sbm] [--device cpu|cuda] [--json out.json]
 """
@@ -19,6 +23,7 @@ import time
 import torch
 
 from pyro_acp.mcmc import CollapsedGibbs
+from pyro_acp.mcmc.gibbs import _SeatingTable
 from pyro_acp.models import SBM, CRPGaussianMixture
 
 
@@ -51,6 +56,25 @@ def _sweeps_per_second(model, data, num_chains: int, sweeps: int, repeats: int) 
     return statistics.median(rates), mean_k
 
 
+def _start_seconds(model, data, num_chains: int, repeats: int, tables: bool) -> float:
+    """Median wall time of the sequential start; ``tables=False`` makes it call the prior for every point."""
+    serves = _SeatingTable.serves_every_count
+    if not tables:
+        _SeatingTable.serves_every_count = lambda self: False
+    try:
+        times = []
+        for seed in range(repeats + 1):  # the first one is a warm-up
+            kernel = CollapsedGibbs(model, num_chains=num_chains, seed=seed)
+            start = time.perf_counter()
+            kernel.setup(0, data)
+            if data.is_cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+    finally:
+        _SeatingTable.serves_every_count = serves
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
@@ -66,15 +90,19 @@ def main() -> None:
     rows = []
     print(f"collapsed Gibbs, {args.model}, {args.device}, {args.threads} thread(s), median of {args.repeats}")
     print(f"{'N':>6} {'mean K':>7} {'1 chain sweeps/s':>17} {f'{args.chains} chains sweeps/s':>18} "
-          f"{'chain-sweeps/s ratio':>21}")
+          f"{'chain-sweeps/s ratio':>21} {'start s, tables / direct':>25}")
     for n in args.sizes:
         model, data = _data(args.model, n, args.device)
         single, k1 = _sweeps_per_second(model, data, 1, args.sweeps, args.repeats)
         multi, k2 = _sweeps_per_second(model, data, args.chains, args.sweeps, args.repeats)
         ratio = args.chains * multi / single
+        start_tables = _start_seconds(model, data, args.chains, args.repeats, tables=True)
+        start_direct = _start_seconds(model, data, args.chains, args.repeats, tables=False)
         rows.append({"num_points": n, "single_chain_sweeps_per_s": single, "num_chains": args.chains,
-                     "vectorised_sweeps_per_s": multi, "chain_sweeps_ratio": ratio, "mean_K": (k1 + k2) / 2})
-        print(f"{n:>6} {(k1 + k2) / 2:>7.1f} {single:>17.2f} {multi:>18.2f} {ratio:>20.1f}x")
+                     "vectorised_sweeps_per_s": multi, "chain_sweeps_ratio": ratio, "mean_K": (k1 + k2) / 2,
+                     "start_seconds_tables": start_tables, "start_seconds_direct": start_direct})
+        print(f"{n:>6} {(k1 + k2) / 2:>7.1f} {single:>17.2f} {multi:>18.2f} {ratio:>20.1f}x "
+              f"{f'{start_tables:.3f} / {start_direct:.3f} ({start_direct / start_tables:.1f}x)':>25}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=2)

@@ -231,6 +231,33 @@ def test_seating_table_reproduces_the_prior_and_gibbs_works_without_it(monkeypat
     assert_matches_exact(post, exact_posterior(model, x))
 
 
+def test_sequential_start_reads_the_tables_where_the_prior_allows_it(monkeypatch):
+    """With fewer points seated, CRP / Pitman-Yor weights differ from the tables' only by a constant per row, so
+    the start reads the tables and draws the same labels as with direct calls to the prior; MFM's new-block
+    weight depends on the number seated, so its start calls the prior."""
+    from pyro_acp.mcmc.gibbs import _SeatingTable
+
+    def start(model, x):
+        kernel = CollapsedGibbs(model, num_chains=3, seed=4)
+        kernel.setup(0, x)
+        return kernel
+
+    for model, uses_tables in ((CRPGaussianMixture(), True), (PitmanYorGaussianMixture(discount=0.4), True),
+                               (MFMGaussianMixture(), False)):
+        table = _SeatingTable(model.partition_prior(41), 40, torch.float64, torch.device("cpu"))
+        shifts = [table.matches(num_seated=m, up_to_shift=True) for m in range(1, 40)]
+        assert all(shifts) if uses_tables else not any(shifts[1:])
+        assert not any(table.matches(num_seated=m) for m in range(2, 40))  # never equal: only up to a constant
+        x, _ = model.simulate(1, num_points=60, seed=2).unpadded(0)
+        with monkeypatch.context() as patch:
+            fast = start(model, x)
+            patch.setattr(_SeatingTable, "serves_every_count", lambda self: False)
+            direct = start(model, x)
+        assert fast._table_for_start is uses_tables and not direct._table_for_start
+        assert torch.equal(fast.labels, direct.labels)
+        assert fast.labels.max() >= 1  # a non-trivial start: several clusters
+
+
 def test_fast_gaussian_predictive_equals_the_conjugate_one_up_to_a_constant():
     model = CRPGaussianMixture(dim=3, sigma=0.7, mean_scale=4.0)
     x, _ = model.simulate(1, num_points=30, seed=2).unpadded(0)

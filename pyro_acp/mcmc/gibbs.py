@@ -180,6 +180,11 @@ class _SeatingTable:
     :meth:`matches` checks them against it on random count vectors before they are trusted, so a prior of
     another kind is detected (the kernel then calls ``seating_log_weights`` directly). A lookup is a few
     gathers instead of a full evaluation of the prior's predictive.
+
+    The sequential start seats points given m < n others. Where the prior's weights at m differ from those at
+    n only by a constant per row (CRP, Pitman-Yor: the normaliser 1 / (m + alpha); not MFM), the same tables
+    serve there too, since a constant shift does not change a Gumbel-max draw (:meth:`matches` with
+    ``up_to_shift``).
     """
 
     def __init__(self, prior: Any, num_seated: int, dtype: torch.dtype, device: torch.device) -> None:
@@ -234,23 +239,38 @@ class _SeatingTable:
         scores[..., -1] += self.new.index_select(0, t)
         return scores
 
-    def matches(self, num_checks: int = 64, width: int = 8) -> bool:
-        """Whether the tables reproduce ``seating_log_weights`` on random count vectors summing to n."""
-        if self.n < 1:
+    def matches(self, num_checks: int = 64, width: int = 8, num_seated: int | None = None,
+                up_to_shift: bool = False) -> bool:
+        """Whether the tables reproduce ``seating_log_weights`` on random count vectors summing to
+        ``num_seated`` (default n; 1 <= num_seated <= n), exactly or, with ``up_to_shift``, up to a constant
+        per count vector."""
+        seated = self.n if num_seated is None else num_seated
+        if seated < 1:
             return True
         generator = torch.Generator(device=self.device).manual_seed(0)
-        blocks = torch.randint(1, min(self.n, width) + 1, (num_checks,), generator=generator, device=self.device)
+        blocks = torch.randint(1, min(seated, width) + 1, (num_checks,), generator=generator, device=self.device)
         cuts = torch.rand(num_checks, width, generator=generator, device=self.device).argsort(-1)
-        labels = torch.randint(0, width, (num_checks, self.n), generator=generator, device=self.device)
+        labels = torch.randint(0, width, (num_checks, seated), generator=generator, device=self.device)
         labels = cuts.gather(1, labels % blocks.unsqueeze(-1))  # t blocks in random slots of ``width``
         counts = torch.zeros(num_checks, width, dtype=torch.float64, device=self.device)
         counts.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64))
         self.ensure(width)
-        expected = self._call(counts)
+        expected = self.prior.seating_log_weights(counts, seated).to(torch.float64)
         got = self(counts).to(torch.float64)
         finite = torch.isfinite(expected)
-        same_support = bool((finite == torch.isfinite(got)).all())
-        return same_support and bool(torch.allclose(got[finite], expected[finite], rtol=1e-9, atol=1e-9))
+        if not bool((finite == torch.isfinite(got)).all()):
+            return False
+        difference = torch.where(finite, got - expected, 0.0)
+        if up_to_shift:  # remove each row's mean difference over its finite slots
+            row_mean = difference.sum(-1, keepdim=True) / finite.sum(-1, keepdim=True)
+            difference = torch.where(finite, difference - row_mean, 0.0)
+        return bool(torch.allclose(difference, torch.zeros_like(difference), atol=1e-9))
+
+    def serves_every_count(self) -> bool:
+        """Whether the tables also give the weights, up to a constant, with fewer than n points seated (checked
+        at a few numbers from 1 to n - 1): then the sequential start can use them too."""
+        return all(self.matches(num_seated=m, up_to_shift=True) for m in sorted({1, 2, self.n // 2, self.n - 1})
+                   if 1 <= m < self.n)
 
 
 def _likelihood_for(model: Any, data: Tensor, num_chains: int = 1) -> _GaussianLikelihood | _BlockLikelihood:
@@ -345,6 +365,7 @@ class CollapsedGibbs(MCMCKernel):
         device = data.device
         table = _SeatingTable(self.prior, self.num_points - 1, data.dtype, device)
         self._table = table if table.matches() else None
+        self._table_for_start = self._table is not None and table.serves_every_count()
         self._one = torch.ones(self.num_chains, dtype=data.dtype, device=device)
         self._minus_one = -self._one
         seed = int(torch.randint(0, 2**62, ())) if self.seed is None else self.seed
@@ -451,8 +472,8 @@ class CollapsedGibbs(MCMCKernel):
         """(C, W) unnormalised log p(c_i = slot | rest): cluster slots (-inf when empty), then new cluster."""
         counts = self.likelihood.counts
         scores = self.likelihood.log_predictive(i)
-        if num_seated == self.num_points - 1 and self._table is not None:
-            return self._table.add_to(scores, counts)
+        if self._table is not None and (num_seated == self.num_points - 1 or (num_seated and self._table_for_start)):
+            return self._table.add_to(scores, counts)  # seated < N - 1: the right weights up to a constant
         return scores + self.prior.seating_log_weights(counts, num_seated).to(self.data.dtype)
 
     # ------------------------------------------------------------------ Gibbs moves
