@@ -28,7 +28,7 @@ data sets (entries keyed "N" for seed 0, "N/seed S" otherwise), so one unlucky d
 Run: python benchmarks/bench_time_to_accuracy.py [--sizes 100 200 1000] [--reference-sweeps 2000 1000 300]
          [--gibbs-sweeps 400 300 300] [--data-seeds 0] [--threads 1] [--quick] [--output results.json]
          [--figure fig.png] [--replot results.json]
-The full run takes 10-20 minutes on a 2-core CPU (580 s last time; each extra N = 1000 data seed ~4 min);
+The full run takes 10-20 minutes on a 2-core CPU (554 s last time; each extra N = 1000 data seed ~4 min);
 ``--quick`` is a smoke test of a few seconds.
 """
 
