@@ -253,7 +253,8 @@ def test_sequential_start_reads_the_tables_where_the_prior_allows_it(monkeypatch
             fast = start(model, x)
             patch.setattr(_SeatingTable, "serves_every_count", lambda self: False)
             direct = start(model, x)
-        assert fast._table_for_start is uses_tables and not direct._table_for_start
+        assert fast._table_from_seated == (1 if uses_tables else 59)
+        assert direct._table_from_seated == 59  # N - 1: the tables serve the sweeps only
         assert torch.equal(fast.labels, direct.labels)
         assert fast.labels.max() >= 1  # a non-trivial start: several clusters
 

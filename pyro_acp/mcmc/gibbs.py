@@ -365,7 +365,12 @@ class CollapsedGibbs(MCMCKernel):
         device = data.device
         table = _SeatingTable(self.prior, self.num_points - 1, data.dtype, device)
         self._table = table if table.matches() else None
-        self._table_for_start = self._table is not None and table.serves_every_count()
+        # the fewest seated points at which the tables give the weights: N - 1 (sweeps), 1 (the start too: see
+        # _SeatingTable) or N (never: no tables)
+        if self._table is None:
+            self._table_from_seated = self.num_points
+        else:
+            self._table_from_seated = 1 if table.serves_every_count() else self.num_points - 1
         self._one = torch.ones(self.num_chains, dtype=data.dtype, device=device)
         self._minus_one = -self._one
         seed = int(torch.randint(0, 2**62, ())) if self.seed is None else self.seed
@@ -472,8 +477,8 @@ class CollapsedGibbs(MCMCKernel):
         """(C, W) unnormalised log p(c_i = slot | rest): cluster slots (-inf when empty), then new cluster."""
         counts = self.likelihood.counts
         scores = self.likelihood.log_predictive(i)
-        if self._table is not None and (num_seated == self.num_points - 1 or (num_seated and self._table_for_start)):
-            return self._table.add_to(scores, counts)  # seated < N - 1: the right weights up to a constant
+        if num_seated >= self._table_from_seated:  # below N - 1 seated: the right weights up to a constant
+            return self._table.add_to(scores, counts)
         return scores + self.prior.seating_log_weights(counts, num_seated).to(self.data.dtype)
 
     # ------------------------------------------------------------------ Gibbs moves
