@@ -198,8 +198,8 @@ class _SeatingTable:
         self.max_blocks = 0
         self.ensure(1)
 
-    def _call(self, counts: Tensor) -> Tensor:
-        return self.prior.seating_log_weights(counts, self.n).to(torch.float64)
+    def _call(self, counts: Tensor, num_seated: int | None = None) -> Tensor:
+        return self.prior.seating_log_weights(counts, self.n if num_seated is None else num_seated).to(torch.float64)
 
     def ensure(self, max_blocks: int) -> None:
         """Fill D(t) and New(t) for t = 0..max_blocks (one call on a (T, T) batch of count vectors)."""
@@ -255,7 +255,7 @@ class _SeatingTable:
         counts = torch.zeros(num_checks, width, dtype=torch.float64, device=self.device)
         counts.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64))
         self.ensure(width)
-        expected = self.prior.seating_log_weights(counts, seated).to(torch.float64)
+        expected = self._call(counts, seated)
         got = self(counts).to(torch.float64)
         finite = torch.isfinite(expected)
         if not bool((finite == torch.isfinite(got)).all()):
