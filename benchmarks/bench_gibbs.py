@@ -23,8 +23,8 @@ import time
 import torch
 
 from pyro_acp.mcmc import CollapsedGibbs
-from pyro_acp.mcmc.gibbs import _SeatingTable
 from pyro_acp.models import SBM, CRPGaussianMixture
+from pyro_acp.reference.gibbs import _SeatingTable
 
 
 def _data(model_name: str, num_points: int, device: str):

@@ -16,9 +16,9 @@ import time
 import torch
 
 import pyro_acp
-from pyro_acp.infer import resolve_guide
+from pyro_acp.inference.infer import resolve_guide
+from pyro_acp.inference.sampling import estimate_log_prob
 from pyro_acp.models import CRPGaussianMixture
-from pyro_acp.sampling import estimate_log_prob
 
 VARIANTS = {
     "default": {},

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from pyro_acp.posterior import ClusteringPosterior, expected_loss
+from pyro_acp.posteriors.posterior import ClusteringPosterior, expected_loss
 
 SETTINGS = [  # (N, S, K, flip)
     (200, 100, 6, 0.05),

@@ -1,4 +1,4 @@
-"""Pooling rows over shared data sets (``pyro_acp.attention.pooled_by_dataset``): the grouped product
+"""Pooling rows over shared data sets (``pyro_acp.nn.attention.pooled_by_dataset``): the grouped product
 against gathering each row's copy of its data set's values, in the same process, at the shapes sampling
 with random frames (few data sets, many rows, large N) and training (many data sets, a few rows each) use.
 Also the join network's candidate gather (``ClusterwiseGuide.join_logits``): picking (data set, point)
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from pyro_acp.attention import _attend_by_dataset
+from pyro_acp.nn.attention import _attend_by_dataset
 
 #: (name, data sets B, rows R, points N); heads 4 x width 32 as in the shipped guide (hidden 128)
 SHAPES = [("sampling, 4 frames, N = 1,000", 4, 100, 1000), ("sampling, 20 frames, N = 200", 20, 100, 200),

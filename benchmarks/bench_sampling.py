@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from pyro_acp.infer import resolve_guide
+from pyro_acp.inference.infer import resolve_guide
+from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.models import CRPGaussianMixture
-from pyro_acp.sampling import sample_partitions
 
 
 def separated_clusters(num_points: int, num_clusters: int, seed: int = 0) -> torch.Tensor:

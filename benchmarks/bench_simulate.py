@@ -15,7 +15,7 @@ from dataclasses import fields, replace
 
 import torch
 
-from pyro_acp.data import Batch
+from pyro_acp.data.batch import Batch
 from pyro_acp.models import SBM, CRPGaussianMixture
 from pyro_acp.models.graphs import laplacian_positional_encoding
 

@@ -48,11 +48,11 @@ from typing import Any
 import torch
 
 import pyro_acp
-from pyro_acp.infer import resolve_guide
+from pyro_acp.data.partitions import coclustering_matrix
+from pyro_acp.diagnostics.metrics import coclustering_error
+from pyro_acp.inference.infer import resolve_guide
 from pyro_acp.mcmc import CollapsedGibbs
-from pyro_acp.metrics import coclustering_error
 from pyro_acp.models import CRPGaussianMixture
-from pyro_acp.partitions import coclustering_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "time_to_accuracy.json"

@@ -26,11 +26,11 @@ import pyro
 import torch
 from torch.nn import functional as F
 
-from pyro_acp.data import Batch
-from pyro_acp.elbo import ClusterwiseIWAE
+from pyro_acp.data.batch import Batch
 from pyro_acp.guides import ACP, GUIDES, ClusterwiseGuide
 from pyro_acp.guides.clusterwise import StepEncoding
-from pyro_acp.guides.encoders import anchor_rows
+from pyro_acp.inference.elbo import ClusterwiseIWAE
+from pyro_acp.nn.encoders import anchor_rows
 
 NUM_PARTICLES = 40
 

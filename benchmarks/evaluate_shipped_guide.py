@@ -2,7 +2,7 @@
 mixtures (N in [50, 200), seeds never trained on), and total variation to the exact posterior at N = 7 on
 simulated data sets and on hand-made data sets with close clusters (2,000 samples each), for the guide's raw
 samples and for infer(..., reweight=True). Samples are drawn as ``infer`` draws them, each in a random rotated
-frame of the data (pyro_acp.frames); the same figures for the data as given (symmetrize=False) are kept
+frame of the data (pyro_acp.inference.frames); the same figures for the data as given (symmetrize=False) are kept
 beside them.
 
     python benchmarks/evaluate_shipped_guide.py [--update-card]
@@ -17,9 +17,9 @@ import time
 import torch
 
 from pyro_acp import exact_posterior, heldout_ami, infer
-from pyro_acp.evaluation import close_cluster_sets
-from pyro_acp.infer import find_guide, resolve_guide
-from pyro_acp.metrics import total_variation
+from pyro_acp.diagnostics.evaluation import close_cluster_sets
+from pyro_acp.diagnostics.metrics import total_variation
+from pyro_acp.inference.infer import find_guide, resolve_guide
 from pyro_acp.models import CRPGaussianMixture
 
 
@@ -80,7 +80,7 @@ def main() -> None:
                     "enumeration, 20 simulated data sets (seeds 9000-9019) and 10 close-cluster data sets "
                     "(raw guide samples, and infer(..., reweight=True): the samples weighted by p(c, x) / q(c)); "
                     "samples drawn as infer draws them, each in a random rotated frame of the data "
-                    "(pyro_acp.frames); *_data_as_given: the same with symmetrize=False",
+                    "(pyro_acp.inference.frames); *_data_as_given: the same with symmetrize=False",
         "command": "python benchmarks/evaluate_shipped_guide.py --update-card",
     }
     print(json.dumps(evaluation, indent=2))

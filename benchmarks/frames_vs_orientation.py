@@ -19,9 +19,9 @@ import statistics
 import torch
 
 import pyro_acp
-from pyro_acp.evaluation import close_cluster_sets
-from pyro_acp.frames import random_frames
-from pyro_acp.metrics import total_variation
+from pyro_acp.diagnostics.evaluation import close_cluster_sets
+from pyro_acp.diagnostics.metrics import total_variation
+from pyro_acp.inference.frames import random_frames
 from pyro_acp.models import CRPGaussianMixture
 
 NUM_SAMPLES = 2000

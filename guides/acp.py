@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pyro_acp.attention import ISAB, MAB, PMA
 from pyro_acp.guides.clusterwise import ClusterwiseGuide
-from pyro_acp.guides.encoders import anchor_rows, mlp
+from pyro_acp.nn.attention import ISAB, MAB, PMA
+from pyro_acp.nn.encoders import anchor_rows, mlp
 
 
 class ACP(ClusterwiseGuide):

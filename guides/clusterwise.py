@@ -26,9 +26,9 @@ from pyro import poutine
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pyro_acp.attention import PMA, pooled, pooled_by_dataset
-from pyro_acp.data import Batch
-from pyro_acp.guides.encoders import MLPEncoder, mlp
+from pyro_acp.data.batch import Batch
+from pyro_acp.nn.attention import PMA, pooled, pooled_by_dataset
+from pyro_acp.nn.encoders import MLPEncoder, mlp
 
 MIN_SCALE = 1e-4
 

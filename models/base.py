@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyro_acp.data import Batch
-from pyro_acp.partitions import check_labels
+from pyro_acp.data.batch import Batch
+from pyro_acp.data.partitions import check_labels
 
 _REGISTRY: dict[str, type[GenerativeModel]] = {}
 

@@ -20,7 +20,7 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor
 from torch.distributions import constraints
 
-from pyro_acp.partitions import canonicalize, check_labels, cluster_sizes, enumerate_partitions
+from pyro_acp.data.partitions import canonicalize, check_labels, cluster_sizes, enumerate_partitions
 
 LABEL_ATTRIBUTE = "label"
 _NO_SHAPE = torch.Size()

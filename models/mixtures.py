@@ -15,8 +15,8 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
+from pyro_acp.data.partitions import canonicalize
 from pyro_acp.distributions import CRP, MixtureOfFiniteMixtures, PitmanYor
-from pyro_acp.partitions import canonicalize
 
 from .base import ExactLikelihood, GenerativeModel, check_positive, check_positive_int
 from .conjugate import gaussian_log_marginal, gaussian_log_predictive, gaussian_stats

@@ -21,9 +21,9 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from pyro_acp.data import random_point_order
+from pyro_acp.data.batch import random_point_order
+from pyro_acp.data.partitions import canonicalize
 from pyro_acp.distributions import CRP
-from pyro_acp.partitions import canonicalize
 
 from .base import ExactLikelihood, GenerativeModel, check_beta_pair, check_positive, check_positive_int, generator_rng
 from .conjugate import block_log_marginal, block_log_predictive, block_stats, node_block_counts

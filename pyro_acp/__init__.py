@@ -5,16 +5,17 @@ The data flow: a generative model (:mod:`pyro_acp.models`) -> simulated batches 
 -> checks against exact enumeration and MCMC (:func:`exact_posterior`, :mod:`pyro_acp.mcmc`, :func:`compare`).
 """
 
-from pyro_acp import mcmc, metrics
-from pyro_acp.calibration import sbc
-from pyro_acp.checkpoint import load_guide
-from pyro_acp.compare import compare
+from pyro_acp import mcmc
+from pyro_acp.diagnostics import metrics
+from pyro_acp.diagnostics.calibration import sbc
+from pyro_acp.diagnostics.compare import compare
+from pyro_acp.diagnostics.evaluation import heldout_ami
 from pyro_acp.distributions import CRP, MixtureOfFiniteMixtures, PitmanYor
-from pyro_acp.evaluation import heldout_ami
-from pyro_acp.exact import exact_posterior
-from pyro_acp.infer import infer
-from pyro_acp.posterior import ClusteringPosterior, ExactPosterior
-from pyro_acp.training import train
+from pyro_acp.inference.infer import infer
+from pyro_acp.inference.training import train
+from pyro_acp.posteriors.posterior import ClusteringPosterior, ExactPosterior
+from pyro_acp.pretrained.checkpoint import load_guide
+from pyro_acp.reference.exact import exact_posterior
 
 load = load_guide
 

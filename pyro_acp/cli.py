@@ -83,7 +83,7 @@ def _table(rows: list[dict]) -> str:
 
 def cmd_demo(args) -> None:
     import pyro_acp
-    from pyro_acp.metrics import coclustering_error
+    from pyro_acp.diagnostics.metrics import coclustering_error
     from pyro_acp.models import CRPGaussianMixture
 
     model = CRPGaussianMixture()
@@ -109,7 +109,7 @@ def cmd_demo(args) -> None:
 
 
 def _summary_row(name, post, truth, wall_time) -> dict:
-    from pyro_acp.metrics import adjusted_mutual_info
+    from pyro_acp.diagnostics.metrics import adjusted_mutual_info
 
     k = post.num_clusters.float()
     return {
@@ -123,8 +123,8 @@ def _summary_row(name, post, truth, wall_time) -> dict:
 
 def initial_guide(model, init: str, output: str, resume: bool):
     """The guide of checkpoint ``init``, to fine-tune: it must suit ``model``; its file is never written."""
-    from pyro_acp.checkpoint import load_guide
-    from pyro_acp.infer import check_guide_matches
+    from pyro_acp.inference.infer import check_guide_matches
+    from pyro_acp.pretrained.checkpoint import load_guide
 
     if resume:
         raise ValueError("--init starts a new run from other weights; --resume continues --output: pick one")

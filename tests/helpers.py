@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pyro_acp.data import Batch
+from pyro_acp.data.batch import Batch
 
 
 def crp_labels(num_points: int, alpha: float, generator: torch.Generator) -> list[int]:

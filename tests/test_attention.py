@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pyro_acp.attention import ISAB, MAB, PMA, masked_attention, pooled, pooled_by_dataset
+from pyro_acp.nn.attention import ISAB, MAB, PMA, masked_attention, pooled, pooled_by_dataset
 
 
 @pytest.fixture

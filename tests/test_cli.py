@@ -32,7 +32,7 @@ def test_errors_are_one_line(tmp_path, capsys):
 def test_train_init_fine_tunes_another_guide_and_never_writes_it(tmp_path, capsys):
     import torch
 
-    from pyro_acp.checkpoint import load_guide
+    from pyro_acp.pretrained.checkpoint import load_guide
 
     small = ["--hidden-dim", "16", "--batch-size", "4", "--num-particles", "2", "--num-points", "3", "10",
              "--validate-every", "0"]

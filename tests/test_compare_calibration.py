@@ -9,12 +9,12 @@ import pytest
 import torch
 from scipy import stats
 
-from pyro_acp.calibration import SBCResult, plot_sbc, rank_statistic, sbc, uniformity_pvalue
-from pyro_acp.compare import ComparisonTable, compare
-from pyro_acp.exact import exact_posterior
+from pyro_acp.diagnostics.calibration import SBCResult, plot_sbc, rank_statistic, sbc, uniformity_pvalue
+from pyro_acp.diagnostics.compare import ComparisonTable, compare
 from pyro_acp.mcmc import gibbs
 from pyro_acp.models import CRPGaussianMixture
-from pyro_acp.posterior import ClusteringPosterior
+from pyro_acp.posteriors.posterior import ClusteringPosterior
+from pyro_acp.reference.exact import exact_posterior
 
 
 @pytest.fixture(autouse=True, scope="module")

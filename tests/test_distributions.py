@@ -11,8 +11,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
+from pyro_acp.data.partitions import canonicalize, enumerate_partitions
 from pyro_acp.distributions import CRP, MixtureOfFiniteMixtures, PitmanYor, canonical_partition_labels
-from pyro_acp.partitions import canonicalize, enumerate_partitions
 
 # ---------------------------------------------------------------------------------------------- references
 

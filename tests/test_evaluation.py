@@ -3,9 +3,9 @@
 import torch
 
 from pyro_acp import heldout_ami
-from pyro_acp.evaluation import map_partitions
+from pyro_acp.diagnostics.evaluation import map_partitions
 from pyro_acp.guides import ACPS
-from pyro_acp.infer import resolve_guide
+from pyro_acp.inference.infer import resolve_guide
 from pyro_acp.models import CRPGaussianMixture
 
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 import pyro_acp
-from pyro_acp.frames import frames_for, num_frames, random_frames, sample_frames
+from pyro_acp.data.partitions import enumerate_partitions
+from pyro_acp.diagnostics.metrics import total_variation
 from pyro_acp.guides import ACPS
-from pyro_acp.metrics import total_variation
+from pyro_acp.inference.frames import frames_for, num_frames, random_frames, sample_frames
+from pyro_acp.inference.sampling import estimate_log_prob, sample_partitions
 from pyro_acp.models import SBM, CRPGaussianMixture
-from pyro_acp.partitions import enumerate_partitions
-from pyro_acp.sampling import estimate_log_prob, sample_partitions
 
 
 def test_random_frames_are_orthogonal_and_include_reflections():
@@ -89,7 +89,7 @@ def test_symmetrized_infer_does_not_depend_on_the_orientation_of_the_data():
     the line is turned by 90 degrees (TV 0.82 between the two); averaged over frames they do not (0.10, the noise of
     two 2,000-sample histograms). By convexity of TV the frame average is no further from the exact posterior
     than the two orientations on average (measured 0.60 vs 0.63: this set stays hard for the guide)."""
-    from pyro_acp.evaluation import close_cluster_sets
+    from pyro_acp.diagnostics.evaluation import close_cluster_sets
 
     model = CRPGaussianMixture()
     x = close_cluster_sets(10)[3]
@@ -109,7 +109,7 @@ def test_symmetrized_infer_does_not_depend_on_the_orientation_of_the_data():
 
 
 def test_distinct_draws_per_partition_or_per_frame():
-    from pyro_acp.infer import _distinct_draws
+    from pyro_acp.inference.infer import _distinct_draws
 
     samples = torch.tensor([[0, 1], [0, 0], [0, 1], [0, 0], [0, 1]])
     drawn_in = torch.tensor([0, 1, 2, 0, 1])

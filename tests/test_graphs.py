@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy import integrate, stats
 
+from pyro_acp.data.partitions import enumerate_partitions
 from pyro_acp.models import (
     SBM,
     BalancedPartition,
@@ -20,7 +21,6 @@ from pyro_acp.models import (
     laplacian_positional_encoding,
     to_networkx,
 )
-from pyro_acp.partitions import enumerate_partitions
 
 
 def _random_graph(n: int, p: float, seed: int) -> torch.Tensor:

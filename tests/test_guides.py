@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pyro_acp.data import Batch
-from pyro_acp.elbo import ClusterwiseIWAE
+from pyro_acp.data.batch import Batch
 from pyro_acp.guides import ACP, ACPS, CCP
+from pyro_acp.inference.elbo import ClusterwiseIWAE
 from tests.helpers import tiny_batch
 
 GUIDES = [ACP, ACPS, CCP]
@@ -137,8 +137,8 @@ def test_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
 def test_acp_bucketed_step_encodings_equal_the_padded_computation():
     """ACP packs each step's anchor + available points into size buckets; the masked blocks must give what
     running them over all N points of every step gives."""
-    from pyro_acp.guides.encoders import anchor_rows
     from pyro_acp.models import CRPGaussianMixture
+    from pyro_acp.nn.encoders import anchor_rows
 
     torch.manual_seed(0)
     guide = ACP(2, 32)

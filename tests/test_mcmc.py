@@ -13,7 +13,6 @@ import pytest
 import torch
 from pyro.infer import MCMC
 
-from pyro_acp.exact import exact_posterior
 from pyro_acp.mcmc import CollapsedGibbs, gibbs, nuts
 from pyro_acp.models import (
     SBM,
@@ -22,7 +21,8 @@ from pyro_acp.models import (
     MFMGaussianMixture,
     PitmanYorGaussianMixture,
 )
-from pyro_acp.posterior import ClusteringPosterior
+from pyro_acp.posteriors.posterior import ClusteringPosterior
+from pyro_acp.reference.exact import exact_posterior
 
 TOLERANCE = 2.5  # allowed multiple of the i.i.d. Monte-Carlo total variation
 
@@ -209,7 +209,7 @@ def test_nuts_bad_input():
 
 def test_seating_table_reproduces_the_prior_and_gibbs_works_without_it(monkeypatch):
     """The lookup tables equal seating_log_weights; with them disabled Gibbs calls the prior directly."""
-    from pyro_acp.mcmc.gibbs import _SeatingTable
+    from pyro_acp.reference.gibbs import _SeatingTable
 
     for model in (CRPGaussianMixture(), PitmanYorGaussianMixture(), MFMGaussianMixture(), SBM()):
         for n in (1, 2, 5, 40):
@@ -235,7 +235,7 @@ def test_sequential_start_reads_the_tables_where_the_prior_allows_it(monkeypatch
     """With fewer points seated, CRP / Pitman-Yor weights differ from the tables' only by a constant per row, so
     the start reads the tables and draws the same labels as with direct calls to the prior; MFM's new-block
     weight depends on the number seated, so its start calls the prior."""
-    from pyro_acp.mcmc.gibbs import _SeatingTable
+    from pyro_acp.reference.gibbs import _SeatingTable
 
     def start(model, x):
         kernel = CollapsedGibbs(model, num_chains=3, seed=4)

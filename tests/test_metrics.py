@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_acp.metrics import (
+from pyro_acp.diagnostics.metrics import (
     adjusted_mutual_info,
     adjusted_rand_index,
     coclustering,

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
+from pyro_acp.data.partitions import canonicalize, enumerate_partitions
 from pyro_acp.models import (
     SBM,
     CRPGaussianMixture,
@@ -20,7 +21,6 @@ from pyro_acp.models import (
     ProceduralCatalog,
     model_from_config,
 )
-from pyro_acp.partitions import canonicalize, enumerate_partitions
 
 ALL_MODELS = [
     CRPGaussianMixture,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pyro_acp.partitions import (
+from pyro_acp.data.partitions import (
     bell_number,
     canonicalize,
     check_labels,

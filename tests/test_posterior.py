@@ -17,8 +17,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from sklearn.metrics import mutual_info_score  # noqa: E402
 
-from pyro_acp.partitions import canonicalize, enumerate_partitions  # noqa: E402
-from pyro_acp.posterior import (  # noqa: E402
+from pyro_acp.data.partitions import canonicalize, enumerate_partitions  # noqa: E402
+from pyro_acp.posteriors.posterior import (  # noqa: E402
     ClusteringPosterior,
     ExactPosterior,
     _arviz_from_posterior,

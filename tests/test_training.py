@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import pyro_acp
-from pyro_acp.checkpoint import load_guide
 from pyro_acp.guides import ACP, ACPS
+from pyro_acp.inference.training import train
 from pyro_acp.models import CRPGaussianMixture
-from pyro_acp.training import train
+from pyro_acp.pretrained.checkpoint import load_guide
 
 SMALL = {"batch_size": 4, "num_particles": 3, "num_points": (3, 12), "validation_size": 4, "validate_every": 2,
          "progress_bar": False, "seed": 7}
@@ -130,8 +130,8 @@ def test_infer_with_shipped_guide_and_bad_input():
 
 @pytest.mark.parametrize("z_proposal", ["prior", "encoder"])
 def test_log_prob_estimates_sum_to_one_over_all_partitions(z_proposal):
-    from pyro_acp.partitions import enumerate_partitions
-    from pyro_acp.sampling import estimate_log_prob
+    from pyro_acp.data.partitions import enumerate_partitions
+    from pyro_acp.inference.sampling import estimate_log_prob
 
     torch.manual_seed(0)
     guide = ACPS(2, 16).eval()
@@ -145,9 +145,9 @@ def test_encoder_proposal_keeps_importance_weights_healthy():
     """Prior draws of z give an unbiased but heavy-tailed estimate of q(c), whose logarithm underestimates
     rare partitions; as importance weights p(c, x) / q(c) those few then take all the weight. The encoder
     q(z | joins) as proposal avoids it (shipped guide, a close-cluster set, N = 7)."""
-    from pyro_acp.evaluation import close_cluster_sets
-    from pyro_acp.infer import importance_weights, resolve_guide
-    from pyro_acp.sampling import estimate_log_prob, sample_partitions
+    from pyro_acp.diagnostics.evaluation import close_cluster_sets
+    from pyro_acp.inference.infer import importance_weights, resolve_guide
+    from pyro_acp.inference.sampling import estimate_log_prob, sample_partitions
 
     model = CRPGaussianMixture()
     guide = resolve_guide(model, train=False).eval()
@@ -166,7 +166,7 @@ def test_encoder_proposal_keeps_importance_weights_healthy():
 
 
 def _sample_distribution(guide, x, num_samples: int, seed: int) -> torch.Tensor:
-    from pyro_acp.sampling import sample_partitions
+    from pyro_acp.inference.sampling import sample_partitions
 
     return sample_partitions(guide.eval(), x, num_samples, generator=torch.Generator().manual_seed(seed))[0]
 
@@ -174,9 +174,9 @@ def _sample_distribution(guide, x, num_samples: int, seed: int) -> torch.Tensor:
 def test_briefly_trained_guide_is_closer_to_the_exact_posterior_than_the_prior():
     """A few minutes' worth of CPU training (250 steps on N in [3, 6)) already beats the CRP prior at N = 5:
     measured mean TV 0.43 against the prior's 0.92 over six data sets."""
+    from pyro_acp.data.partitions import enumerate_partitions
+    from pyro_acp.diagnostics.metrics import total_variation
     from pyro_acp.distributions import CRP
-    from pyro_acp.metrics import total_variation
-    from pyro_acp.partitions import enumerate_partitions
 
     model = CRPGaussianMixture()
     guide = ACPS(2, hidden_dim=32)
@@ -199,8 +199,8 @@ def test_briefly_trained_guide_is_closer_to_the_exact_posterior_than_the_prior()
 
 
 def test_shipped_guide_matches_the_exact_posterior_at_n7():
-    from pyro_acp.infer import resolve_guide
-    from pyro_acp.metrics import total_variation
+    from pyro_acp.diagnostics.metrics import total_variation
+    from pyro_acp.inference.infer import resolve_guide
 
     model = CRPGaussianMixture()
     shipped = resolve_guide(model, train=False)
@@ -215,8 +215,8 @@ def test_reweighted_infer_repairs_the_guide_on_close_clusters():
     """Where the shipped guide merges too often (clusters 2-3 sd apart, N = 7), weighting its samples by
     p(c, x) / q(c) brings them to the exact posterior (benchmarks/evaluate_shipped_guide.py: mean TV over 30
     data sets 0.12 raw -> 0.04 reweighted; on these three 0.49 -> 0.16)."""
-    from pyro_acp.evaluation import close_cluster_sets
-    from pyro_acp.metrics import total_variation
+    from pyro_acp.diagnostics.evaluation import close_cluster_sets
+    from pyro_acp.diagnostics.metrics import total_variation
 
     model = CRPGaussianMixture()
     raw, reweighted = [], []

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyro_acp.partitions import bell_number, enumerate_partitions
-from pyro_acp.posterior import ExactPosterior
+from pyro_acp.data.partitions import bell_number, enumerate_partitions
+from pyro_acp.posteriors.posterior import ExactPosterior
 
 MAX_EXACT_POINTS = 10
 DEFAULT_CHUNK_SIZE = 8192
@@ -59,7 +59,7 @@ def exact_posterior(model: Any, x: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) ->
     ``model`` must be conjugate (``log_marginal_likelihood``, ``log_joint``); ``x`` is one data set as the
     model expects it (points (N, D), or a graph's adjacency / networkx graph). Scores are computed in
     float64, vectorised over ``chunk_size`` partitions at a time. Returns an
-    :class:`~pyro_acp.posterior.ExactPosterior` with ``.partitions`` (M, N), ``.probs`` (M,), the log
+    :class:`~pyro_acp.posteriors.posterior.ExactPosterior` with ``.partitions`` (M, N), ``.probs`` (M,), the log
     likelihood and log joint of every partition, and method "exact".
     """
     check_conjugate(model, "exact_posterior")

@@ -30,8 +30,8 @@ from pyro.infer.autoguide.initialization import init_to_value
 from pyro.ops.indexing import Vindex
 from torch import Tensor
 
-from pyro_acp.partitions import canonicalize
-from pyro_acp.posterior import ClusteringPosterior
+from pyro_acp.data.partitions import canonicalize
+from pyro_acp.posteriors.posterior import ClusteringPosterior
 
 __all__ = ["nuts", "stick_breaking_mixture", "stick_breaking_weights"]
 
@@ -136,7 +136,7 @@ def nuts(
     :class:`~pyro_acp.models.PitmanYorGaussianMixture` (its α, d, σ and mean scale are used);
     ``truncation`` is the number of components T. Chains run one after another, each seeded from ``seed``
     (the global RNG states are restored afterwards). Returns a
-    :class:`~pyro_acp.posterior.ClusteringPosterior` (method "nuts") with num_chains × num_samples canonical
+    :class:`~pyro_acp.posteriors.posterior.ClusteringPosterior` (method "nuts") with num_chains × num_samples canonical
     partitions, chain ids, the exact collapsed log likelihood and log joint of each partition under
     ``model``, and the wall time.
     """

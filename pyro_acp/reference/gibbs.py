@@ -19,7 +19,7 @@ are vectorised the same way, with per-chain masks.
 
 The kernel is a :class:`pyro.infer.mcmc.mcmc_kernel.MCMCKernel`, so ``pyro.infer.MCMC`` runs it (progress
 bar, warmup, ``get_samples``, ``summary``); :func:`gibbs` wraps that into a
-:class:`~pyro_acp.posterior.ClusteringPosterior`.
+:class:`~pyro_acp.posteriors.posterior.ClusteringPosterior`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pyro.infer.mcmc import MCMC
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from torch import Tensor
 
-from pyro_acp.exact import check_conjugate
+from pyro_acp.data.partitions import canonicalize, check_labels
 from pyro_acp.models.conjugate import (
     BlockStats,
     GaussianStats,
@@ -43,8 +43,8 @@ from pyro_acp.models.conjugate import (
     gaussian_log_marginal,
     gaussian_log_predictive,
 )
-from pyro_acp.partitions import canonicalize, check_labels
-from pyro_acp.posterior import ClusteringPosterior
+from pyro_acp.posteriors.posterior import ClusteringPosterior
+from pyro_acp.reference.exact import check_conjugate
 
 __all__ = ["CollapsedGibbs", "gibbs"]
 
@@ -604,7 +604,7 @@ def gibbs(
 
     Runs :class:`CollapsedGibbs` under ``pyro.infer.MCMC`` with ``num_chains`` vectorised chains, keeping
     ``num_samples`` sweeps per chain after ``warmup_steps``. Returns a
-    :class:`~pyro_acp.posterior.ClusteringPosterior` (method "gibbs") with num_chains × num_samples
+    :class:`~pyro_acp.posteriors.posterior.ClusteringPosterior` (method "gibbs") with num_chains × num_samples
     partitions (chain-major), their chain ids, log joint and log likelihood (for ESS / R-hat) and the wall
     time. Supported: CRP / Pitman-Yor / MFM Gaussian mixtures and the Beta-Bernoulli SBM.
     """

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyro_acp.partitions import check_labels
-from pyro_acp.posterior import ClusteringPosterior, ExactPosterior
+from pyro_acp.data.partitions import check_labels
+from pyro_acp.posteriors.posterior import ClusteringPosterior, ExactPosterior
 
 __all__ = ["ComparisonTable", "compare"]
 
@@ -178,7 +178,7 @@ def compare(
     any posterior, e.g. a long Gibbs run, given directly or as the name of one of ``posteriors``; a
     reference given directly and not among ``posteriors`` gets its own first row.
     """
-    from pyro_acp.metrics import adjusted_mutual_info, coclustering_error, total_variation
+    from pyro_acp.diagnostics.metrics import adjusted_mutual_info, coclustering_error, total_variation
 
     posteriors, truth, reference, ref_name = _check_inputs(posteriors, truth, reference)
     entries = list(posteriors.items())

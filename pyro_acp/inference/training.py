@@ -20,9 +20,9 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
 
-from pyro_acp.checkpoint import load_guide, read_payload, save_checkpoint
-from pyro_acp.elbo import ClusterwiseIWAE
 from pyro_acp.guides import ClusterwiseGuide
+from pyro_acp.inference.elbo import ClusterwiseIWAE
+from pyro_acp.pretrained.checkpoint import load_guide, read_payload, save_checkpoint
 
 VALIDATION_SEED_OFFSET = 1_000_003
 

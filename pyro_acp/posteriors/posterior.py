@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyro_acp.partitions import (
+from pyro_acp.data.partitions import (
     bell_number,
     canonicalize,
     check_labels,

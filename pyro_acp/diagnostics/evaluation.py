@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from sklearn.metrics import adjusted_mutual_info_score
 
-from pyro_acp.frames import frames_for, sample_frames
 from pyro_acp.guides import ClusterwiseGuide
-from pyro_acp.sampling import estimate_log_prob, exact_log_joint, has_exact_log_joint, sample_partitions
+from pyro_acp.inference.frames import frames_for, sample_frames
+from pyro_acp.inference.sampling import estimate_log_prob, exact_log_joint, has_exact_log_joint, sample_partitions
 
 
 @torch.no_grad()

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyro_acp.checkpoint import load_guide, read_card
-from pyro_acp.frames import frames_for, sample_frames
+from pyro_acp.data.partitions import canonicalize
 from pyro_acp.guides import ACPS, ClusterwiseGuide
-from pyro_acp.partitions import canonicalize
-from pyro_acp.posterior import ClusteringPosterior
-from pyro_acp.sampling import estimate_log_prob as guide_log_prob
-from pyro_acp.sampling import exact_log_joint, has_exact_log_joint, sample_partitions
+from pyro_acp.inference.frames import frames_for, sample_frames
+from pyro_acp.inference.sampling import estimate_log_prob as guide_log_prob
+from pyro_acp.inference.sampling import exact_log_joint, has_exact_log_joint, sample_partitions
+from pyro_acp.posteriors.posterior import ClusteringPosterior
+from pyro_acp.pretrained.checkpoint import load_guide, read_card
 
 #: Architecture and schedule of guides trained on demand (sized for a CPU in minutes, not hours).
 ON_DEMAND_GUIDE = {"hidden_dim": 64}
@@ -105,7 +105,7 @@ def resolve_guide(model, guide=None, train: bool = True, device=None, seed=None,
 
 def train_for_model(model, device=None, seed=None, progress_bar=True, **overrides) -> ClusterwiseGuide:
     """Train an on-demand guide for ``model`` (with an up-front time estimate) and cache it."""
-    from pyro_acp.training import train
+    from pyro_acp.inference.training import train
 
     settings = {**ON_DEMAND_TRAINING, **overrides}
     guide = ACPS(model.data_dim, **ON_DEMAND_GUIDE)
@@ -185,7 +185,7 @@ def infer(
         symmetrize: for models whose posterior is unchanged by rotating the data (the isotropic Gaussian
             mixtures; default None: whenever the model says so), draw each sample in its own random
             rotated / reflected frame of the data, up to a budget of 4,096 encoded points (all 100 samples
-            up to N = 40, 20 at N = 200, 4 at N = 1,000; :mod:`pyro_acp.frames`). This removes the
+            up to N = 40, 20 at N = 200, 4 at N = 1,000; :mod:`pyro_acp.inference.frames`). This removes the
             network's orientation bias (N = 7 TV to the exact posterior 0.169 -> 0.124, gained on close
             clusters; level on typical data). False: data as given.
             ``log_prob`` then estimates log q(c | Q x) in the frame the partition was first drawn in (with

@@ -21,8 +21,8 @@ import torch
 from scipy import stats as scipy_stats
 from torch import Tensor
 
-from pyro_acp.partitions import canonicalize, cluster_sizes
-from pyro_acp.posterior import ClusteringPosterior
+from pyro_acp.data.partitions import canonicalize, cluster_sizes
+from pyro_acp.posteriors.posterior import ClusteringPosterior
 
 __all__ = [
     "SBCResult", "default_statistics", "ecdf_band", "plot_sbc", "rank_statistic", "sbc", "uniformity_pvalue",

@@ -25,7 +25,7 @@ from scipy.stats import kendalltau
 from sklearn import metrics as skm
 from torch import Tensor
 
-from pyro_acp.partitions import PAD_LABEL, canonicalize, check_labels, coclustering_matrix, num_clusters
+from pyro_acp.data.partitions import PAD_LABEL, canonicalize, check_labels, coclustering_matrix, num_clusters
 
 __all__ = [
     "adjusted_mutual_info",
@@ -138,7 +138,7 @@ def num_clusters_error(labels_true: Any, labels_pred: Any) -> int | Tensor:
 def coclustering(labels: Any, weights: Any = None) -> Tensor:
     """Co-clustering matrix (N, N) of partitions (S, N) or (N,), optionally weighted (S,).
 
-    A thin input-converting front end of :func:`pyro_acp.partitions.coclustering_matrix`.
+    A thin input-converting front end of :func:`pyro_acp.data.partitions.coclustering_matrix`.
     """
     labels = _as_labels(labels, "labels")
     if weights is not None:

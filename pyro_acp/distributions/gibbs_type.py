@@ -32,7 +32,7 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor
 from torch.distributions import constraints
 
-from pyro_acp.partitions import (
+from pyro_acp.data.partitions import (
     PAD_LABEL,
     canonicalize,
     check_labels,

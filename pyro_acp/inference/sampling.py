@@ -22,10 +22,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyro_acp.frames import framed
-from pyro_acp.frames import sample_frames as frames_of_samples  # estimate_log_prob has a sample_frames argument
+from pyro_acp.data.partitions import PAD_LABEL
 from pyro_acp.guides.clusterwise import ClusterwiseGuide, DataEncoding, StepEncoding
-from pyro_acp.partitions import PAD_LABEL
+from pyro_acp.inference.frames import framed
+from pyro_acp.inference.frames import (
+    sample_frames as frames_of_samples,  # estimate_log_prob has a sample_frames argument
+)
 
 
 def _padded_inputs(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -71,9 +73,9 @@ def sample_partitions(
     """Draw ``num_samples`` partitions of each data set: labels (B, S, N), -1 on padding.
 
     Labels number clusters in the order they were created (anchors are random, so this is not the
-    canonical numbering: canonicalise with :func:`pyro_acp.partitions.canonicalize` when needed).
+    canonical numbering: canonicalise with :func:`pyro_acp.data.partitions.canonicalize` when needed).
     ``frames`` (F, D, D) orthogonal matrices: sample s sees the data rotated by frame s % F
-    (:mod:`pyro_acp.frames`; for models whose posterior is rotation invariant).
+    (:mod:`pyro_acp.inference.frames`; for models whose posterior is rotation invariant).
     """
     x, mask = _padded_inputs(x, mask)
     num_sets, num_points = mask.shape
@@ -133,7 +135,7 @@ def estimate_log_prob(
     logarithm underestimates the probability of partitions that need an unusual z).
     ``frames`` (F, D, D) with ``sample_frames`` (S,) or (B, S): estimate each partition in the frame it was
     drawn in, q(c | Q x): with the frame as an auxiliary variable, p(c, x) / q(c | Q x) is a valid importance
-    weight for samples of the frame-averaged guide (:mod:`pyro_acp.frames`), and a less noisy one than an
+    weight for samples of the frame-averaged guide (:mod:`pyro_acp.inference.frames`), and a less noisy one than an
     estimate of the average over frames.
     """
     if z_proposal not in ("prior", "encoder"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-from pyro_acp.partitions import PAD_LABEL, canonicalize
+from pyro_acp.data.partitions import PAD_LABEL, canonicalize
 
 
 @dataclass(frozen=True)
