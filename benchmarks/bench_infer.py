@@ -17,7 +17,7 @@ import torch
 
 import pyro_acp
 from pyro_acp.inference.infer import resolve_guide
-from pyro_acp.inference.sampling import estimate_log_prob
+from pyro_acp.inference.log_prob import estimate_log_prob
 from pyro_acp.models import CRPGaussianMixture
 
 VARIANTS = {

@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from pyro_acp.posteriors.posterior import ClusteringPosterior, expected_loss
+from pyro_acp.posteriors import ClusteringPosterior
+from pyro_acp.posteriors.point_estimate import expected_loss
 
 SETTINGS = [  # (N, S, K, flip)
     (200, 100, 6, 0.05),

@@ -19,8 +19,9 @@ import torch
 from pyro_acp import exact_posterior, heldout_ami, infer
 from pyro_acp.diagnostics.evaluation import close_cluster_sets
 from pyro_acp.diagnostics.metrics import total_variation
-from pyro_acp.inference.infer import find_guide, resolve_guide
+from pyro_acp.inference.infer import resolve_guide
 from pyro_acp.models import CRPGaussianMixture
+from pyro_acp.pretrained.registry import find_guide
 
 
 def n7_distances(model, guide, sets: list[torch.Tensor], num_samples: int, symmetrize: bool | None = None,

@@ -257,7 +257,7 @@ class ClusterwiseGuide(nn.Module):
     # ------------------------------------------------------------------ Pyro model / guide
     def model(self, batch: Batch) -> None:
         """p(z, b | x): prior over z per (data set, step) and Bernoulli joins, observed (teacher forcing)."""
-        pyro.module("clustering_guide", self)
+        pyro.module(self.pyro_name, self)
         enc = self.encode(batch)
         with poutine.scale(scale=1.0 / batch.batch_size), pyro.plate("steps", enc.available.shape[0]):
             z = pyro.sample("z", self.prior(enc.context).to_event(1))
@@ -267,10 +267,16 @@ class ClusterwiseGuide(nn.Module):
 
     def guide(self, batch: Batch) -> None:
         """q(z | b, x): the encoder, which sees which points join."""
-        pyro.module("clustering_guide", self)
+        pyro.module(self.pyro_name, self)
         enc = self.encode(batch)
         with poutine.scale(scale=1.0 / batch.batch_size), pyro.plate("steps", enc.available.shape[0]):
             pyro.sample("z", self.posterior(enc).to_event(1))
+
+    @property
+    def pyro_name(self) -> str:
+        """The name this guide's parameters register under in Pyro's parameter store: unique per instance, so
+        two guides trained in one process never share (or silently freeze) each other's parameters."""
+        return f"{type(self).__name__}_{id(self):x}"
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -19,9 +19,6 @@ the global RNG, so ``pyro.set_rng_seed`` makes unseeded simulations reproducible
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,76 +26,10 @@ import torch
 from torch import Tensor
 
 from pyro_acp.data.batch import Batch
-from pyro_acp.data.partitions import check_labels
+from pyro_acp.seeding import generator_rng, make_generator
+from pyro_acp.validation import check_labels, check_positive_int, check_vectors
 
 _REGISTRY: dict[str, type[GenerativeModel]] = {}
-
-
-def check_positive_int(value: Any, name: str) -> int:
-    """``value`` as an int >= 1, else ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_positive(value: Any, name: str) -> float:
-    """``value`` as a finite float > 0, else ValueError naming ``name``."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from err
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return value
-
-
-def check_beta_pair(value: Any, name: str) -> tuple[float, float]:
-    """A pair of positive Beta parameters (a, b)."""
-    try:
-        a, b = value
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a pair (a, b) of Beta parameters, got {value!r}") from err
-    return check_positive(a, f"{name}[0]"), check_positive(b, f"{name}[1]")
-
-
-def check_vectors(x: Any, dim: int, name: str = "x", min_points: int = 1) -> Tensor:
-    """One data set of vectors as a float tensor (N, dim), validated (shape, finiteness, size)."""
-    if not torch.is_tensor(x):
-        try:
-            x = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=torch.get_default_dtype())
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a tensor or array of shape (N, {dim})") from err
-    if not x.dtype.is_floating_point:
-        x = x.to(torch.get_default_dtype())
-    if x.dim() != 2 or x.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (N, {dim}) for this model, got {tuple(x.shape)}")
-    if x.shape[0] < min_points:
-        raise ValueError(f"{name} has {x.shape[0]} points; at least {min_points} needed")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return x
-
-
-def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` seeded with ``seed`` (or from the global RNG when None)."""
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, ()))
-    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer or None, got {seed!r}")
-    return torch.Generator(device=device).manual_seed(int(seed))
-
-
-@contextlib.contextmanager
-def generator_rng(generator: torch.Generator) -> Iterator[None]:
-    """Run the block on the global RNG seeded from ``generator``, restoring the global state after."""
-    device = generator.device
-    seed = int(torch.randint(0, 2**62, (), generator=generator, device=device))
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.random.default_generator.manual_seed(seed)
-        if cuda:
-            torch.cuda.manual_seed(seed)
-        yield
 
 
 def model_from_config(config: dict) -> GenerativeModel:

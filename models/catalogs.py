@@ -48,8 +48,10 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from pyro_acp.distributions import CRP
+from pyro_acp.seeding import make_generator
+from pyro_acp.validation import check_positive, check_positive_int, check_vectors
 
-from .base import GenerativeModel, check_positive, check_positive_int, check_vectors, make_generator
+from .base import GenerativeModel
 from .mixtures import gaussian_cluster_draws, gaussian_cluster_sites
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("procedural_rules.json")

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from pyro_acp.data.partitions import canonicalize, check_labels, cluster_sizes, enumerate_partitions
+from pyro_acp.validation import check_positive_int
 
 LABEL_ATTRIBUTE = "label"
 _NO_SHAPE = torch.Size()
@@ -157,11 +158,8 @@ class BalancedPartition(TorchDistribution):
     has_enumerate_support = True
 
     def __init__(self, num_blocks: int, num_points: int, validate_args: bool | None = None):
-        for name, value in (("num_blocks", num_blocks), ("num_points", num_points)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.num_blocks = num_blocks
-        self.num_points = num_points
+        self.num_blocks = check_positive_int(num_blocks, "num_blocks")
+        self.num_points = check_positive_int(num_points, "num_points")
         sizes = balanced_block_sizes(num_points, num_blocks)
         self._sizes = torch.tensor(sorted(sizes, reverse=True) + [0] * (num_points - len(sizes)))
         multiplicities = torch.bincount(torch.tensor(sizes))
@@ -240,8 +238,7 @@ def laplacian_positional_encoding(
     adjacency = _as_float_tensor(adjacency, "adjacency")
     if adjacency.dim() < 2 or adjacency.shape[-1] != adjacency.shape[-2]:
         raise ValueError(f"adjacency must have shape (..., N, N), got {tuple(adjacency.shape)}")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    dim = check_positive_int(dim, "dim")
     if mask is None:
         mask = torch.ones(adjacency.shape[:-1], dtype=torch.bool, device=adjacency.device)
     mask = mask.bool()

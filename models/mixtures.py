@@ -17,8 +17,9 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.distributions import CRP, MixtureOfFiniteMixtures, PitmanYor
+from pyro_acp.validation import check_positive, check_positive_int
 
-from .base import ExactLikelihood, GenerativeModel, check_positive, check_positive_int
+from .base import ExactLikelihood, GenerativeModel
 from .conjugate import gaussian_log_marginal, gaussian_log_predictive, gaussian_stats
 
 

@@ -24,8 +24,10 @@ from torch import Tensor
 from pyro_acp.data.batch import random_point_order
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.distributions import CRP
+from pyro_acp.seeding import generator_rng
+from pyro_acp.validation import check_beta_pair, check_positive, check_positive_int
 
-from .base import ExactLikelihood, GenerativeModel, check_beta_pair, check_positive, check_positive_int, generator_rng
+from .base import ExactLikelihood, GenerativeModel
 from .conjugate import block_log_marginal, block_log_predictive, block_stats, node_block_counts
 from .graphs import (
     BalancedPartition,

@@ -123,8 +123,8 @@ def _summary_row(name, post, truth, wall_time) -> dict:
 
 def initial_guide(model, init: str, output: str, resume: bool):
     """The guide of checkpoint ``init``, to fine-tune: it must suit ``model``; its file is never written."""
-    from pyro_acp.inference.infer import check_guide_matches
     from pyro_acp.pretrained.checkpoint import load_guide
+    from pyro_acp.pretrained.registry import check_guide_matches
 
     if resume:
         raise ValueError("--init starts a new run from other weights; --resume continues --output: pick one")

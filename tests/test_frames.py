@@ -8,7 +8,8 @@ from pyro_acp.data.partitions import enumerate_partitions
 from pyro_acp.diagnostics.metrics import total_variation
 from pyro_acp.guides import ACPS
 from pyro_acp.inference.frames import frames_for, num_frames, random_frames, sample_frames
-from pyro_acp.inference.sampling import estimate_log_prob, sample_partitions
+from pyro_acp.inference.log_prob import estimate_log_prob
+from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.models import SBM, CRPGaussianMixture
 
 

@@ -18,12 +18,8 @@ import torch  # noqa: E402
 from sklearn.metrics import mutual_info_score  # noqa: E402
 
 from pyro_acp.data.partitions import canonicalize, enumerate_partitions  # noqa: E402
-from pyro_acp.posteriors.posterior import (  # noqa: E402
-    ClusteringPosterior,
-    ExactPosterior,
-    _arviz_from_posterior,
-    expected_loss,
-)
+from pyro_acp.posteriors.point_estimate import expected_loss  # noqa: E402
+from pyro_acp.posteriors.posterior import ClusteringPosterior, ExactPosterior, _arviz_from_posterior  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- helpers

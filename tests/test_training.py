@@ -131,7 +131,7 @@ def test_infer_with_shipped_guide_and_bad_input():
 @pytest.mark.parametrize("z_proposal", ["prior", "encoder"])
 def test_log_prob_estimates_sum_to_one_over_all_partitions(z_proposal):
     from pyro_acp.data.partitions import enumerate_partitions
-    from pyro_acp.inference.sampling import estimate_log_prob
+    from pyro_acp.inference.log_prob import estimate_log_prob
 
     torch.manual_seed(0)
     guide = ACPS(2, 16).eval()
@@ -147,7 +147,8 @@ def test_encoder_proposal_keeps_importance_weights_healthy():
     q(z | joins) as proposal avoids it (shipped guide, a close-cluster set, N = 7)."""
     from pyro_acp.diagnostics.evaluation import close_cluster_sets
     from pyro_acp.inference.infer import importance_weights, resolve_guide
-    from pyro_acp.inference.sampling import estimate_log_prob, sample_partitions
+    from pyro_acp.inference.log_prob import estimate_log_prob
+    from pyro_acp.inference.sampling import sample_partitions
 
     model = CRPGaussianMixture()
     guide = resolve_guide(model, train=False).eval()

@@ -13,25 +13,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-PAD_LABEL = -1
-
-
-def check_labels(labels: Tensor, name: str = "labels") -> Tensor:
-    """Return ``labels`` as a LongTensor, raising ``ValueError`` for anything that is not a labelling."""
-    labels = torch.as_tensor(labels)
-    if labels.dtype.is_floating_point:
-        if not torch.isfinite(labels).all():
-            raise ValueError(f"{name} contains NaN or inf")
-        if (labels != labels.round()).any():
-            raise ValueError(f"{name} must hold integer cluster labels, got non-integer values")
-    if labels.dtype == torch.bool or labels.dim() == 0:
-        raise ValueError(f"{name} must be an integer tensor of shape (..., N), got {tuple(labels.shape)}")
-    labels = labels.long()
-    if labels.shape[-1] == 0:
-        raise ValueError(f"{name} is empty: a partition needs at least one point")
-    if (labels < PAD_LABEL).any():
-        raise ValueError(f"{name} must be non-negative (or {PAD_LABEL} for padding)")
-    return labels
+from pyro_acp.validation import PAD_LABEL, check_labels
 
 
 def canonicalize(labels: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize, cluster_sizes
 from pyro_acp.posteriors.posterior import ClusteringPosterior
+from pyro_acp.validation import check_int
 
 __all__ = [
     "SBCResult", "default_statistics", "ecdf_band", "plot_sbc", "rank_statistic", "sbc", "uniformity_pvalue",
@@ -115,12 +116,6 @@ class SBCResult:
         return plot_sbc(self, path=path, alpha=alpha)
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _posterior_draws(post: ClusteringPosterior, count: int, generator: torch.Generator) -> Tensor:
     """``count`` partitions from a posterior: resampled by weight when weighted, else evenly thinned."""
     if not isinstance(post, ClusteringPosterior):
@@ -160,9 +155,9 @@ def sbc(
     (the shipped guide's K passes at N = 30 with ``seed=0`` fixed, p = 0.10, and fails with a seed per call,
     p = 0.004: notebooks/03_checking_against_mcmc.ipynb).
     """
-    num_simulations = _check_int(num_simulations, "num_simulations", 1)
-    num_points = _check_int(num_points, "num_points", 1)
-    num_posterior_samples = _check_int(num_posterior_samples, "num_posterior_samples", 1)
+    num_simulations = check_int(num_simulations, "num_simulations", 1)
+    num_points = check_int(num_points, "num_points", 1)
+    num_posterior_samples = check_int(num_posterior_samples, "num_posterior_samples", 1)
     if not callable(posterior_fn):
         raise TypeError("posterior_fn must be a callable x -> ClusteringPosterior")
     statistics = default_statistics(model) if statistics is None else dict(statistics)

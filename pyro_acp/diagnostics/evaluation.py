@@ -7,7 +7,9 @@ from sklearn.metrics import adjusted_mutual_info_score
 
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.inference.frames import frames_for, sample_frames
-from pyro_acp.inference.sampling import estimate_log_prob, exact_log_joint, has_exact_log_joint, sample_partitions
+from pyro_acp.inference.log_prob import estimate_log_prob
+from pyro_acp.inference.sampling import sample_partitions
+from pyro_acp.protocols import exact_log_joint, has_collapsed_likelihood
 
 
 @torch.no_grad()
@@ -25,7 +27,7 @@ def map_partitions(
     num_points = x.shape[-2]
     frames = None if model is None else frames_for(model, num_points, num_samples, generator, x.device, symmetrize)
     samples = sample_partitions(guide, x, num_samples, mask=mask, generator=generator, frames=frames)
-    if rank_by_guide or not has_exact_log_joint(model):
+    if rank_by_guide or not has_collapsed_likelihood(model):
         score = estimate_log_prob(guide, x, samples, mask=mask, generator=generator, frames=frames,
                                   sample_frames=sample_frames(num_samples, frames, x.device), **estimate)
     else:

@@ -38,21 +38,12 @@ from pyro_acp.data.partitions import (
     check_labels,
     cluster_sizes,
     enumerate_partitions,
-    log_rising_factorial,
-    log_unsigned_stirling1,
 )
+from pyro_acp.validation import check_positive_int
 
-__all__ = [
-    "CRP",
-    "GibbsPartition",
-    "MixtureOfFiniteMixtures",
-    "PitmanYor",
-    "canonical_partition_labels",
-    "partition_labels",
-]
+__all__ = ["GibbsPartition", "canonical_partition_labels", "partition_labels"]
 
 MAX_ENUMERATE_POINTS = 12
-MAX_MFM_RATE = 1e4  # keeps the truncated V_n(t) sum (about 4 * rate terms) small
 
 
 # ---------------------------------------------------------------------------------------------- constraints
@@ -84,38 +75,6 @@ partition_labels = _PartitionLabels()
 canonical_partition_labels = _PartitionLabels(canonical=True)
 
 
-# ---------------------------------------------------------------------------------------------- validation
-
-
-def _scalar(value: Any, name: str) -> float:
-    """A finite real scalar as a float, else ValueError naming ``name``."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    if torch.is_tensor(value):
-        if value.numel() != 1 or value.dim() > 0:
-            raise ValueError(f"{name} must be a scalar (only scalar hyperparameters are supported), "
-                             f"got shape {tuple(value.shape)}")
-        value = value.item()
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {out}")
-    return out
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if torch.is_tensor(value) and value.dim() == 0 and not value.dtype.is_floating_point:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
-    return value
-
-
 def _dtype_device(*params: Any) -> tuple[torch.dtype, torch.device]:
     """dtype and device of the first floating tensor hyperparameter, else the defaults."""
     for p in params:
@@ -142,7 +101,7 @@ class GibbsPartition(TorchDistribution):
 
     def __init__(self, num_points: int, dtype: torch.dtype, device: torch.device,
                  validate_args: bool | None = None):
-        self.num_points = _positive_int(num_points, "num_points")
+        self.num_points = check_positive_int(num_points, "num_points")
         self._dtype = dtype
         self._device = device
         self._tables: dict[torch.device, Tensor] = {}
@@ -333,7 +292,7 @@ class GibbsPartition(TorchDistribution):
 
     def num_clusters_distribution(self, num_points: int | None = None) -> Tensor:
         """Exact P(K = k), k = 0..N, as a float64 tensor (N+1,) (default N: ``num_points``)."""
-        n = self.num_points if num_points is None else _positive_int(num_points, "num_points")
+        n = self.num_points if num_points is None else check_positive_int(num_points, "num_points")
         return self._log_num_clusters_distribution(n).exp()
 
     def expected_num_clusters(self, num_points: int | None = None) -> float:
@@ -343,80 +302,6 @@ class GibbsPartition(TorchDistribution):
 
 
 # ---------------------------------------------------------------------------------------------- Pitman-Yor
-
-
-class PitmanYor(GibbsPartition):
-    """Two-parameter Pitman-Yor (Ewens-Pitman) partition: discount in [0, 1), alpha > -discount.
-
-    Sequential seating: the point after n others joins a block of size m with probability (m - d)/(alpha + n)
-    and opens a new block with probability (alpha + K d)/(alpha + n). With discount 0 this is the CRP and the
-    fast vectorised sampler of :class:`CRP` is used; otherwise sampling loops over the N points, each step
-    vectorised over all partitions.
-    """
-
-    def __init__(self, alpha: float | Tensor, discount: float | Tensor, num_points: int,
-                 validate_args: bool | None = None):
-        self.alpha = _scalar(alpha, "alpha")
-        self.discount = _scalar(discount, "discount")
-        self._check_params()
-        self.size_shift = -self.discount
-        super().__init__(num_points, *_dtype_device(alpha, discount), validate_args=validate_args)
-
-    def _check_params(self) -> None:
-        if not 0.0 <= self.discount < 1.0:
-            raise ValueError(f"discount must lie in [0, 1), got {self.discount}")
-        if not self.alpha > -self.discount:
-            raise ValueError(f"alpha must be > -discount = {-self.discount}, got {self.alpha}")
-
-    def _params(self) -> dict[str, float]:
-        return {"alpha": self.alpha, "discount": self.discount}
-
-    def _build_table(self, size: int, device: torch.device) -> Tensor:
-        """S[j] = sum_{i=1}^{j} log(alpha + i d) for j = 0..size."""
-        i = torch.arange(1, size + 1, dtype=torch.float64, device=device)
-        terms = torch.log(self.alpha + self.discount * i)
-        return torch.cat([terms.new_zeros(1), terms.cumsum(0)])
-
-    def _log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
-        n = torch.as_tensor(n, dtype=torch.float64)
-        k = torch.as_tensor(k, device=n.device)
-        table = self._table(bound, k.device)
-        kk = k.long().clamp(1, table.shape[0]) - 1
-        denom = log_rising_factorial(torch.tensor(self.alpha + 1.0, dtype=torch.float64), n.clamp(min=1) - 1)
-        value = table[kk] - denom
-        valid = (k >= 1) & (k <= n)
-        empty = (k == 0) & (n == 0)
-        return torch.where(valid, value, torch.where(empty, 0.0, -math.inf))
-
-    def _opening_probabilities(self) -> np.ndarray:
-        """(alpha + t d) / (alpha + i) (row 0: the first point always opens)."""
-        ts = np.arange(self.num_points + 1, dtype=np.float64)
-        steps = np.arange(1, self.num_points, dtype=np.float64)[:, None]
-        rest = (self.alpha + self.discount * ts) / (self.alpha + steps)
-        return np.concatenate([np.ones((1, self.num_points + 1)), rest])
-
-    def _sample_flat(self, num: int) -> Tensor:
-        if self.discount == 0.0:
-            return _crp_sample(self.alpha, num, self.num_points, self._device)
-        return super()._sample_flat(num)
-
-
-def _crp_sample(alpha: float, num: int, num_points: int, device: torch.device) -> Tensor:
-    """(num, N) exact CRP draws with no loop over points.
-
-    Point i opens a table with probability alpha / (alpha + i), otherwise it copies the table of a uniformly
-    chosen earlier point (probability n_c / (alpha + i) for table c). Following the copy pointers to their
-    roots (pointer jumping, ceil(log2 N) gathers) finds each point's table; the root is the table's first
-    point, so a cumulative count of roots numbers tables by first appearance.
-    """
-    i = torch.arange(num_points, device=device)
-    u = torch.rand(num, num_points, dtype=torch.float64, device=device)
-    opens = u * (alpha + i) < alpha
-    parent = (torch.rand(num, num_points, dtype=torch.float64, device=device) * i).long()
-    parent = torch.minimum(parent, (i - 1).clamp(min=0))
-    pointer = torch.where(opens, i, parent)
-    table_number = opens.long().cumsum(1) - 1
-    return table_number.gather(1, _resolve_pointers(pointer))
 
 
 def _markov_openings(probs: np.ndarray, u: Tensor) -> Tensor:
@@ -439,118 +324,3 @@ def _resolve_pointers(pointer: Tensor) -> Tensor:
     for _ in range(max(1, math.ceil(math.log2(pointer.shape[-1])))):
         pointer = pointer.gather(-1, pointer)
     return pointer
-
-
-class CRP(PitmanYor):
-    """Chinese restaurant process CRP(alpha), alpha > 0: the Pitman-Yor partition with discount 0.
-
-    EPPF alpha^K prod_k (n_k - 1)! / (alpha)_N. Sampling is fully vectorised (see ``_crp_sample``).
-    """
-
-    def __init__(self, alpha: float | Tensor, num_points: int, validate_args: bool | None = None):
-        super().__init__(alpha, 0.0, num_points, validate_args=validate_args)
-
-    def _check_params(self) -> None:
-        if not self.alpha > 0.0:
-            raise ValueError(f"alpha must be > 0 for the CRP, got {self.alpha}")
-
-    def _params(self) -> dict[str, float]:
-        return {"alpha": self.alpha}
-
-    def _log_num_clusters_distribution(self, num_points: int) -> Tensor:
-        """log P(K = k) = k log alpha + log |s(N, k)| - log (alpha)_N (unsigned Stirling numbers)."""
-        ks = torch.arange(num_points + 1, dtype=torch.float64)
-        log_norm = log_rising_factorial(torch.tensor(self.alpha, dtype=torch.float64),
-                                        torch.tensor(float(num_points), dtype=torch.float64))
-        return ks * math.log(self.alpha) + log_unsigned_stirling1(num_points) - log_norm
-
-    def expected_num_clusters(self, num_points: int | None = None) -> float:
-        """E[K] = sum_{i<N} alpha / (alpha + i)."""
-        n = self.num_points if num_points is None else _positive_int(num_points, "num_points")
-        return float((self.alpha / (self.alpha + torch.arange(n, dtype=torch.float64))).sum())
-
-
-# ---------------------------------------------------------------------------------------------- MFM
-
-
-_MFM_TABLES: dict[tuple[float, float], tuple[Tensor, Tensor]] = {}
-_MFM_TABLE_STEP = 64
-
-
-def _mfm_tables(rate: float, gamma: float, n_max: int) -> tuple[Tensor, Tensor]:
-    """log V_n(t) (n, t <= n_max) and the opening probabilities (i < n_max, t <= n_max), float64, CPU.
-
-    Sliced from the largest tables built so far for (rate, gamma); sizes are rounded up to a multiple of 64, so
-    models drawing a new N per data set reuse one table. Opening probability: gamma V_{i+1}(t+1) / V_i(t).
-    """
-    cached = _MFM_TABLES.get((rate, gamma))
-    if cached is None or cached[0].shape[0] <= n_max:
-        log_v = _build_mfm_log_v_table(rate, gamma, _MFM_TABLE_STEP * math.ceil((n_max + 1) / _MFM_TABLE_STEP))
-        p_open = torch.nan_to_num((math.log(gamma) + log_v[1:, 1:] - log_v[:-1, :-1]).exp(), nan=0.0)
-        cached = _MFM_TABLES[(rate, gamma)] = (log_v, p_open)
-    return cached[0][: n_max + 1, : n_max + 1], cached[1][:n_max, : n_max + 1]
-
-
-def _build_mfm_log_v_table(rate: float, gamma: float, n_max: int) -> Tensor:
-    """log V_n(t) for n, t = 0..n_max (Miller & Harrison), float64 on CPU; entries with t > n are junk.
-
-    The last row V_{n_max}(t) = sum_{k >= 1} k!/(k-t)! / (gamma k)_{n_max} p(k), p(k) the Poisson(rate) law of
-    k - 1, is a truncated sum: for k >= max(2 n_max, 4 rate) successive terms shrink by a factor <= 1/2 (ratio
-    <= rate/k * (k+1)/(k+1-t)), so stopping 100 terms later leaves a relative error below 2^-99. The other
-    rows follow from V_n(t) = (n + gamma t) V_{n+1}(t) + gamma V_{n+1}(t+1), a sum of positive terms (stable).
-    """
-    k_max = math.ceil(max(2 * n_max, 4 * rate)) + 100
-    k = torch.arange(1, k_max + 1, dtype=torch.float64)
-    log_pk = -rate + (k - 1) * math.log(rate) - torch.lgamma(k)
-    t = torch.arange(n_max + 1, dtype=torch.float64)
-    falls = k >= t.unsqueeze(-1)
-    log_fall = torch.where(falls, torch.lgamma(k + 1) - torch.lgamma((k - t.unsqueeze(-1)).clamp(min=0) + 1),
-                           -math.inf)
-    log_rise = torch.lgamma(gamma * k + n_max) - torch.lgamma(gamma * k)
-    rows = [torch.logsumexp(log_fall + log_pk - log_rise, dim=-1)]
-    minus_inf = torch.tensor([-math.inf], dtype=torch.float64)
-    for n in range(n_max - 1, -1, -1):
-        above = rows[-1]
-        rows.append(torch.logaddexp(torch.log(n + gamma * t) + above,
-                                    math.log(gamma) + torch.cat([above[1:], minus_inf])))
-    return torch.stack(rows[::-1])
-
-
-class MixtureOfFiniteMixtures(GibbsPartition):
-    """Partition of a mixture of finite mixtures (Miller & Harrison 2018).
-
-    K - 1 ~ Poisson(num_components_rate), weights ~ Dirichlet(gamma, ..., gamma), labels i.i.d. from the
-    weights, labels forgotten. EPPF V_n(t) prod_c gamma^(n_c) (rising factorials); its restaurant process joins
-    a block of size m with weight (m + gamma) V_{n+1}(t) and opens one with weight gamma V_{n+1}(t+1).
-    Sampling loops over the N points, each step vectorised over all partitions. Defaults: rate 3, gamma 1.
-    """
-
-    def __init__(self, num_points: int, num_components_rate: float | Tensor = 3.0, gamma: float | Tensor = 1.0,
-                 validate_args: bool | None = None):
-        self.num_components_rate = _scalar(num_components_rate, "num_components_rate")
-        self.gamma = _scalar(gamma, "gamma")
-        if not 0.0 < self.num_components_rate <= MAX_MFM_RATE:
-            raise ValueError(f"num_components_rate must lie in (0, {MAX_MFM_RATE:g}], got {self.num_components_rate}")
-        if not self.gamma > 0.0:
-            raise ValueError(f"gamma must be > 0, got {self.gamma}")
-        self.size_shift = self.gamma
-        super().__init__(num_points, *_dtype_device(num_components_rate, gamma), validate_args=validate_args)
-
-    def _params(self) -> dict[str, float]:
-        return {"num_components_rate": self.num_components_rate, "gamma": self.gamma}
-
-    def _build_table(self, size: int, device: torch.device) -> Tensor:
-        return _mfm_tables(self.num_components_rate, self.gamma, size)[0].to(device)
-
-    def _opening_probabilities(self) -> np.ndarray:
-        n = self.num_points
-        return _mfm_tables(self.num_components_rate, self.gamma, n + 1)[1][:n].numpy()
-
-    def _log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
-        n = torch.as_tensor(n, dtype=torch.float64)
-        k = torch.as_tensor(k, device=n.device)
-        table = self._table(bound, k.device)
-        top = table.shape[0] - 1
-        value = table[n.long().clamp(0, top), k.long().clamp(0, top)] + k * math.log(self.gamma)
-        valid = (k <= n) & ((k >= 1) | (n == 0))
-        return torch.where(valid, value, -math.inf)

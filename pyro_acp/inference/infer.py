@@ -9,13 +9,8 @@ dimension is never used silently.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,10 +18,13 @@ from torch import Tensor
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.guides import ACPS, ClusterwiseGuide
 from pyro_acp.inference.frames import frames_for, sample_frames
-from pyro_acp.inference.sampling import estimate_log_prob as guide_log_prob
-from pyro_acp.inference.sampling import exact_log_joint, has_exact_log_joint, sample_partitions
+from pyro_acp.inference.log_prob import estimate_log_prob as guide_log_prob
+from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.posteriors.posterior import ClusteringPosterior
-from pyro_acp.pretrained.checkpoint import load_guide, read_card
+from pyro_acp.pretrained.checkpoint import load_guide
+from pyro_acp.pretrained.registry import cache_dir, check_guide_matches, find_guide, model_key
+from pyro_acp.protocols import exact_log_joint, has_collapsed_likelihood
+from pyro_acp.validation import check_positive_int
 
 #: Architecture and schedule of guides trained on demand (sized for a CPU in minutes, not hours).
 ON_DEMAND_GUIDE = {"hidden_dim": 64}
@@ -37,50 +35,6 @@ ON_DEMAND_TRAINING = {"steps": 3000, "batch_size": 32, "num_particles": 8, "lr":
 REWEIGHT_ANCHORS = 10
 REWEIGHT_MIN_ORDERS = 8
 REWEIGHT_MIN_Z = 8
-
-
-def cache_dir() -> Path:
-    """Where guides trained on demand are kept (``$PYRO_ACP_CACHE`` or ``~/.cache/pyro_acp``)."""
-    root = os.environ.get("PYRO_ACP_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pyro_acp"
-    )
-    return Path(root)
-
-
-def model_key(model) -> str:
-    """Stable short hash of a model's config (type + hyperparameters)."""
-    text = json.dumps(model.config(), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def pretrained_guides() -> list[Path]:
-    """Weights files of the pretrained guides shipped inside the package."""
-    folder = resources.files("pyro_acp.pretrained")
-    return sorted(Path(str(p)) for p in folder.iterdir() if str(p).endswith(".pt"))
-
-
-def find_guide(model) -> Path | None:
-    """A shipped or cached guide trained for exactly this model, if any."""
-    candidates = pretrained_guides() + sorted(cache_dir().glob(f"{type(model).__name__}-{model_key(model)}*.pt"))
-    for path in candidates:
-        try:
-            card = read_card(path)
-        except ValueError:
-            continue
-        if card.get("model") == model.config() and card["guide"].get("data_dim") == model.data_dim:
-            return path
-    return None
-
-
-def check_guide_matches(model, guide: ClusterwiseGuide, card: dict[str, Any] | None = None) -> None:
-    """Raise when a guide cannot serve this model (data dimension, or recorded model config)."""
-    if guide.data_dim != model.data_dim:
-        raise ValueError(f"the guide expects {guide.data_dim}-D points but the model's data are {model.data_dim}-D")
-    if card is not None and card.get("model") not in (None, model.config()):
-        raise ValueError(
-            f"the guide was trained for {card['model']}, not for {model.config()}; "
-            "train one for this model with pyro_acp.train or `pyro-acp train`"
-        )
 
 
 def resolve_guide(model, guide=None, train: bool = True, device=None, seed=None, progress_bar=True):
@@ -194,8 +148,7 @@ def infer(
             then None): the samples, co-clustering, K and the MAP (by the exact log joint) do not need them,
             and at N = 1,000 they are most of the cost.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    num_samples = check_positive_int(num_samples, "num_samples")
     x = model.check_data(data)
     if model.num_points_of(x) < 2:
         raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
@@ -205,7 +158,7 @@ def infer(
         )
     if reweight and not estimate_log_prob:
         raise ValueError("reweight=True needs the log-probability estimates; drop estimate_log_prob=False")
-    if reweight and not has_exact_log_joint(model):
+    if reweight and not has_collapsed_likelihood(model):
         raise ValueError(f"reweight=True needs a model with an exact log joint p(partition, x); "
                          f"{type(model).__name__} has none")
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar)

@@ -16,29 +16,13 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import bell_number, enumerate_partitions
 from pyro_acp.posteriors.posterior import ExactPosterior
+from pyro_acp.protocols import require_collapsed
+from pyro_acp.validation import check_positive_int
 
 MAX_EXACT_POINTS = 10
 DEFAULT_CHUNK_SIZE = 8192
 
-__all__ = ["MAX_EXACT_POINTS", "exact_posterior", "check_conjugate"]
-
-
-def check_conjugate(model: Any, caller: str) -> None:
-    """TypeError unless ``model`` has the exact collapsed likelihood methods conjugate inference needs."""
-    needed = ("log_joint", "log_marginal_likelihood", "check_data", "partition_prior")
-    missing = [name for name in needed if not callable(getattr(model, name, None))]
-    if missing:
-        raise TypeError(
-            f"{caller} needs a conjugate model with an exact collapsed likelihood (methods "
-            f"{', '.join(needed)}); {type(model).__name__} lacks {', '.join(missing)}. Conjugate models: "
-            "CRPGaussianMixture, PitmanYorGaussianMixture, MFMGaussianMixture, SBM, LogDegreeSBM"
-        )
-
-
-def _check_chunk_size(chunk_size: Any) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return chunk_size
+__all__ = ["MAX_EXACT_POINTS", "exact_posterior"]
 
 
 def _scores(model: Any, data: Tensor, partitions: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
@@ -62,8 +46,8 @@ def exact_posterior(model: Any, x: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) ->
     :class:`~pyro_acp.posteriors.posterior.ExactPosterior` with ``.partitions`` (M, N), ``.probs`` (M,), the log
     likelihood and log joint of every partition, and method "exact".
     """
-    check_conjugate(model, "exact_posterior")
-    chunk_size = _check_chunk_size(chunk_size)
+    require_collapsed(model, "exact_posterior")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
     began = time.perf_counter()
     data = model.check_data(x)
     num_points = int(model.num_points_of(data)) if hasattr(model, "num_points_of") else int(data.shape[0])

@@ -44,7 +44,8 @@ from pyro_acp.models.conjugate import (
     gaussian_log_predictive,
 )
 from pyro_acp.posteriors.posterior import ClusteringPosterior
-from pyro_acp.reference.exact import check_conjugate
+from pyro_acp.protocols import require_collapsed
+from pyro_acp.validation import check_int
 
 __all__ = ["CollapsedGibbs", "gibbs"]
 
@@ -278,7 +279,7 @@ def _likelihood_for(model: Any, data: Tensor, num_chains: int = 1) -> _GaussianL
     from pyro_acp.models.mixtures import GaussianMixture
     from pyro_acp.models.sbm import SBM
 
-    check_conjugate(model, "collapsed Gibbs")
+    require_collapsed(model, "collapsed Gibbs")
     prior = model.partition_prior(1)
     if not callable(getattr(prior, "seating_log_weights", None)):
         raise TypeError(
@@ -299,12 +300,6 @@ def _likelihood_for(model: Any, data: Tensor, num_chains: int = 1) -> _GaussianL
         f"collapsed Gibbs supports the conjugate Gaussian mixtures (CRP / Pitman-Yor / MFM) and the "
         f"Beta-Bernoulli SBM; got {type(model).__name__}"
     )
-
-
-def _check_count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- the kernel
@@ -337,12 +332,12 @@ class CollapsedGibbs(MCMCKernel):
         seed: int | None = None,
         sweeps: int = 1,
     ) -> None:
-        check_conjugate(model, "collapsed Gibbs")
+        require_collapsed(model, "collapsed Gibbs")
         self.model = model
-        self.num_chains = _check_count(num_chains, "num_chains", 1)
+        self.num_chains = check_int(num_chains, "num_chains", 1)
         self.split_merge = bool(split_merge)
-        self.restricted_scans = _check_count(restricted_scans, "restricted_scans", 0)
-        self.sweeps = _check_count(sweeps, "sweeps", 0)
+        self.restricted_scans = check_int(restricted_scans, "restricted_scans", 0)
+        self.sweeps = check_int(sweeps, "sweeps", 0)
         if self.sweeps == 0 and not self.split_merge:
             raise ValueError("sweeps=0 needs split_merge=True: the kernel would never move")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -608,11 +603,11 @@ def gibbs(
     partitions (chain-major), their chain ids, log joint and log likelihood (for ESS / R-hat) and the wall
     time. Supported: CRP / Pitman-Yor / MFM Gaussian mixtures and the Beta-Bernoulli SBM.
     """
-    num_samples = _check_count(num_samples, "num_samples", 1)
-    warmup_steps = _check_count(warmup_steps, "warmup_steps", 0)
-    num_chains = _check_count(num_chains, "num_chains", 1)
+    num_samples = check_int(num_samples, "num_samples", 1)
+    warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
+    num_chains = check_int(num_chains, "num_chains", 1)
     began = time.perf_counter()
-    check_conjugate(model, "collapsed Gibbs")
+    require_collapsed(model, "collapsed Gibbs")
     data = model.check_data(x)
     _likelihood_for(model, data)  # fail early on unsupported models
     kernel = CollapsedGibbs(model, num_chains=num_chains, split_merge=split_merge, seed=seed)

@@ -15,10 +15,8 @@ sticks is (α / (1 + α))^(T-1) for the CRP).
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pyro
@@ -32,6 +30,8 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.posteriors.posterior import ClusteringPosterior
+from pyro_acp.seeding import forked_rng, resolve_seed
+from pyro_acp.validation import check_int
 
 __all__ = ["nuts", "stick_breaking_mixture", "stick_breaking_weights"]
 
@@ -79,18 +79,6 @@ def _recover_labels(x: Tensor, beta: Tensor, means: Tensor, sigma: float) -> Ten
     return torch.cat(out).reshape(beta.shape[0], x.shape[0])
 
 
-@contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed torch's RNGs (what Pyro's NUTS and infer_discrete draw from) for the block, restoring them after."""
-    if seed is None:
-        yield
-        return
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield
-
-
 def _stick_parameters(model: Any) -> tuple[float, float]:
     """(alpha, discount) of a CRP or Pitman-Yor Gaussian mixture, else TypeError."""
     from pyro_acp.models.mixtures import CRPGaussianMixture, PitmanYorGaussianMixture
@@ -103,12 +91,6 @@ def _stick_parameters(model: Any) -> tuple[float, float]:
         "nuts needs a stick-breaking Gaussian mixture: CRPGaussianMixture or PitmanYorGaussianMixture; "
         f"got {type(model).__name__} (use pyro_acp.mcmc.gibbs for other conjugate models)"
     )
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def _initial_values(x: Tensor, alpha: float, discount: float, truncation: int, generator: torch.Generator) -> dict:
@@ -141,19 +123,17 @@ def nuts(
     ``model``, and the wall time.
     """
     alpha, discount = _stick_parameters(model)
-    num_samples = _check_int(num_samples, "num_samples", 1)
-    warmup_steps = _check_int(warmup_steps, "warmup_steps", 0)
-    truncation = _check_int(truncation, "truncation", 2)
-    num_chains = _check_int(num_chains, "num_chains", 1)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    num_samples = check_int(num_samples, "num_samples", 1)
+    warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
+    truncation = check_int(truncation, "truncation", 2)
+    num_chains = check_int(num_chains, "num_chains", 1)
+    seed = resolve_seed(seed)
     data = model.check_data(x).to(torch.get_default_dtype())
     began = time.perf_counter()
     program_args = (data, alpha, discount, truncation, float(model.sigma), float(model.mean_scale))
     labels = []
     for chain in range(num_chains):
-        chain_seed = None if seed is None else seed + 7919 * chain
-        with _seeded(chain_seed, data.device):
+        with forked_rng(seed + 7919 * chain, data.device):
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
             init = _initial_values(data, alpha, discount, truncation, generator)
             kernel = NUTS(stick_breaking_mixture, max_plate_nesting=1, jit_compile=jit_compile,

@@ -1,0 +1,208 @@
+"""One home for checking what users pass in: integers, numbers, data arrays, labels, weights and seeds.
+
+Every check returns the value in the form the library uses (an ``int``, a ``float``, a tensor) or raises a
+``ValueError`` / ``TypeError`` whose message names the argument and says what was expected and what came.
+Nothing here imports the rest of the package, so every module can use it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+PAD_LABEL = -1
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+def _as_python_int(value: Any) -> Any:
+    """0-dim integer tensors and numpy integers as Python ints; anything else unchanged."""
+    if torch.is_tensor(value) and value.dim() == 0 and not value.dtype.is_floating_point and value.dtype != torch.bool:
+        return int(value.item())
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+    """``value`` as an int (Python or numpy integer, or a 0-dim integer tensor; not a bool), >= ``minimum``."""
+    value = _as_python_int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        expected = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` as an int >= 1, else ValueError naming ``name``."""
+    value = _as_python_int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_scalar(value: Any, name: str) -> float:
+    """A finite real scalar (Python number or 1-element 0-dim tensor) as a float."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    if torch.is_tensor(value):
+        if value.numel() != 1 or value.dim() > 0:
+            raise ValueError(f"{name} must be a scalar (only scalar hyperparameters are supported), "
+                             f"got shape {tuple(value.shape)}")
+        value = value.item()
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {out}")
+    return out
+
+
+def check_positive(value: Any, name: str) -> float:
+    """``value`` as a finite float > 0, else ValueError naming ``name``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from err
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+def check_beta_pair(value: Any, name: str) -> tuple[float, float]:
+    """A pair of positive Beta parameters (a, b)."""
+    try:
+        a, b = value
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a pair (a, b) of Beta parameters, got {value!r}") from err
+    return check_positive(a, f"{name}[0]"), check_positive(b, f"{name}[1]")
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (case-insensitive), lower-cased."""
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value.lower()
+
+
+def check_seed(seed: Any) -> int | None:
+    """An integer seed (>= 0) or None."""
+    if seed is None:
+        return None
+    seed = _as_python_int(seed)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed}")
+    return seed
+
+
+# ---------------------------------------------------------------------------------------------- data
+def check_vectors(x: Any, dim: int, name: str = "x", min_points: int = 1) -> Tensor:
+    """One data set of vectors as a float tensor (N, dim), validated (shape, finiteness, size)."""
+    if not torch.is_tensor(x):
+        try:
+            x = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=torch.get_default_dtype())
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be a tensor or array of shape (N, {dim})") from err
+    if not x.dtype.is_floating_point:
+        x = x.to(torch.get_default_dtype())
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (N, {dim}) for this model, got {tuple(x.shape)}")
+    if x.shape[0] < min_points:
+        raise ValueError(f"{name} has {x.shape[0]} points; at least {min_points} needed")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------- partitions
+def check_labels(labels: Any, name: str = "labels") -> Tensor:
+    """``labels`` as a LongTensor (..., N) of cluster labels >= 0 (or -1 for padding)."""
+    labels = torch.as_tensor(labels)
+    if labels.dtype.is_floating_point:
+        if not torch.isfinite(labels).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        if (labels != labels.round()).any():
+            raise ValueError(f"{name} must hold integer cluster labels, got non-integer values")
+    if labels.dtype == torch.bool or labels.dim() == 0:
+        raise ValueError(f"{name} must be an integer tensor of shape (..., N), got {tuple(labels.shape)}")
+    labels = labels.long()
+    if labels.shape[-1] == 0:
+        raise ValueError(f"{name} is empty: a partition needs at least one point")
+    if (labels < PAD_LABEL).any():
+        raise ValueError(f"{name} must be non-negative (or {PAD_LABEL} for padding)")
+    return labels
+
+
+def check_partition_rows(samples: Any, name: str = "samples") -> Tensor:
+    """(S, N) unpadded labellings on the CPU, one partition per row (not yet canonical)."""
+    if isinstance(samples, (list, tuple)) and len(samples) == 0:
+        raise ValueError(f"{name} is empty: at least one partition is needed")
+    try:
+        samples = torch.as_tensor(np.asarray(samples) if not isinstance(samples, Tensor) else samples)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be an integer array of shape (S, N): {err}") from err
+    if samples.dim() != 2:
+        raise ValueError(
+            f"{name} must be 2-D of shape (S, N) (one partition per row), got shape {tuple(samples.shape)}"
+            + ("; use samples[None] for a single partition" if samples.dim() == 1 else "")
+        )
+    if samples.shape[0] == 0:
+        raise ValueError(f"{name} is empty: at least one partition is needed")
+    samples = check_labels(samples.cpu(), name)
+    if (samples < 0).any():
+        raise ValueError(f"{name} contains negative labels; posterior partitions cannot be padded")
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------- per-sample values
+def check_vector(value: Any, name: str, length: int, allow_neg_inf: bool = False) -> Tensor | None:
+    """Optional (length,) float64 vector with no NaN (and no inf unless ``allow_neg_inf`` permits -inf)."""
+    if value is None:
+        return None
+    value = torch.as_tensor(value).detach().cpu()
+    if value.dtype == torch.bool or value.dtype.is_complex:
+        raise TypeError(f"{name} must be a real-valued vector, got dtype {value.dtype}")
+    value = value.to(torch.float64)
+    if value.shape != (length,):
+        raise ValueError(f"{name} must have shape ({length},) to match the samples, got {tuple(value.shape)}")
+    if torch.isnan(value).any():
+        raise ValueError(f"{name} contains NaN")
+    bad = torch.isposinf(value) | (torch.isneginf(value) & (not allow_neg_inf))
+    if bad.any():
+        raise ValueError(f"{name} contains inf")
+    return value
+
+
+def check_weights(weights: Any, length: int, name: str = "weights") -> Tensor | None:
+    """Optional non-negative (length,) weights, returned normalised to sum to one."""
+    weights = check_vector(weights, name, length)
+    if weights is None:
+        return None
+    if (weights < 0).any():
+        raise ValueError(f"{name} must be non-negative")
+    total = weights.sum()
+    if not total > 0:
+        raise ValueError(f"{name} sum to zero")
+    return weights / total
+
+
+def check_chain(chain: Any, length: int) -> Tensor | None:
+    """Optional (length,) non-negative integer chain indices."""
+    if chain is None:
+        return None
+    chain = torch.as_tensor(chain).cpu()
+    if chain.dtype.is_floating_point or chain.dtype == torch.bool:
+        raise TypeError(f"chain must hold integer chain indices, got dtype {chain.dtype}")
+    if chain.shape != (length,):
+        raise ValueError(f"chain must have shape ({length},) to match the samples, got {tuple(chain.shape)}")
+    if (chain < 0).any():
+        raise ValueError("chain indices must be non-negative")
+    return chain.long()
