@@ -51,7 +51,7 @@ class QualityClock:
     def evaluate(self, step: int) -> None:
         wall, cpu = self.training_seconds()
         pause_wall, pause_cpu = time.perf_counter(), time.process_time()
-        ami = heldout_ami(self.model, self.guide, self.num_datasets, num_points=(50, 200),
+        ami = heldout_ami(self.model, self.guide, num_datasets=self.num_datasets, num_points=(50, 200),
                           num_samples=self.num_samples)
         self.paused_wall += time.perf_counter() - pause_wall
         self.paused_cpu += time.process_time() - pause_cpu
@@ -93,9 +93,9 @@ def main() -> None:
                     num_points=(50, 200), progress_bar=False, validate_every=0, compile=args.compile)
     probe = GUIDES[args.guide](2, hidden_dim=args.hidden_dim)
     if args.compile:
-        train(model, probe, 1, seed=args.seed, **settings)  # compiling is not part of the per-step probe
+        train(model, probe, steps=1, seed=args.seed, **settings)  # compiling is not part of the per-step probe
     began = time.process_time()
-    train(model, probe, 4, seed=args.seed, **settings)
+    train(model, probe, steps=4, seed=args.seed, **settings)
     per_step = (time.process_time() - began) / torch.get_num_threads() / 4  # CPU time: robust to other jobs
     steps = max(10, int(args.minutes * 60 / per_step))  # the schedule's length; training stops at the budget
     print(f"{args.guide} width {args.hidden_dim}, {args.num_particles} particles, batch {args.batch_size}: "
@@ -105,8 +105,8 @@ def main() -> None:
     guide = GUIDES[args.guide](2, hidden_dim=args.hidden_dim)
     clock = QualityClock(model, guide, args.minutes * 60, args.eval_every * 60, args.num_datasets, args.num_samples)
     try:
-        train(model, guide, steps, seed=args.seed, checkpoint=args.checkpoint, checkpoint_every=max(1, steps // 10),
-              callback=clock, **settings)
+        train(model, guide, steps=steps, seed=args.seed, checkpoint=args.checkpoint,
+              checkpoint_every=max(1, steps // 10), callback=clock, **settings)
     except TimeUp:
         pass
     if not clock.points or clock.points[-1]["step"] != clock.last_step:

@@ -53,13 +53,14 @@ def main() -> None:
     guide = resolve_guide(model, train=False)
     began = time.perf_counter()
     figures = {
-        "heldout_ami_map": heldout_ami(model, guide, 50, num_points=(50, 200), num_samples=100),
-        "heldout_ami_map_ranked_by_guide_estimate": heldout_ami(model, guide, 50, num_points=(50, 200),
+        "heldout_ami_map": heldout_ami(model, guide, num_datasets=50, num_points=(50, 200), num_samples=100),
+        "heldout_ami_map_ranked_by_guide_estimate": heldout_ami(model, guide, num_datasets=50, num_points=(50, 200),
                                                                 num_samples=20, rank_by_guide=True),
         # beyond the training range (N < 200)
-        "heldout_ami_map_n500_1000": heldout_ami(model, guide, 20, num_points=(500, 1000), num_samples=100),
-        "heldout_ami_map_data_as_given": heldout_ami(model, guide, 50, num_points=(50, 200), num_samples=100,
-                                                     symmetrize=False),
+        "heldout_ami_map_n500_1000": heldout_ami(model, guide, num_datasets=20, num_points=(500, 1000),
+                                                 num_samples=100),
+        "heldout_ami_map_data_as_given": heldout_ami(model, guide, num_datasets=50, num_points=(50, 200),
+                                                     num_samples=100, symmetrize=False),
     }
     simulated = [model.simulate(1, num_points=7, seed=9000 + i).unpadded(0)[0] for i in range(20)]
     close = close_cluster_sets(10)

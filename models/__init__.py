@@ -6,7 +6,7 @@ num_points=(lo, hi), seed=None, device=None) -> Batch``, ``config()``, ``check_d
 ``log_predictive`` (see :mod:`pyro_acp.models.conjugate`).
 """
 
-from .base import GenerativeModel, model_from_config
+from .base import GenerativeModel, model_from_config, registered_models
 from .catalogs import CatalogGrammar, OrderedGaussianCatalog, ProceduralCatalog, load_rules
 from .graphs import (
     BalancedPartition,
@@ -38,5 +38,6 @@ __all__ = [
     "laplacian_positional_encoding",
     "load_rules",
     "model_from_config",
+    "registered_models",
     "to_networkx",
 ]

@@ -32,6 +32,11 @@ from pyro_acp.validation import check_labels, check_positive_int, check_vectors
 _REGISTRY: dict[str, type[GenerativeModel]] = {}
 
 
+def registered_models() -> dict[str, type[GenerativeModel]]:
+    """Every model class defined so far (built-in and users' subclasses), by class name."""
+    return dict(_REGISTRY)
+
+
 def model_from_config(config: dict) -> GenerativeModel:
     """Rebuild a model from its ``config()`` dict (used to match saved guides to models)."""
     if not isinstance(config, dict) or "type" not in config:

@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import math
+import sys
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import torch
 from pyro.distributions import TorchDistribution
@@ -22,6 +23,9 @@ from torch.distributions import constraints
 
 from pyro_acp.data.partitions import canonicalize, check_labels, cluster_sizes, enumerate_partitions
 from pyro_acp.validation import check_positive_int
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 LABEL_ATTRIBUTE = "label"
 _NO_SHAPE = torch.Size()
@@ -32,8 +36,14 @@ EIGH_BUCKET = 4  # graphs per eigh call, grouped by size
 # ---------------------------------------------------------------------------------------------- validation
 
 
+def _is_networkx_graph(value: Any) -> bool:
+    """Whether ``value`` is a networkx graph, without importing networkx when nobody has (none can exist)."""
+    networkx = sys.modules.get("networkx")
+    return networkx is not None and isinstance(value, networkx.Graph)
+
+
 def _as_float_tensor(value, name: str) -> Tensor:
-    if isinstance(value, nx.Graph):
+    if _is_networkx_graph(value):
         value = from_networkx(value)[0]
     if not torch.is_tensor(value):
         try:
@@ -268,6 +278,8 @@ def to_networkx(adjacency, labels: Tensor | None = None) -> nx.Graph:
     """Undirected networkx graph on nodes 0..N-1; ``labels`` become the node attribute "label"."""
     adjacency = check_adjacency(adjacency)
     n = adjacency.shape[0]
+    import networkx as nx
+
     graph = nx.Graph()
     graph.add_nodes_from(range(n))
     rows, cols = torch.triu_indices(n, n, 1)
@@ -287,6 +299,8 @@ def from_networkx(graph: nx.Graph, label_attribute: str = LABEL_ATTRIBUTE) -> tu
     Labels are read from the node attribute ``label_attribute`` when every node has it; edge weights are
     ignored (any edge counts as 1). Directed graphs and self loops raise ValueError.
     """
+    import networkx as nx
+
     if not isinstance(graph, nx.Graph):
         raise TypeError(f"expected a networkx graph, got {type(graph).__name__}")
     if graph.is_directed():

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_NAMES = ("CRPGaussianMixture", "PitmanYorGaussianMixture", "MFMGaussianMixture")
 GUIDE_NAMES = ("ACP", "ACPS", "CCP")
 
 
@@ -26,13 +25,25 @@ class CommandError(Exception):
 # ---------------------------------------------------------------------- helpers
 
 
-def build_model(name: str, options: list[str]):
-    """Instantiate a built-in model from ``key=value`` options (values parsed as JSON when possible)."""
-    from pyro_acp import models
+def point_models() -> dict[str, type]:
+    """The registered models the commands can serve: data sets of points (``data_kind == "vector"``), built
+    from keyword hyperparameters that all have defaults (so ``--model-option`` only changes some)."""
+    from pyro_acp.models import registered_models
 
-    if name not in MODEL_NAMES:
-        raise CommandError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    cls = getattr(models, name)
+    def buildable(cls: type) -> bool:
+        params = inspect.signature(cls).parameters.values()
+        return all(p.default is not inspect.Parameter.empty or p.kind is p.VAR_KEYWORD for p in params)
+
+    return {name: cls for name, cls in registered_models().items()
+            if getattr(cls, "data_kind", None) == "vector" and buildable(cls)}
+
+
+def build_model(name: str, options: list[str]):
+    """Instantiate a registered point model from ``key=value`` options (values parsed as JSON when possible)."""
+    known = point_models()
+    if name not in known:
+        raise CommandError(f"unknown model {name!r}; choose one of {', '.join(sorted(known))}")
+    cls = known[name]
     accepted = set(inspect.signature(cls).parameters)
     kwargs = {}
     for option in options:
@@ -146,7 +157,7 @@ def cmd_train(args) -> None:
         guide = GUIDES[args.guide](model.data_dim, hidden_dim=args.hidden_dim)
     num_points = tuple(args.num_points) if args.num_points else None
     history = pyro_acp.train(
-        model, guide, args.steps, batch_size=args.batch_size, num_particles=args.num_particles, lr=args.lr,
+        model, guide, steps=args.steps, batch_size=args.batch_size, num_particles=args.num_particles, lr=args.lr,
         device=args.device, seed=args.seed, loss=args.loss, dreg=args.dreg, num_points=num_points,
         checkpoint=args.output, checkpoint_every=args.checkpoint_every, resume=args.resume,
         validate_every=args.validate_every, compile=args.compile,
@@ -190,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     train = sub.add_parser("train", help="train a guide on simulations of a built-in model")
-    train.add_argument("--model", default="CRPGaussianMixture", choices=MODEL_NAMES)
+    train.add_argument("--model", default="CRPGaussianMixture",
+                       help="a registered model of points (default CRPGaussianMixture)")
     train.add_argument("--model-option", action="append", metavar="KEY=VALUE",
                        help="model hyperparameter, e.g. --model-option alpha=0.5 --model-option dim=3")
     train.add_argument("--guide", default="ACPS", choices=GUIDE_NAMES)
@@ -218,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     infer = sub.add_parser("infer", help="cluster points from a CSV or NPY file")
     infer.add_argument("input", help="(N, D) points: .npy or numeric .csv")
-    infer.add_argument("--model", default="CRPGaussianMixture", choices=MODEL_NAMES)
+    infer.add_argument("--model", default="CRPGaussianMixture",
+                       help="a registered model of points (default CRPGaussianMixture)")
     infer.add_argument("--model-option", action="append", metavar="KEY=VALUE")
     infer.add_argument("--guide", default=None, help="checkpoint path (default: the matching shipped guide)")
     infer.add_argument("--num-samples", type=int, default=100)

@@ -123,14 +123,14 @@ def test_uniformity_pvalue_detects_non_uniform_ranks():
 
 def test_sbc_of_the_exact_posterior_is_uniform_and_a_wrong_one_is_not():
     model = CRPGaussianMixture(mean_scale=2.0)
-    result = sbc(model, lambda x: exact_posterior(model, x), num_simulations=150, num_points=4,
+    result = sbc(model, lambda x, seed: exact_posterior(model, x), num_simulations=150, num_points=4,
                  num_posterior_samples=19, seed=0)
     assert isinstance(result, SBCResult)
     assert set(result.ranks) == {"num_clusters", "largest_share", "log_likelihood"}
     assert all(r.shape == (150,) and r.min() >= 0 and r.max() <= 19 for r in result.ranks.values())
     assert min(result.p_values.values()) > 1e-3, result.p_values
     wrong = CRPGaussianMixture(alpha=5.0, mean_scale=2.0)
-    bad = sbc(model, lambda x: exact_posterior(wrong, x), num_simulations=150, num_points=4,
+    bad = sbc(model, lambda x, seed: exact_posterior(wrong, x), num_simulations=150, num_points=4,
               num_posterior_samples=19, seed=0)
     assert bad.p_values["num_clusters"] < 1e-4
     assert "num_clusters" in str(result)
@@ -139,11 +139,15 @@ def test_sbc_of_the_exact_posterior_is_uniform_and_a_wrong_one_is_not():
 def test_sbc_with_gibbs_samples_and_plot(tmp_path):
     model = CRPGaussianMixture(mean_scale=2.0)
 
-    def posterior_fn(x):
-        return gibbs(model, x, num_samples=10, warmup_steps=5, num_chains=2, seed=0, progress_bar=False)
+    seeds = []
+
+    def posterior_fn(x, seed):
+        seeds.append(seed)
+        return gibbs(model, x, num_samples=10, warmup_steps=5, num_chains=2, seed=seed, progress_bar=False)
 
     result = sbc(model, posterior_fn, num_simulations=6, num_points=5, num_posterior_samples=9, seed=1)
     assert result.num_simulations == 6 and result.num_posterior_samples == 9
+    assert len(set(seeds)) == 6  # every data set gets its own seed
     fig = plot_sbc(result, path=tmp_path / "sbc.png")
     assert len(fig.axes) == 2 * len(result.ranks)
     assert (tmp_path / "sbc.png").stat().st_size > 0
@@ -153,14 +157,16 @@ def test_sbc_with_gibbs_samples_and_plot(tmp_path):
 def test_sbc_bad_input():
     model = CRPGaussianMixture()
     with pytest.raises(ValueError, match="num_simulations"):
-        sbc(model, lambda x: None, num_simulations=0)
+        sbc(model, lambda x, seed: None, num_simulations=0)
     with pytest.raises(TypeError, match="ClusteringPosterior"):
-        sbc(model, lambda x: torch.zeros(3), num_simulations=1, num_points=3, num_posterior_samples=2)
+        sbc(model, lambda x, seed: torch.zeros(3), num_simulations=1, num_points=3, num_posterior_samples=2)
     with pytest.raises(ValueError, match="samples"):
-        sbc(model, lambda x: ClusteringPosterior(torch.zeros(2, 3, dtype=torch.long)), num_simulations=1,
+        sbc(model, lambda x, seed: ClusteringPosterior(torch.zeros(2, 3, dtype=torch.long)), num_simulations=1,
             num_points=3, num_posterior_samples=5)
     with pytest.raises(TypeError, match="callable"):
         sbc(model, "not a function", num_simulations=1)
+    with pytest.raises(TypeError, match="seed keyword"):
+        sbc(model, lambda x: exact_posterior(model, x), num_simulations=1)
     with pytest.raises(TypeError, match="SBCResult"):
         plot_sbc({"ranks": []})
 

@@ -13,9 +13,9 @@ def test_shipped_guide_recovers_fresh_simulations():
     """The model card's held-out figure, small: 12 fresh data sets, N in [50, 120)."""
     model = CRPGaussianMixture()
     guide = resolve_guide(model, train=False)
-    framed = heldout_ami(model, guide, 12, num_points=(50, 120), num_samples=40)
-    as_given = heldout_ami(model, guide, 12, num_points=(50, 120), num_samples=40, symmetrize=False)
-    by_guide = heldout_ami(model, guide, 12, num_points=(50, 120), num_samples=20, rank_by_guide=True)
+    framed = heldout_ami(model, guide, num_datasets=12, num_points=(50, 120), num_samples=40)
+    as_given = heldout_ami(model, guide, num_datasets=12, num_points=(50, 120), num_samples=40, symmetrize=False)
+    by_guide = heldout_ami(model, guide, num_datasets=12, num_points=(50, 120), num_samples=20, rank_by_guide=True)
     assert framed > 0.9 and as_given > 0.9 and by_guide > 0.85, (framed, as_given, by_guide)
 
 

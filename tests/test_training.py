@@ -19,12 +19,12 @@ def test_resume_gives_bit_identical_next_step(tmp_path):
     torch.manual_seed(0)
     straight = ACPS(2, 16)
     init = {k: v.clone() for k, v in straight.state_dict().items()}
-    full = train(model, straight, 4, **SMALL)
+    full = train(model, straight, steps=4, **SMALL)
     interrupted = ACPS(2, 16)
     interrupted.load_state_dict(init)
     _train_until(model, interrupted, tmp_path / "c.pt", stop=2)
     continued = ACPS(2, 16)
-    more = train(model, continued, 4, checkpoint=tmp_path / "c.pt", checkpoint_every=2, resume=True, **SMALL)
+    more = train(model, continued, steps=4, checkpoint=tmp_path / "c.pt", checkpoint_every=2, resume=True, **SMALL)
     assert more.loss == full.loss
     for name, value in straight.state_dict().items():
         assert torch.equal(value, continued.state_dict()[name]), name
@@ -43,7 +43,7 @@ def _stop_after(step):
 
 def _train_until(model, guide, path, stop):
     with pytest.raises(_Stop):
-        train(model, guide, 4, checkpoint=path, checkpoint_every=2, callback=_stop_after(stop), **SMALL)
+        train(model, guide, steps=4, checkpoint=path, checkpoint_every=2, callback=_stop_after(stop), **SMALL)
 
 
 def test_compiled_training_matches_eager_and_leaves_the_guide_uncompiled():
@@ -52,8 +52,8 @@ def test_compiled_training_matches_eager_and_leaves_the_guide_uncompiled():
     eager = ACPS(2, 16)
     compiled = ACPS(2, 16)
     compiled.load_state_dict(eager.state_dict())
-    eager_history = train(model, eager, 2, **SMALL)
-    compiled_history = train(model, compiled, 2, compile=True, **SMALL)
+    eager_history = train(model, eager, steps=2, **SMALL)
+    compiled_history = train(model, compiled, steps=2, compile=True, **SMALL)
     assert compiled._compiled_join is None  # switched off again after training
     assert compiled_history.loss == pytest.approx(eager_history.loss, rel=1e-4)
     for name, value in eager.state_dict().items():
@@ -63,7 +63,7 @@ def test_compiled_training_matches_eager_and_leaves_the_guide_uncompiled():
 def test_checkpoint_round_trip_and_card(tmp_path):
     model = CRPGaussianMixture()
     guide = ACPS(2, 16)
-    train(model, guide, 2, checkpoint=tmp_path / "g.pt", **SMALL)
+    train(model, guide, steps=2, checkpoint=tmp_path / "g.pt", **SMALL)
     card = json.loads((tmp_path / "g.json").read_text())
     assert card["model"] == model.config() and card["guide"]["type"] == "ACPS"
     loaded, _ = load_guide(tmp_path / "g.pt")
@@ -75,7 +75,7 @@ def test_corrupt_or_mismatched_checkpoints_raise(tmp_path):
     model = CRPGaussianMixture()
     guide = ACPS(2, 16)
     path = tmp_path / "g.pt"
-    train(model, guide, 2, checkpoint=path, **SMALL)
+    train(model, guide, steps=2, checkpoint=path, **SMALL)
     with pytest.raises(ValueError, match="does not match"):
         load_guide(path, ACP(2, 16))
     good = path.read_bytes()
@@ -92,18 +92,18 @@ def test_divergence_never_overwrites_a_good_checkpoint(tmp_path):
     model = CRPGaussianMixture()
     guide = ACPS(2, 16)
     path = tmp_path / "g.pt"
-    train(model, guide, 2, checkpoint=path, **SMALL)
+    train(model, guide, steps=2, checkpoint=path, **SMALL)
     before = path.read_bytes()
     with torch.no_grad():
         guide.prior_net[0].weight.fill_(float("nan"))
     with pytest.raises((RuntimeError, ValueError)):
-        train(model, guide, 2, checkpoint=path, **SMALL)
+        train(model, guide, steps=2, checkpoint=path, **SMALL)
     assert path.read_bytes() == before
 
 
 def test_guide_for_another_dimension_is_refused():
     with pytest.raises(ValueError, match="data_dim"):
-        train(CRPGaussianMixture(dim=3), ACPS(2, 16), 1, **SMALL)
+        train(CRPGaussianMixture(dim=3), ACPS(2, 16), steps=1, **SMALL)
 
 
 def test_infer_with_shipped_guide_and_bad_input():
@@ -184,7 +184,7 @@ def test_briefly_trained_guide_is_closer_to_the_exact_posterior_than_the_prior()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread avoids waiting on a busy second core
     try:
-        train(model, guide, 250, batch_size=32, num_particles=8, lr=5e-3, num_points=(3, 6), seed=3,
+        train(model, guide, steps=250, batch_size=32, num_particles=8, lr=5e-3, num_points=(3, 6), seed=3,
               validate_every=0, progress_bar=False)
     finally:
         torch.set_num_threads(threads)

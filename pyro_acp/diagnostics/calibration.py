@@ -11,6 +11,7 @@ shown as ECDF differences with simultaneous bands (Säilynoja et al. 2022) and r
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,16 +19,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats as scipy_stats
 from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize, cluster_sizes
 from pyro_acp.posteriors.posterior import ClusteringPosterior
+from pyro_acp.seeding import SeedStream, make_generator, resolve_seed
 from pyro_acp.validation import check_int
 
 __all__ = [
     "SBCResult", "default_statistics", "ecdf_band", "plot_sbc", "rank_statistic", "sbc", "uniformity_pvalue",
 ]
+
+# purposes of the seed stream: the simulated data sets, the rank tie-breaks, each posterior call
+_SIMULATIONS, _RANKS, _POSTERIORS = 0, 1, 2
 
 Statistic = Callable[[Tensor, Any], Tensor]  # (labels (M, N), data) -> (M,) float
 
@@ -70,6 +74,8 @@ def uniformity_pvalue(ranks: np.ndarray, num_ranks: int, num_bins: int | None = 
 
     The default number of bins keeps about 5 expected counts per bin (at most 20, at least 2).
     """
+    from scipy import stats as scipy_stats  # imported on use: it takes a second to import
+
     ranks = np.asarray(ranks)
     if num_bins is None:
         num_bins = int(min(20, max(2, ranks.size // 5)))
@@ -116,6 +122,21 @@ class SBCResult:
         return plot_sbc(self, path=path, alpha=alpha)
 
 
+def _check_posterior_fn(posterior_fn: Any) -> None:
+    """TypeError unless ``posterior_fn`` is a callable that takes the data and a ``seed`` keyword."""
+    if not callable(posterior_fn):
+        raise TypeError("posterior_fn must be a callable (x, *, seed) -> ClusteringPosterior")
+    try:
+        inspect.signature(posterior_fn).bind(None, seed=0)
+    except TypeError:
+        raise TypeError(
+            "posterior_fn must accept a seed keyword: sbc gives every data set its own seed, e.g. "
+            "lambda x, seed: pyro_acp.infer(model, x, seed=seed)"
+        ) from None
+    except ValueError:  # no signature to inspect (some builtins): trust the caller
+        pass
+
+
 def _posterior_draws(post: ClusteringPosterior, count: int, generator: torch.Generator) -> Tensor:
     """``count`` partitions from a posterior: resampled by weight when weighted, else evenly thinned."""
     if not isinstance(post, ClusteringPosterior):
@@ -133,43 +154,46 @@ def _posterior_draws(post: ClusteringPosterior, count: int, generator: torch.Gen
 
 def sbc(
     model: Any,
-    posterior_fn: Callable[[Any], ClusteringPosterior],
+    posterior_fn: Callable[..., ClusteringPosterior],
+    *,
     num_simulations: int = 100,
     num_points: int = 10,
     num_posterior_samples: int = 99,
-    seed: int = 0,
+    seed: int | None = 0,
     statistics: dict[str, Statistic] | None = None,
     num_bins: int | None = None,
 ) -> SBCResult:
-    """Simulation-based calibration of ``posterior_fn`` (x -> ClusteringPosterior) under ``model``.
+    """Simulation-based calibration of ``posterior_fn`` (``(x, *, seed) -> ClusteringPosterior``) under ``model``.
 
     Simulates ``num_simulations`` data sets of ``num_points`` points from ``model`` (seeded), calls
-    ``posterior_fn`` on each (an amortized guide, Gibbs, the exact posterior, ...), takes
+    ``posterior_fn(x, seed=s)`` on each (an amortized guide, Gibbs, the exact posterior, ...) with its own
+    seed ``s`` from ``SeedStream(seed)``, takes
     ``num_posterior_samples`` = L partitions from it (weighted posteriors are resampled, sample sets are
     thinned evenly, so MCMC output should hold at least L draws) and ranks each summary statistic of the
     true partition among them. ``statistics`` maps names to functions (labels (M, N), data) -> (M,);
     the default is :func:`default_statistics`. Returns an :class:`SBCResult`.
 
-    ``posterior_fn`` must use fresh random numbers on every call (e.g. a new ``seed`` per call, not one fixed
-    seed): draws that reuse the same random numbers for every data set make the ranks depend on those numbers
-    (the shipped guide's K passes at N = 30 with ``seed=0`` fixed, p = 0.10, and fails with a seed per call,
-    p = 0.004: notebooks/03_checking_against_mcmc.ipynb).
+    ``posterior_fn`` should draw with the seed it is given, e.g. ``lambda x, seed: pyro_acp.infer(model, x,
+    seed=seed)``: draws that reuse the same random numbers for every data set make the ranks depend on those
+    numbers (the shipped guide's K passes at N = 30 with ``seed=0`` fixed, p = 0.10, and fails with a seed per
+    call, p = 0.004: notebooks/03_checking_against_mcmc.ipynb). A function that takes no ``seed`` is refused.
     """
     num_simulations = check_int(num_simulations, "num_simulations", 1)
     num_points = check_int(num_points, "num_points", 1)
     num_posterior_samples = check_int(num_posterior_samples, "num_posterior_samples", 1)
-    if not callable(posterior_fn):
-        raise TypeError("posterior_fn must be a callable x -> ClusteringPosterior")
+    _check_posterior_fn(posterior_fn)
     statistics = default_statistics(model) if statistics is None else dict(statistics)
     if not statistics:
         raise ValueError("statistics is empty: give at least one summary to rank")
-    batch = model.simulate(num_simulations, num_points=num_points, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
+    stream = SeedStream(resolve_seed(seed))
+    batch = model.simulate(num_simulations, num_points=num_points, seed=stream.seed_for(0, _SIMULATIONS))
+    generator = make_generator(stream.seed_for(0, _RANKS))
     ranks: dict[str, list[int]] = {name: [] for name in statistics}
     for b in range(num_simulations):
         x = batch.adjacency[b] if batch.adjacency is not None else batch.x[b]
         truth = canonicalize(batch.labels[b].cpu())
-        draws = _posterior_draws(posterior_fn(x), num_posterior_samples, generator)
+        posterior = posterior_fn(x, seed=stream.seed_for(b, _POSTERIORS))
+        draws = _posterior_draws(posterior, num_posterior_samples, generator)
         if draws.shape[-1] != num_points:
             raise ValueError(f"posterior_fn returned partitions of {draws.shape[-1]} points, expected {num_points}")
         both = torch.cat([truth.unsqueeze(0), draws])
@@ -190,6 +214,8 @@ def ecdf_band(num_simulations: int, num_ranks: int, alpha: float = 0.05, num_tri
     a whole uniform ECDF stays within the pointwise binomial intervals is 1 - alpha, and return those
     intervals minus z.
     """
+    from scipy import stats as scipy_stats  # imported on use: it takes a second to import
+
     grid_ranks = np.unique(np.linspace(1, num_ranks - 1, min(max_grid, num_ranks - 1)).round().astype(int))
     z = grid_ranks / num_ranks
     rng = np.random.default_rng(seed)
@@ -208,6 +234,7 @@ def plot_sbc(result: SBCResult, path: str | Path | None = None, alpha: float = 0
     """One column per statistic: ECDF difference with a simultaneous 1 - alpha band (top), rank histogram
     with the 99% range of a uniform bin count (bottom). Saves to ``path`` when given; returns the figure."""
     from matplotlib.figure import Figure
+    from scipy import stats as scipy_stats  # imported on use: it takes a second to import
 
     if not isinstance(result, SBCResult):
         raise TypeError(f"plot_sbc needs an SBCResult, got {type(result).__name__}")

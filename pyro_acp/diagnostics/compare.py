@@ -169,6 +169,7 @@ def _check_inputs(posteriors: Any, truth: Any, reference: Any) -> tuple[dict, Te
 # ---------------------------------------------------------------------------------------------- compare
 def compare(
     posteriors: Mapping[str, ClusteringPosterior],
+    *,
     truth: Any = None,
     reference: ClusteringPosterior | str | None = None,
 ) -> ComparisonTable:

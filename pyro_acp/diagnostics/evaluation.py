@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import torch
-from sklearn.metrics import adjusted_mutual_info_score
 
+from pyro_acp.diagnostics.metrics import adjusted_mutual_info
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.inference.frames import frames_for, sample_frames
 from pyro_acp.inference.log_prob import estimate_log_prob
 from pyro_acp.inference.sampling import sample_partitions
-from pyro_acp.protocols import exact_log_joint, has_collapsed_likelihood
+from pyro_acp.protocols import ClusteringModel, exact_log_joint, has_collapsed_likelihood
 
 
 @torch.no_grad()
 def map_partitions(
-    guide: ClusterwiseGuide, x, mask, num_samples: int = 20, seed: int = 0, model=None,
+    guide: ClusterwiseGuide, x: torch.Tensor, mask: torch.Tensor, *, num_samples: int = 20, seed: int = 0, model=None,
     rank_by_guide: bool = False, symmetrize: bool | None = None, **estimate
 ) -> torch.Tensor:
     """MAP among ``num_samples`` draws of each padded data set: (B, N), -1 on padding.
@@ -37,7 +37,7 @@ def map_partitions(
 
 
 def heldout_ami(
-    model, guide: ClusterwiseGuide, num_datasets: int = 50, num_points=None, seed: int = 123_456,
+    model: ClusteringModel, guide: ClusterwiseGuide, *, num_datasets: int = 50, num_points=None, seed: int = 123_456,
     num_samples: int = 100, rank_by_guide: bool = False, symmetrize: bool | None = None,
 ) -> float:
     """Mean AMI between the MAP and the truth on ``num_datasets`` fresh simulations (seeds never trained on).
@@ -55,12 +55,11 @@ def heldout_ami(
                           rank_by_guide=rank_by_guide, symmetrize=symmetrize).cpu()
     guide.train(was_training)
     labels, mask = batch.labels.cpu(), batch.mask.cpu()
-    scores = [adjusted_mutual_info_score(labels[b][mask[b]].numpy(), best[b][mask[b]].numpy())
-              for b in range(num_datasets)]
+    scores = [adjusted_mutual_info(labels[b][mask[b]], best[b][mask[b]]) for b in range(num_datasets)]
     return float(sum(scores) / len(scores))
 
 
-def close_cluster_sets(count: int, num_points: int = 7, seed: int = 1) -> list[torch.Tensor]:
+def close_cluster_sets(count: int, *, num_points: int = 7, seed: int = 1) -> list[torch.Tensor]:
     """Hard small data sets for checking a guide: 2 or 3 unit-variance clusters whose centres lie 1.5 to 3
     standard deviations apart on a line, so that several partitions compete in the exact posterior."""
     generator = torch.Generator().manual_seed(seed)

@@ -21,8 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau
-from sklearn import metrics as skm
 from torch import Tensor
 
 from pyro_acp.data.partitions import PAD_LABEL, canonicalize, check_labels, coclustering_matrix, num_clusters
@@ -41,6 +39,13 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------- label input
+
+
+def _sklearn_score(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """A scikit-learn clustering score, imported on first use (scikit-learn takes about a second to import)."""
+    from sklearn import metrics
+
+    return getattr(metrics, name)
 
 
 def _as_labels(labels: Any, name: str) -> Tensor:
@@ -88,22 +93,22 @@ _TRUE_PRED = ("labels_true", "labels_pred")
 
 def adjusted_mutual_info(labels_true: Any, labels_pred: Any) -> float | Tensor:
     """Adjusted mutual information (sklearn, arithmetic normalisation): 1 for equal partitions, ~0 by chance."""
-    return _rowwise(skm.adjusted_mutual_info_score, labels_true, labels_pred, _TRUE_PRED)
+    return _rowwise(_sklearn_score("adjusted_mutual_info_score"), labels_true, labels_pred, _TRUE_PRED)
 
 
 def adjusted_rand_index(labels_true: Any, labels_pred: Any) -> float | Tensor:
     """Adjusted Rand index (sklearn)."""
-    return _rowwise(skm.adjusted_rand_score, labels_true, labels_pred, _TRUE_PRED)
+    return _rowwise(_sklearn_score("adjusted_rand_score"), labels_true, labels_pred, _TRUE_PRED)
 
 
 def normalized_mutual_info(labels_true: Any, labels_pred: Any) -> float | Tensor:
     """Normalised mutual information (sklearn, arithmetic normalisation)."""
-    return _rowwise(skm.normalized_mutual_info_score, labels_true, labels_pred, _TRUE_PRED)
+    return _rowwise(_sklearn_score("normalized_mutual_info_score"), labels_true, labels_pred, _TRUE_PRED)
 
 
 def v_measure(labels_true: Any, labels_pred: Any) -> float | Tensor:
     """V-measure (sklearn): harmonic mean of homogeneity and completeness, the NOC paper's cluster score."""
-    return _rowwise(skm.v_measure_score, labels_true, labels_pred, _TRUE_PRED)
+    return _rowwise(_sklearn_score("v_measure_score"), labels_true, labels_pred, _TRUE_PRED)
 
 
 def kendall_tau(order_true: Any, order_pred: Any, degenerate: str = "dummy") -> float | Tensor:
@@ -120,6 +125,8 @@ def kendall_tau(order_true: Any, order_pred: Any, degenerate: str = "dummy") -> 
         if degenerate == "dummy" and (np.all(a == a[0]) or np.all(b == b[0])):
             a = np.append(a, max(a.max(), b.max()) + 1)
             b = np.append(b, a[-1])
+        from scipy.stats import kendalltau  # imported on use: SciPy's stats take a second to import
+
         return kendalltau(a, b).statistic
 
     return _rowwise(score, order_true, order_pred, ("order_true", "order_pred"))

@@ -1,4 +1,4 @@
-"""``pyro_acp.infer(model, data)``: posterior samples of a clustering from an amortized guide.
+"""``pyro_acp.infer(model, x)``: posterior samples of a clustering from an amortized guide.
 
 Guide resolution, in order: the ``guide=`` argument (a guide object or a checkpoint path); a pretrained
 guide shipped with the package whose recorded model config equals ``model.config()`` and whose data
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,7 +24,8 @@ from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.pretrained.checkpoint import load_guide
 from pyro_acp.pretrained.registry import cache_dir, check_guide_matches, find_guide, model_key
-from pyro_acp.protocols import exact_log_joint, has_collapsed_likelihood
+from pyro_acp.protocols import ClusteringModel, exact_log_joint, has_collapsed_likelihood
+from pyro_acp.seeding import make_generator
 from pyro_acp.validation import check_positive_int
 
 #: Architecture and schedule of guides trained on demand (sized for a CPU in minutes, not hours).
@@ -37,7 +39,9 @@ REWEIGHT_MIN_ORDERS = 8
 REWEIGHT_MIN_Z = 8
 
 
-def resolve_guide(model, guide=None, train: bool = True, device=None, seed=None, progress_bar=True):
+def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path | None = None, *, train: bool = True,
+                  device: str | torch.device | None = None, seed: int | None = None,
+                  progress_bar: bool = True) -> ClusterwiseGuide:
     """The guide ``infer`` will use (see the module docstring for the order)."""
     if isinstance(guide, ClusterwiseGuide):
         check_guide_matches(model, guide)
@@ -57,7 +61,8 @@ def resolve_guide(model, guide=None, train: bool = True, device=None, seed=None,
     return train_for_model(model, device=device, seed=seed, progress_bar=progress_bar).eval()
 
 
-def train_for_model(model, device=None, seed=None, progress_bar=True, **overrides) -> ClusterwiseGuide:
+def train_for_model(model: ClusteringModel, *, device: str | torch.device | None = None, seed: int | None = None,
+                    progress_bar: bool = True, **overrides: Any) -> ClusterwiseGuide:
     """Train an on-demand guide for ``model`` (with an up-front time estimate) and cache it."""
     from pyro_acp.inference.training import train
 
@@ -65,7 +70,7 @@ def train_for_model(model, device=None, seed=None, progress_bar=True, **override
     guide = ACPS(model.data_dim, **ON_DEMAND_GUIDE)
     path = cache_dir() / f"{type(model).__name__}-{model_key(model)}.pt"
     began = time.perf_counter()
-    train(model, guide, 3, batch_size=settings["batch_size"], num_particles=settings["num_particles"],
+    train(model, guide, steps=3, batch_size=settings["batch_size"], num_particles=settings["num_particles"],
           device=device, seed=0, progress_bar=False, validate_every=0)
     per_step = (time.perf_counter() - began) / 3
     print(f"pyro_acp: no guide for {model!r} yet; training one ({settings['steps']} steps, "
@@ -97,14 +102,14 @@ def _distinct_draws(samples: Tensor, frames_drawn: Tensor, per_frame: bool) -> t
 
 
 def infer(
-    model,
-    data,
+    model: ClusteringModel,
+    x: Any,
+    *,
     num_samples: int = 100,
     guide: ClusterwiseGuide | str | Path | None = None,
+    train: bool = True,
     device: str | torch.device | None = None,
     seed: int | None = None,
-    train: bool = True,
-    *,
     sample_z: bool = True,
     sample_joins: bool = True,
     num_anchors: int | None = 3,
@@ -115,14 +120,16 @@ def infer(
     estimate_log_prob: bool = True,
     progress_bar: bool = True,
 ) -> ClusteringPosterior:
-    """Posterior samples of the partition of ``data`` under ``model``.
+    """Posterior samples of the partition of ``x`` under ``model``.
 
     Args:
-        model: a generative model from :mod:`pyro_acp.models`.
-        data: one data set, (N, D) array or tensor.
+        model: a generative model from :mod:`pyro_acp.models` (a :class:`~pyro_acp.protocols.ClusteringModel`).
+        x: one data set, (N, D) array or tensor.
         num_samples: number of partitions drawn (in parallel).
         guide: a trained guide or a checkpoint path; by default a matching pretrained or cached one.
         train: train (and cache) a guide when none matches; with False, raise instead.
+        seed: an integer makes the call reproducible and leaves torch's global RNG as it was; None draws a
+            fresh seed from the global RNG.
         sample_z, sample_joins: draw z from the learned prior / joins by Bernoulli (True), or use the
             prior mean / threshold 0.5 (False: fewer distinct samples, closer to a MAP search).
         num_anchors, num_z, num_orders: anchors and prior draws per cluster, and random cluster orders per
@@ -149,7 +156,7 @@ def infer(
             and at N = 1,000 they are most of the cost.
     """
     num_samples = check_positive_int(num_samples, "num_samples")
-    x = model.check_data(data)
+    x = model.check_data(x)
     if model.num_points_of(x) < 2:
         raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
     if getattr(model, "data_kind", "vector") != "vector":
@@ -163,9 +170,7 @@ def infer(
                          f"{type(model).__name__} has none")
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar)
     device = next(guide.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(
-        int(torch.randint(0, 2**62, ())) if seed is None else seed
-    )
+    generator = make_generator(seed, device)
     x = x.to(device=device, dtype=torch.get_default_dtype())
     began = time.perf_counter()
     num_points = x.shape[0]

@@ -1,9 +1,14 @@
 """Training a guide on simulations of a generative model, with ``pyro.infer.SVI``.
 
-Every step simulates a fresh batch from the model (seeded by (seed, step), so a resumed run sees the
-same data), takes one SVI step with the per-step IWAE bound (or ``Trace_ELBO``), and reports the bound
-in a tqdm bar. A fixed held-out batch gives a validation bound; checkpoints hold weights, optimiser and
-RNG state so that resuming continues bit for bit.
+Every step simulates a fresh batch from the model (seeded by ``SeedStream(seed, rank).seed_for(step)``, so
+a resumed run sees the same data and data-parallel ranks see different data), takes one SVI step with the
+per-step IWAE bound (or ``Trace_ELBO``), and reports the bound in a tqdm bar. A fixed held-out batch gives a
+validation bound; checkpoints hold weights, optimiser and RNG state so that resuming continues bit for bit.
+
+No global state: training runs in a scope of its own of Pyro's parameter store (the user's own
+``pyro.param`` s are put aside and restored, and nothing of the guide's is left behind: its weights live in
+the module) and on a forked torch RNG (seeded from the seed stream, restored afterwards), so the global RNG
+is left as it was.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from tqdm.auto import tqdm
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.inference.elbo import ClusterwiseIWAE
 from pyro_acp.pretrained.checkpoint import load_guide, read_payload, save_checkpoint
+from pyro_acp.seeding import SeedStream, forked_rng, resolve_seed
+from pyro_acp.validation import check_choice, check_int, check_positive_int
 
-VALIDATION_SEED_OFFSET = 1_000_003
+# purposes of the seed stream (pyro_acp.seeding.SeedStream): one stream each, so they never overlap
+TRAINING_BATCHES, VALIDATION_BATCH, PARTICLES = 0, 1, 2
 
 
 @dataclass
@@ -65,15 +73,16 @@ def validation_elbo(model_fn, guide_fn, batch, num_particles: int) -> float:
 
 
 def train(
-    model,
+    model: Any,
     guide: ClusterwiseGuide,
+    *,
     steps: int,
     batch_size: int = 32,
     num_particles: int = 40,
     lr: float = 5e-4,
     device: str | torch.device | None = None,
     seed: int | None = None,
-    *,
+    rank: int = 0,
     loss: str = "iwae",
     dreg: bool = False,
     num_points: tuple[int, int] | None = None,
@@ -92,8 +101,11 @@ def train(
     """Train ``guide`` on simulations of ``model`` for ``steps`` SVI steps; returns the history.
 
     Args:
-        model: a generative model from :mod:`pyro_acp.models` (anything with ``simulate`` and ``config``).
+        model: a clustering model (:class:`~pyro_acp.protocols.ClusteringModel`: ``simulate``, ``config``).
         guide: an ACP / ACPS / CCP guide whose ``data_dim`` matches the model's.
+        seed: an integer makes the run reproducible (and leaves torch's global RNG as it was); None draws one.
+        rank: the process rank in data-parallel training: rank r simulates its own batches and particles
+            from ``SeedStream(seed, r)``; the validation batch is the same on every rank.
         loss: ``"iwae"`` (per-step importance-weighted bound, ``num_particles`` particles) or ``"elbo"``
             (``pyro.infer.Trace_ELBO`` with vectorised particles).
         checkpoint: path of a ``.pt`` file written every ``checkpoint_every`` steps and at the end
@@ -102,69 +114,78 @@ def train(
             CPU after a few seconds of compiling; needs a C++ compiler, falls back with a warning otherwise).
         callback: called as ``callback(step, history)`` after every step (e.g. for evaluation).
     """
-    if steps < 0 or batch_size < 1 or num_particles < 1:
-        raise ValueError(f"need steps >= 0, batch_size >= 1, num_particles >= 1; got {steps}, {batch_size}, "
-                         f"{num_particles}")
-    if loss not in ("iwae", "elbo"):
-        raise ValueError(f"loss must be 'iwae' or 'elbo', got {loss!r}")
+    steps = check_int(steps, "steps", minimum=0)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    num_particles = check_positive_int(num_particles, "num_particles")
+    loss = check_choice(loss, "loss", ("iwae", "elbo"))
     if guide.data_dim != model.data_dim:
         raise ValueError(f"the guide's data_dim={guide.data_dim} does not match the model's {model.data_dim}")
+    if resume and (checkpoint is None or not Path(checkpoint).exists()):
+        raise ValueError(f"cannot resume: checkpoint {checkpoint} does not exist")
     device = torch.device(device or "cpu")
-    seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
+    stream = SeedStream(resolve_seed(seed), check_int(rank, "rank", minimum=0))
+    settings = {"steps": steps, "batch_size": batch_size, "num_particles": num_particles, "lr": lr,
+                "seed": stream.root, "loss": loss, "dreg": dreg, "num_points": num_points, "clip_norm": clip_norm}
     guide.to(device)
-    pyro.clear_param_store()
-    elbo = ClusterwiseIWAE(num_particles, dreg=dreg) if loss == "iwae" else Trace_ELBO(
-        num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1
-    )
-    warmup = min(200, max(1, steps // 20)) if warmup_steps is None else max(1, warmup_steps)
-    optimizer = pyro.optim.LambdaLR(
-        {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
-         "lr_lambda": _schedule(steps, warmup, final_lr_fraction)},
-        clip_args={"clip_norm": clip_norm},
-    )
-    svi = SVI(guide.model, guide.guide, optimizer, elbo)
-    history, start = TrainingHistory(), 0
-    settings = {"steps": steps, "batch_size": batch_size, "num_particles": num_particles, "lr": lr, "seed": seed,
-                "loss": loss, "dreg": dreg, "num_points": num_points, "clip_norm": clip_norm}
-    if resume:
-        if checkpoint is None or not Path(checkpoint).exists():
-            raise ValueError(f"cannot resume: checkpoint {checkpoint} does not exist")
-        start, history = _restore(checkpoint, guide, optimizer, svi, device)
-    validation = _batch(model, validation_size, num_points, seed + VALIDATION_SEED_OFFSET, device)
-    if not resume:
-        torch.manual_seed(seed)
-    began = time.perf_counter() - history.wall_time
-    guide.compile_join(compile)
-    try:
-        bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress_bar, desc="training guide")
-        for step in bar:
-            batch = _batch(model, batch_size, num_points, seed * 7919 + step, device)
-            value = svi.step(batch)
-            if not math.isfinite(value):
-                raise RuntimeError(f"training diverged at step {step} (loss {value}); the last checkpoint is kept")
-            optimizer.step()
-            history.steps.append(step)
-            history.loss.append(value)
-            last = step + 1 == steps
-            if validate_every and ((step + 1) % validate_every == 0 or last):
-                history.validation_steps.append(step + 1)
-                history.validation_elbo.append(validation_elbo(guide.model, guide.guide, validation, num_particles))
-            history.wall_time = time.perf_counter() - began
-            bar.set_postfix(elbo=f"{-value:.2f}", val=f"{history.validation_elbo[-1]:.2f}" if history.validation_elbo
-                            else "-")
-            if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or last):
-                _save(checkpoint, guide, model, optimizer, history, settings, step + 1, device)
-            if callback is not None:
-                callback(step, history)
-    finally:
-        guide.compile_join(False)
+    with pyro.get_param_store().scope(), forked_rng(stream.seed_for(0, PARTICLES), device):
+        elbo = ClusterwiseIWAE(num_particles, dreg=dreg) if loss == "iwae" else Trace_ELBO(
+            num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1
+        )
+        warmup = min(200, max(1, steps // 20)) if warmup_steps is None else max(1, warmup_steps)
+        optimizer = pyro.optim.LambdaLR(
+            {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
+             "lr_lambda": _schedule(steps, warmup, final_lr_fraction)},
+            clip_args={"clip_norm": clip_norm},
+        )
+        svi = SVI(guide.model, guide.guide, optimizer, elbo)
+        history, start = TrainingHistory(), 0
+        if resume:
+            start, history = _restore(checkpoint, guide, optimizer, device)
+        validation = _batch(model, validation_size, num_points, stream.seed_for(0, VALIDATION_BATCH), device)
+        began = time.perf_counter() - history.wall_time
+        guide.compile_join(compile)
+        try:
+            bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress_bar,
+                       desc="training guide")
+            for step in bar:
+                batch = _batch(model, batch_size, num_points, stream.seed_for(step, TRAINING_BATCHES), device)
+                value = svi.step(batch)
+                if not math.isfinite(value):
+                    raise RuntimeError(f"training diverged at step {step} (loss {value}); the last checkpoint "
+                                       "is kept")
+                optimizer.step()
+                history.steps.append(step)
+                history.loss.append(value)
+                last = step + 1 == steps
+                if validate_every and ((step + 1) % validate_every == 0 or last):
+                    history.validation_steps.append(step + 1)
+                    history.validation_elbo.append(
+                        validation_elbo(guide.model, guide.guide, validation, num_particles))
+                history.wall_time = time.perf_counter() - began
+                bar.set_postfix(elbo=f"{-value:.2f}",
+                                val=f"{history.validation_elbo[-1]:.2f}" if history.validation_elbo else "-")
+                if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or last):
+                    _save(checkpoint, guide, model, optimizer, history, settings, step + 1, device)
+                if callback is not None:
+                    callback(step, history)
+        finally:
+            guide.compile_join(False)
     return history
+
+
+_PYRO_SEPARATOR = "$$$"  # pyro.module names a module's parameters "<module name>$$$<parameter name>"
+
+
+def _by_parameter_name(optimizer_state: dict[str, Any]) -> dict[str, Any]:
+    """Optimiser states keyed by the guide's own parameter names, without the Pyro module name (unique per
+    guide instance, so a checkpoint resumes into another instance; older checkpoints used a fixed name)."""
+    return {key.split(_PYRO_SEPARATOR, 1)[-1]: value for key, value in optimizer_state.items()}
 
 
 def _save(path, guide, model, optimizer, history, settings, step, device) -> None:
     state = {
         "step": step,
-        "optimizer": optimizer.get_state(),
+        "optimizer": _by_parameter_name(optimizer.get_state()),
         "torch_rng": torch.get_rng_state(),
         "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in history.to_dict().items()
                     if isinstance(v, list)},
@@ -181,14 +202,15 @@ def _save(path, guide, model, optimizer, history, settings, step, device) -> Non
     save_checkpoint(path, guide, metadata, state)
 
 
-def _restore(path, guide, optimizer, svi, device) -> tuple[int, TrainingHistory]:
+def _restore(path, guide, optimizer, device) -> tuple[int, TrainingHistory]:
     """Load weights, optimiser and RNG state from a checkpoint written by :func:`train`."""
     load_guide(path, guide, map_location=device)
     payload = read_payload(path, map_location="cpu")
     if "training" not in payload:
         raise ValueError(f"checkpoint {path} holds weights only, no training state to resume from")
     state = payload["training"]
-    optimizer.set_state(state["optimizer"])
+    optimizer.set_state({f"{guide.pyro_name}{_PYRO_SEPARATOR}{name}": value
+                         for name, value in _by_parameter_name(state["optimizer"]).items()})
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], device)

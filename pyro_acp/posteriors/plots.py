@@ -26,8 +26,6 @@ def _is_adjacency(a: np.ndarray, model: Any) -> bool:
 
 def _layout(post: Any) -> tuple[np.ndarray | None, Any, str]:
     """(N, 2) positions of the points, the graph to draw edges of (or None) and an axis caption."""
-    import networkx as nx
-
     x = post.x
     if x is None:
         return None, None, "no data"
@@ -36,6 +34,8 @@ def _layout(post: Any) -> tuple[np.ndarray | None, Any, str]:
     else:
         a = np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, dtype=float)
         if _is_adjacency(a, post.model):
+            import networkx as nx  # graphs only: points need no networkx
+
             graph = nx.from_numpy_array(a)
         elif a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1):
             return np.stack([a.reshape(-1), np.arange(a.shape[0])], 1), None, "x (vertical: point index)"
@@ -47,6 +47,8 @@ def _layout(post: Any) -> tuple[np.ndarray | None, Any, str]:
             return centred @ vt[:2].T, None, "first two principal components"
         else:
             return None, None, f"no 2-D view of data of shape {a.shape}"
+    import networkx as nx
+
     pos = nx.spring_layout(graph, seed=0)
     return np.array([pos[node] for node in graph.nodes]), graph, "graph (spring layout)"
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from pyro_acp.guides import GUIDES, ClusterwiseGuide
+from pyro_acp.seeding import forked_rng
 
 FORMAT_VERSION = 1
 
@@ -103,12 +104,14 @@ def read_payload(path: str | Path, map_location: str | torch.device = "cpu") -> 
 
 
 def build_guide(config: dict[str, Any]) -> ClusterwiseGuide:
-    """Instantiate a guide from its recorded architecture."""
+    """Instantiate a guide from its recorded architecture (its initial weights, about to be overwritten by a
+    checkpoint's, are drawn on a forked RNG: loading a guide leaves torch's global RNG as it was)."""
     config = dict(config)
     kind = config.pop("type")
     if kind not in GUIDES:
         raise ValueError(f"unknown guide architecture {kind!r}; known: {sorted(GUIDES)}")
-    return GUIDES[kind](**config)
+    with forked_rng(0):
+        return GUIDES[kind](**config)
 
 
 def load_guide(

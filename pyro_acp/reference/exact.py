@@ -16,7 +16,7 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import bell_number, enumerate_partitions
 from pyro_acp.posteriors.posterior import ExactPosterior
-from pyro_acp.protocols import require_collapsed
+from pyro_acp.protocols import CollapsedModel, require_collapsed
 from pyro_acp.validation import check_positive_int
 
 MAX_EXACT_POINTS = 10
@@ -37,7 +37,7 @@ def _scores(model: Any, data: Tensor, partitions: Tensor, chunk_size: int) -> tu
     return torch.cat(joints), torch.cat(likelihoods)
 
 
-def exact_posterior(model: Any, x: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> ExactPosterior:
+def exact_posterior(model: CollapsedModel, x: Any, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> ExactPosterior:
     """The exact posterior p(partition | x) over all Bell(N) partitions of N <= 10 points.
 
     ``model`` must be conjugate (``log_marginal_likelihood``, ``log_joint``); ``x`` is one data set as the
