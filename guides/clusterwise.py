@@ -9,6 +9,9 @@ All steps of all data sets are computed in one pass with masks. The join network
 candidate points (available at step k), and its first layer is split into a point part, a context part
 and a z part computed once each and added, so the particle dimension only touches the small last layers.
 Variants differ only in :meth:`ClusterwiseGuide.step_encodings`.
+At sampling time (:func:`pyro_acp.inference.sampling.sample_partitions`) the guide decides each round's cluster
+(:meth:`ClusterwiseGuide.sample_step`, :meth:`ClusterwiseGuide.select_members`: where a size cap goes) and, for
+ordered models, the order of the finished clusters (:meth:`ClusterwiseGuide.order_clusters`: a pointer network).
 """
 
 from __future__ import annotations
@@ -53,6 +56,44 @@ class DataEncoding(NamedTuple):
     enc: Tensor
     feats: Tensor
     cluster_points: Tensor
+
+
+@dataclass
+class SamplingRound:
+    """What a sampling round knows about the T threads (one posterior sample each) still running.
+
+    Threads are flattened over data sets and samples; ``dataset`` maps each to its data set in ``data``.
+    """
+
+    data: DataEncoding  # per-data-set encodings (B, N, .), computed once
+    thread: Tensor  # (T,) index of each running thread among all threads
+    dataset: Tensor  # (T,) data set of each running thread
+    unassigned: Tensor  # (T, N) points not yet in a cluster (False on padding)
+    cluster_code: Tensor  # (T, H) G = sum of the finished clusters' summaries
+    step: int  # index of the cluster being built (0 for the first)
+
+
+@dataclass
+class FinishedClusters:
+    """Every thread's clusters once all points are assigned, numbered in creation order."""
+
+    data: DataEncoding  # per-data-set encodings (B, N, .)
+    dataset: Tensor  # (T,) data set of each thread
+    labels: Tensor  # (T, N) creation index of each point's cluster (0 = built first), -1 on padding
+    num_clusters: Tensor  # (T,) K_t
+    summaries: Tensor  # (T, K, H) g(PMA(h(enc), s_k)) per cluster in creation order; 0 for k >= K_t
+
+
+def cap_cluster_size(anchor: Tensor, joins: Tensor, logits: Tensor, max_size: Tensor | int) -> Tensor:
+    """Members (T, N) of clusters capped at ``max_size`` (an int or (T,) sizes, at least 1): the anchor and
+    the ``max_size - 1`` most probable joiners, ranked by join logit (ties: the lower point index).
+
+    ``joins`` (T, N) are the candidates that drew b_i = 1; a cluster at or under its cap is unchanged.
+    """
+    cap = torch.as_tensor(max_size, device=joins.device).clamp(min=1).expand(joins.shape[0])
+    scores = logits.masked_fill(~joins, float("-inf"))
+    rank = scores.argsort(dim=-1, descending=True, stable=True).argsort(-1)
+    return anchor | (joins & (rank < (cap - 1).unsqueeze(-1)))
 
 
 class ClusterwiseGuide(nn.Module):
@@ -198,6 +239,75 @@ class ClusterwiseGuide(nn.Module):
             yield
         finally:
             self._cache = previous
+
+    def encode_step(
+        self,
+        data: DataEncoding,
+        dataset: Tensor,
+        anchor: Tensor,
+        available: Tensor,
+        cluster_code: Tensor,
+        targets: Tensor | None = None,
+    ) -> tuple[StepEncoding, dist.Normal]:
+        """Encodings and learned prior p(z | D, U, G) of S steps given by data set (S,), anchor (S, N),
+        join candidates (S, N) and finished-cluster code G (S, H); ``targets`` (S, N): the joins, when known."""
+        points, anchor_code, unassigned_code = self.step_encodings(data.enc, data.feats, dataset, anchor, available)
+        context = torch.cat([anchor_code, unassigned_code, cluster_code], -1)
+        enc = StepEncoding(dataset, available, points, context, anchor_code, cluster_code, targets=targets,
+                           shared_points=self.shares_points)
+        return enc, self.prior(context)
+
+    # ------------------------------------------------------------------ sampling hooks
+    def sample_anchor(self, state: SamplingRound, generator: torch.Generator | None = None) -> Tensor:
+        """One-hot anchors (T, N): d ~ Uniform(unassigned points) per row (one ``multinomial`` draw)."""
+        weights = state.unassigned.to(state.cluster_code.dtype)
+        index = torch.multinomial(weights, 1, generator=generator)
+        return torch.zeros_like(state.unassigned).scatter_(1, index, True)
+
+    def sample_step(
+        self,
+        state: SamplingRound,
+        generator: torch.Generator | None = None,
+        sample_z: bool = True,
+        sample_joins: bool = True,
+    ) -> Tensor:
+        """Members (T, N) of the next cluster of every running thread: ``anchor | (joins & available)``.
+
+        Draws, in this order (the sampler's random stream): the anchor d uniformly among the unassigned
+        points; z ~ p(z | D, U, G) (or its mean when ``sample_z`` is False); b_i ~ Bernoulli(sigma(rho_i))
+        for every available point (or b_i = [rho_i > 0] when ``sample_joins`` is False). Then
+        :meth:`select_members` decides the cluster. Override this to change the whole round (it must return
+        at least one point per row, all of them unassigned); override :meth:`select_members` to keep the
+        draws and only change which candidates join (e.g. a size cap).
+        """
+        anchor = self.sample_anchor(state, generator)
+        available = state.unassigned & ~anchor
+        enc, prior = self.encode_step(state.data, state.dataset, anchor, available, state.cluster_code)
+        z = prior.loc
+        if sample_z:  # drawn in the default dtype, as the sampler always has
+            z = z + prior.scale * torch.randn(z.shape, generator=generator, device=z.device)
+        logits = self.join_logits(z, enc)
+        if sample_joins:
+            joins = torch.rand(logits.shape, generator=generator, device=logits.device) < torch.sigmoid(logits)
+        else:
+            joins = logits > 0
+        return self.select_members(anchor, joins & available, logits, enc)
+
+    def select_members(self, anchor: Tensor, joins: Tensor, logits: Tensor, enc: StepEncoding) -> Tensor:
+        """The cluster (T, N) from its anchor (T, N), the candidates that drew b_i = 1 (T, N), their join
+        logits (T, N) and the step encoding; default: all of them, ``anchor | joins``."""
+        return anchor | joins
+
+    def order_clusters(self, clusters: FinishedClusters, generator: torch.Generator | None = None) -> Tensor:
+        """The order of every thread's finished clusters: (T, K) creation indices, entry [t, p] the cluster
+        placed at position p (0 = first), K = ``clusters.summaries.shape[1]``.
+
+        Each row must be a permutation of 0..K-1 whose first K_t entries are the thread's own clusters.
+        Default: creation order (the identity), so unordered guides put clusters in the order they were
+        built; a pointer network overrides this.
+        """
+        num_threads, num_clusters = clusters.summaries.shape[:2]
+        return torch.arange(num_clusters, device=clusters.labels.device).expand(num_threads, num_clusters)
 
     def prior(self, context: Tensor) -> dist.Normal:
         loc, raw = self.prior_net(context).chunk(2, -1)

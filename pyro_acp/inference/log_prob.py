@@ -20,7 +20,7 @@ from torch import Tensor
 from pyro_acp.data.partitions import PAD_LABEL
 from pyro_acp.guides.clusterwise import ClusterwiseGuide
 from pyro_acp.inference.frames import framed
-from pyro_acp.inference.sampling import encode_step, padded_inputs
+from pyro_acp.inference.sampling import padded_inputs
 
 
 @torch.no_grad()
@@ -94,7 +94,7 @@ def estimate_log_prob(
         anchor = torch.zeros(r.shape[0], num_points, dtype=torch.bool, device=x.device)
         anchor[torch.arange(r.shape[0], device=x.device), anchor_point[start : start + chunk_size]] = True
         available = unassigned[t, k] & ~anchor
-        enc, prior = encode_step(guide, data, dataset[t], anchor, available, cluster_code[r], members[t, k] & available)
+        enc, prior = guide.encode_step(data, dataset[t], anchor, available, cluster_code[r], members[t, k] & available)
         proposal = guide.posterior(enc) if z_proposal == "encoder" else prior
         z = proposal.loc + proposal.scale * torch.randn(
             (num_z, *proposal.loc.shape), generator=generator, device=x.device

@@ -1,6 +1,13 @@
-"""Posterior distributions over partitions (the object every inference method returns), decision-theoretic
-point estimates and plots."""
+"""Posterior distributions over partitions (the object every inference method returns), ordered partitions,
+decision-theoretic point estimates and plots."""
 
+from pyro_acp.posteriors.ordered import OrderedClusteringPosterior, OrderedExactPosterior
 from pyro_acp.posteriors.posterior import ClusteringPosterior, ExactPosterior, PosteriorSummary
 
-__all__ = ["ClusteringPosterior", "ExactPosterior", "PosteriorSummary"]
+__all__ = [
+    "ClusteringPosterior",
+    "ExactPosterior",
+    "OrderedClusteringPosterior",
+    "OrderedExactPosterior",
+    "PosteriorSummary",
+]

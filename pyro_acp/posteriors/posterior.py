@@ -41,11 +41,6 @@ from pyro_acp.validation import (
 __all__ = ["ClusteringPosterior", "ExactPosterior", "PosteriorSummary"]
 
 
-def _check_partitions(samples: Any, name: str = "samples") -> Tensor:
-    """(S, N) canonical labels on the CPU."""
-    return canonicalize(check_partition_rows(samples, name))
-
-
 def _check_x(x: Any, num_points: int) -> Any:
     """Keep the data as given, checking only that it describes ``num_points`` points."""
     if x is None:
@@ -136,7 +131,7 @@ class ClusteringPosterior:
         *,
         log_joint: Any = None,
     ) -> None:
-        self._samples = _check_partitions(samples)
+        self._samples = self.canonical_samples(samples)
         s = self._samples.shape[0]
         self._log_prob = check_vector(log_prob, "log_prob", s, allow_neg_inf=True)
         self._weights = check_weights(weights, s)
@@ -155,10 +150,16 @@ class ClusteringPosterior:
         self.model = model
         self._point_estimates: dict[tuple, Tensor] = {}
 
+    @classmethod
+    def canonical_samples(cls, samples: Any, name: str = "samples") -> Tensor:
+        """The stored form (S, N) of partitions given in any labelling: clusters numbered 0, 1, ... by first
+        appearance, on the CPU. The hook a posterior over another kind of partition (e.g. ordered) overrides."""
+        return canonicalize(check_partition_rows(samples, name))
+
     # ------------------------------------------------------------------ stored values
     @property
     def samples(self) -> Tensor:
-        """(S, N) canonical labels."""
+        """(S, N) canonical labels (see :meth:`canonical_samples`)."""
         return self._samples
 
     @property
@@ -391,7 +392,7 @@ class ExactPosterior(ClusteringPosterior):
         model: Any = None,
         log_joint: Any = None,
     ) -> None:
-        partitions = _check_partitions(partitions, "partitions")
+        partitions = self.canonical_samples(partitions, "partitions")
         probs = check_weights(probs, partitions.shape[0], name="probs")
         super().__init__(
             partitions, log_prob=probs.log(), weights=probs, method=method, wall_time=wall_time,
@@ -401,7 +402,7 @@ class ExactPosterior(ClusteringPosterior):
     @classmethod
     def from_log_joint(cls, partitions: Any, log_joint: Any, **kwargs: Any) -> ExactPosterior:
         """Normalise log p(partition, x) over the enumerated partitions in log space (no underflow)."""
-        partitions = _check_partitions(partitions, "partitions")
+        partitions = cls.canonical_samples(partitions, "partitions")
         log_joint = check_vector(log_joint, "log_joint", partitions.shape[0], allow_neg_inf=True)
         if torch.isneginf(log_joint).all():
             raise ValueError("log_joint is -inf for every partition")

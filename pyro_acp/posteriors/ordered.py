@@ -1,0 +1,123 @@
+"""Posteriors over *ordered* partitions (catalogs: group the points, then order the groups).
+
+An ordered partition of N points is stored in its canonical form: label = the position of the point's cluster
+in the order (0 = first), so every row uses the positions 0..K-1, each at least once. Two samples are the same
+ordered partition exactly when their rows are equal; the same unordered partition when they are equal after
+renumbering by first appearance. :class:`OrderedClusteringPosterior` keeps these labels as given (it does not
+renumber them as :class:`~pyro_acp.posteriors.posterior.ClusteringPosterior` does), so the order survives,
+and adds the order's summaries:
+
+- ``precedence()``: P(i ≺ j) = E[ pos(c_i) < pos(c_j) ], the posterior probability that point i's cluster
+  comes before point j's. With the co-clustering C_ij = P(c_i = c_j): P(i ≺ j) + P(j ≺ i) + C_ij = 1.
+- ``position_distribution()``: P(pos(c_i) = p), the posterior of each point's position.
+- ``unique()``: distinct ordered partitions with their weights (``ordered=False``: distinct partitions).
+
+Every unordered summary (co-clustering, K, the MAP, point estimates, ArviZ export, plot) works unchanged;
+the point estimate minimises an order-free loss and numbers its clusters by their mean posterior position.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pyro_acp.data.partitions import canonicalize
+from pyro_acp.posteriors.posterior import ClusteringPosterior, ExactPosterior
+from pyro_acp.validation import check_partition_rows
+
+__all__ = ["OrderedClusteringPosterior", "OrderedExactPosterior", "check_ordered_labels"]
+
+
+def check_ordered_labels(samples: Any, name: str = "samples") -> Tensor:
+    """(S, N) ordered partitions on the CPU, as given: each row must use the positions 0..K-1, every one.
+
+    Raises ValueError naming the first row with a gap (e.g. labels {0, 2}: position 1 has no cluster).
+    """
+    samples = check_partition_rows(samples, name)
+    num_clusters = samples.max(-1).values + 1
+    used = torch.zeros(samples.shape[0], int(num_clusters.max()), dtype=torch.bool).scatter_(1, samples, True)
+    gaps = used.sum(-1) != num_clusters
+    if gaps.any():
+        row = int(gaps.nonzero()[0])
+        missing = (~used[row, : int(num_clusters[row])]).nonzero().flatten().tolist()
+        raise ValueError(
+            f"{name} row {row} uses labels {sorted(set(samples[row].tolist()))} but not {missing}: ordered "
+            "partitions are labelled by cluster position 0..K-1 (0 = first), with every position used"
+        )
+    return samples
+
+
+class OrderedClusteringPosterior(ClusteringPosterior):
+    """S posterior ordered partitions of N points: labels are positions in the order (0 = first).
+
+    Takes the arguments of :class:`~pyro_acp.posteriors.posterior.ClusteringPosterior`; ``log_prob``,
+    ``log_joint`` and ``log_likelihood`` refer to the ordered partition (clustering *and* order), so the MAP
+    is the most probable ordered partition (without scores: the most frequent one).
+    """
+
+    @classmethod
+    def canonical_samples(cls, samples: Any, name: str = "samples") -> Tensor:
+        """Ordered partitions are canonical as positions: kept as given, checked (:func:`check_ordered_labels`)."""
+        return check_ordered_labels(samples, name)
+
+    # ------------------------------------------------------------------ order summaries
+    def position_distribution(self) -> Tensor:
+        """(N, K_max) posterior probability that point i's cluster sits at position p (rows sum to one)."""
+        positions = torch.nn.functional.one_hot(self._samples, int(self.num_clusters.max()))
+        return torch.einsum("s,sip->ip", self.sample_weights, positions.to(torch.float64))
+
+    def precedence(self) -> Tensor:
+        """(N, N) P(i ≺ j): posterior probability that point i's cluster comes before point j's.
+
+        P(i ≺ j) = Σ_s w_s Σ_p [pos_s(i) = p] [pos_s(j) > p], computed as one contraction of the position
+        one-hots with their "after p" indicators (O(S N K) memory). Zero on the diagonal and wherever i and
+        j always share a cluster; P(i ≺ j) + P(j ≺ i) = 1 - coclustering()[i, j].
+        """
+        one_hot = torch.nn.functional.one_hot(self._samples, int(self.num_clusters.max())).to(torch.float64)
+        after = 1.0 - one_hot.cumsum(-1)  # [pos_s(j) > p]
+        precedence = torch.einsum("s,sip,sjp->ij", self.sample_weights, one_hot, after)
+        return precedence.to(torch.get_default_dtype())
+
+    def unique(self, ordered: bool = True) -> tuple[Tensor, Tensor]:
+        """Distinct ordered partitions (U, N) (position labels) and their counts or, when weighted, total
+        weights, from the most to the least frequent (ties: first appearance). ``ordered=False``: distinct
+        partitions regardless of order (canonical labels), each with the total of its orders."""
+        if ordered:
+            return super().unique()
+        return self.unordered().unique()
+
+    def unordered(self) -> ClusteringPosterior:
+        """The posterior of the partition alone: the same samples, weights and chains, order forgotten.
+
+        Probabilities of ordered partitions (``log_prob``, ``log_joint``, ``log_likelihood``) do not carry
+        over, so they are dropped (the MAP is then the most frequent partition).
+        """
+        return ClusteringPosterior(
+            canonicalize(self._samples), weights=self._weights, chain=self._chain, method=self.method,
+            wall_time=self.wall_time, x=self.x, model=self.model,
+        )
+
+    def point_estimate(self, loss: str = "vi", **kwargs: Any) -> Tensor:
+        """(N,) the partition minimising the expected ``loss`` (order-free; see the base class), with its
+        clusters numbered by mean posterior position: cluster A comes before B when the average over A's
+        points of E[pos(c_i)] is smaller (ties: first appearance)."""
+        estimate = super().point_estimate(loss, **kwargs)
+        mean_position = (self._samples.to(torch.float64) * self.sample_weights[:, None]).sum(0)  # (N,)
+        num_clusters = int(estimate.max()) + 1
+        totals = torch.zeros(num_clusters, dtype=torch.float64).index_add_(0, estimate, mean_position)
+        sizes = torch.zeros(num_clusters, dtype=torch.float64).index_add_(0, estimate, torch.ones_like(mean_position))
+        rank = (totals / sizes).argsort(stable=True).argsort()
+        return rank[estimate]
+
+    def to_arviz(self, num_draws: int | None = None, seed: int = 0) -> Any:
+        """As the base class, ``labels`` being positions; the posterior group's ``labels`` attribute says so."""
+        data = super().to_arviz(num_draws, seed)
+        data["posterior"].attrs["labels"] = "position of the point's cluster in the order (0 = first)"
+        return data
+
+
+class OrderedExactPosterior(OrderedClusteringPosterior, ExactPosterior):
+    """An enumerated posterior over ordered partitions: every ordered partition (M, N), in position labels,
+    with its probability (M,); :meth:`sample` draws ordered partitions."""
