@@ -120,6 +120,7 @@ class ClusteringPosterior:
     def __init__(
         self,
         samples: Any,
+        *,
         log_prob: Any = None,
         weights: Any = None,
         chain: Any = None,
@@ -128,7 +129,6 @@ class ClusteringPosterior:
         log_likelihood: Any = None,
         x: Any = None,
         model: Any = None,
-        *,
         log_joint: Any = None,
     ) -> None:
         self._samples = self.canonical_samples(samples)
