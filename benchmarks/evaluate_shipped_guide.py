@@ -32,7 +32,7 @@ def n7_distances(model, guide, sets: list[torch.Tensor], num_samples: int, symme
     raw, reweighted, ess = [], [], []
     for i, x in enumerate(sets):
         exact = exact_posterior(model, x)
-        post = infer(model, x, num_samples, guide=guide, seed=i, reweight=reweight, symmetrize=symmetrize,
+        post = infer(model, x, num_samples=num_samples, guide=guide, seed=i, reweight=reweight, symmetrize=symmetrize,
                      estimate_log_prob=reweight, progress_bar=False)
         raw.append(total_variation(exact, post.samples))
         if reweight:

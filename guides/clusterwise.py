@@ -102,6 +102,8 @@ class ClusterwiseGuide(nn.Module):
     variant = "base"
     #: True when step_encodings returns per-data-set points (B, N, H) shared by all steps
     shares_points = False
+    #: True when order_clusters learns an order (a pointer network): what an ordered model's posterior needs
+    orders_clusters = False
 
     def __init__(
         self,

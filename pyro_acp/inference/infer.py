@@ -21,6 +21,7 @@ from pyro_acp.guides import ACPS, ClusterwiseGuide
 from pyro_acp.inference.frames import frames_for, sample_frames
 from pyro_acp.inference.log_prob import estimate_log_prob as guide_log_prob
 from pyro_acp.inference.sampling import sample_partitions
+from pyro_acp.posteriors.ordered import OrderedClusteringPosterior
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.pretrained.checkpoint import load_guide
 from pyro_acp.pretrained.registry import cache_dir, check_guide_matches, find_guide, model_key
@@ -37,6 +38,9 @@ ON_DEMAND_TRAINING = {"steps": 3000, "batch_size": 32, "num_particles": 8, "lr":
 REWEIGHT_ANCHORS = 10
 REWEIGHT_MIN_ORDERS = 8
 REWEIGHT_MIN_Z = 8
+
+_UNORDERED_GUIDE = ("{model} orders its clusters, so its posterior needs a guide that learns the order (a pointer "
+                    "network, NOC); {guide} only finds the clusters. Pass such a guide with guide=")
 
 
 def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path | None = None, *, train: bool = True,
@@ -65,6 +69,9 @@ def train_for_model(model: ClusteringModel, *, device: str | torch.device | None
                     progress_bar: bool = True, **overrides: Any) -> ClusterwiseGuide:
     """Train an on-demand guide for ``model`` (with an up-front time estimate) and cache it."""
     from pyro_acp.inference.training import train
+
+    if getattr(model, "ordered", False):
+        raise NotImplementedError(_UNORDERED_GUIDE.format(model=type(model).__name__, guide="ACPS (trained on demand)"))
 
     settings = {**ON_DEMAND_TRAINING, **overrides}
     guide = ACPS(model.data_dim, **ON_DEMAND_GUIDE)
@@ -122,6 +129,10 @@ def infer(
 ) -> ClusteringPosterior:
     """Posterior samples of the partition of ``x`` under ``model``.
 
+    For an ordered model (``model.ordered``) the guide must learn an order (``guide.orders_clusters``): the
+    result is an :class:`~pyro_acp.posteriors.OrderedClusteringPosterior` whose labels are the clusters'
+    positions (0 = first), with ``log_prob`` None until the guide estimates the order's probability too.
+
     Args:
         model: a generative model from :mod:`pyro_acp.models` (a :class:`~pyro_acp.protocols.ClusteringModel`).
         x: one data set, (N, D) array or tensor.
@@ -159,26 +170,30 @@ def infer(
     x = model.check_data(x)
     if model.num_points_of(x) < 2:
         raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
-    if getattr(model, "data_kind", "vector") != "vector":
+    if getattr(model, "data_kind", "vector") == "graph":
         raise NotImplementedError(
             f"amortized inference for {model.data_kind} models needs their encoder, which is not available yet"
         )
+    ordered = bool(getattr(model, "ordered", False))
     if reweight and not estimate_log_prob:
         raise ValueError("reweight=True needs the log-probability estimates; drop estimate_log_prob=False")
     if reweight and not has_collapsed_likelihood(model):
         raise ValueError(f"reweight=True needs a model with an exact log joint p(partition, x); "
                          f"{type(model).__name__} has none")
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar)
+    if ordered and not guide.orders_clusters:
+        raise NotImplementedError(_UNORDERED_GUIDE.format(model=type(model).__name__, guide=type(guide).__name__))
     device = next(guide.parameters()).device
     generator = make_generator(seed, device)
     x = x.to(device=device, dtype=torch.get_default_dtype())
     began = time.perf_counter()
     num_points = x.shape[0]
     frames = frames_for(model, num_points, num_samples, generator, device, symmetrize)
-    samples = canonicalize(sample_partitions(guide, x, num_samples, sample_z=sample_z, sample_joins=sample_joins,
-                                             generator=generator, frames=frames)[0])
+    labels = sample_partitions(guide, x, num_samples, sample_z=sample_z, sample_joins=sample_joins,
+                               generator=generator, frames=frames, ordered=ordered)[0]
+    samples = labels if ordered else canonicalize(labels)  # ordered: labels are positions, already canonical
     log_prob = None
-    if estimate_log_prob:
+    if estimate_log_prob and not ordered:  # the estimate is of the partition alone: an order needs its own term
         if reweight:
             num_anchors = REWEIGHT_ANCHORS
             num_orders, num_z = max(num_orders, REWEIGHT_MIN_ORDERS), max(num_z, REWEIGHT_MIN_Z)
@@ -190,7 +205,8 @@ def infer(
     log_joint = exact_log_joint(model, x, samples)
     weights = importance_weights(log_joint, log_prob) if reweight else None
     wall_time = time.perf_counter() - began
-    return ClusteringPosterior(
+    posterior_type = OrderedClusteringPosterior if ordered else ClusteringPosterior
+    return posterior_type(
         samples.cpu(), log_prob=None if log_prob is None else log_prob.cpu(),
         weights=None if weights is None else weights.cpu(),
         method="acp+is" if reweight else "acp", wall_time=wall_time, x=x.cpu(), model=model,

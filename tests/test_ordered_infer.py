@@ -1,0 +1,53 @@
+"""``infer`` on an ordered model: labels are cluster positions from the guide's order, never renumbered."""
+
+import pytest
+import torch
+
+import pyro_acp
+from pyro_acp.guides import ACPS
+from pyro_acp.guides.clusterwise import FinishedClusters
+from pyro_acp.models import CRPGaussianMixture, OrderedGaussianCatalog
+from pyro_acp.posteriors import OrderedClusteringPosterior
+
+
+class LargestFirst(ACPS):
+    """An ACP-S whose "pointer network" places clusters by decreasing size (a fixed rule, easy to check)."""
+
+    orders_clusters = True
+
+    def order_clusters(self, clusters: FinishedClusters, generator=None) -> torch.Tensor:
+        num_clusters = clusters.summaries.shape[1]
+        slots = torch.arange(num_clusters, device=clusters.labels.device)
+        sizes = (clusters.labels.unsqueeze(1) == slots.view(1, -1, 1)).sum(-1)  # (T, K); 0 beyond K_t
+        return sizes.argsort(dim=-1, descending=True, stable=True)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, _ = OrderedGaussianCatalog().simulate(1, num_points=25, seed=0).unpadded(0)
+    return x
+
+
+def test_ordered_model_gives_positions_in_the_guides_order(data):
+    guide = LargestFirst(2, hidden_dim=16)
+    post = pyro_acp.infer(OrderedGaussianCatalog(), data, num_samples=30, guide=guide, seed=0, progress_bar=False)
+    assert isinstance(post, OrderedClusteringPosterior)
+    assert post.log_prob is None  # the guide's estimate is of the partition alone, not of its order
+    sizes = torch.stack([(post.samples == k).sum(-1) for k in range(int(post.samples.max()) + 1)], -1)
+    used = sizes > 0
+    assert torch.equal(used, used.cummin(-1).values)  # positions 0..K-1, every one used
+    ordered_sizes = sizes.masked_fill(~used, 0)
+    assert (ordered_sizes[:, :-1] >= ordered_sizes[:, 1:]).all()  # largest first, as the guide ordered them
+    unordered = pyro_acp.infer(CRPGaussianMixture(), data, num_samples=30, guide=guide, seed=0,
+                               symmetrize=False, progress_bar=False)
+    assert type(unordered) is pyro_acp.ClusteringPosterior  # an unordered model: canonical labels, as before
+    assert torch.equal(unordered.samples, pyro_acp.ClusteringPosterior(post.samples).samples)  # the same draws
+
+
+def test_ordered_model_refuses_a_guide_that_cannot_order(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYRO_ACP_CACHE", str(tmp_path))
+    with pytest.raises(NotImplementedError, match="orders its clusters"):
+        pyro_acp.infer(OrderedGaussianCatalog(), data, guide=ACPS(2, hidden_dim=16), progress_bar=False)
+    with pytest.raises(NotImplementedError, match="trained on demand"):
+        pyro_acp.infer(OrderedGaussianCatalog(), data, progress_bar=False)
+    assert not list(tmp_path.iterdir())  # refused before training anything
