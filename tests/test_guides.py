@@ -1,3 +1,5 @@
+import math
+
 import pyro
 import pytest
 import torch
@@ -49,18 +51,28 @@ def test_batched_loss_equals_per_dataset_reference(cls):
 
 
 def test_iwae_bound_is_logmeanexp_per_step_and_above_elbo():
+    """ClusterwiseIWAE's weights are log p(z) + log p(b | z) - log q(z) at the z it drew (recomputed here from the
+    guide's networks), its loss is minus the per-step log-mean-exp of them averaged over data sets, and, over
+    independent draws, the 64-particle bound lies above the ELBO (Pyro's Trace_ELBO, 64 particles): measured over
+    12 seeds -6.95 (sd 0.36) vs -10.69 (sd 0.20) nats, so the gap of 3.7 is 9 sd of its noise (0.41)."""
     torch.manual_seed(0)
     guide = ACPS(2, 32)
     batch = tiny_batch()
     pyro.set_rng_seed(0)
-    log_w, scale, _ = ClusterwiseIWAE(64).log_weights(guide.model, guide.guide, batch)
+    log_w, scale, latents = ClusterwiseIWAE(64).log_weights(guide.model, guide.guide, batch)
     assert log_w.shape == (64, int(batch.num_clusters.sum()))
     assert scale == pytest.approx(1 / batch.batch_size)
-    iwae = (log_w.logsumexp(0) - torch.log(torch.tensor(64.0))).sum() / batch.batch_size
-    elbo = log_w.mean(0).sum() / batch.batch_size
-    assert iwae >= elbo
+    torch.testing.assert_close(log_w, log_weights(guide, batch, latents[0]), rtol=1e-5, atol=1e-4)
+    pyro.set_rng_seed(0)
+    loss = ClusterwiseIWAE(64).loss(guide.model, guide.guide, batch)
+    assert loss == pytest.approx(-(log_w.logsumexp(0) - math.log(64)).sum().item() / batch.batch_size, rel=1e-5)
+    pyro.set_rng_seed(1)
+    elbo = -pyro.infer.Trace_ELBO(num_particles=64, vectorize_particles=True, max_plate_nesting=1).loss(
+        guide.model, guide.guide, batch)
+    assert -loss > elbo + 4 * 0.41, (-loss, elbo)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dreg", [False, True])
 def test_svi_step_reduces_loss_on_a_fixed_batch(dreg):
     torch.manual_seed(0)
@@ -73,11 +85,18 @@ def test_svi_step_reduces_loss_on_a_fixed_batch(dreg):
 
 
 def test_trace_elbo_works_with_the_same_pair():
+    """Pyro's own Trace_ELBO on the same model/guide pair and the same draws (same seed, same particle plate
+    position) is minus the mean of ClusterwiseIWAE's log weights: both estimate the same ELBO."""
     torch.manual_seed(0)
     pyro.clear_param_store()
     guide = CCP(2, 16)
+    batch = tiny_batch()
     elbo = pyro.infer.Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1)
-    assert torch.isfinite(torch.tensor(elbo.loss(guide.model, guide.guide, tiny_batch())))
+    pyro.set_rng_seed(1)
+    loss = elbo.loss(guide.model, guide.guide, batch)
+    pyro.set_rng_seed(1)
+    log_w, scale, _ = ClusterwiseIWAE(4).log_weights(guide.model, guide.guide, batch)
+    assert loss == pytest.approx(-scale * log_w.mean(0).sum().item(), rel=1e-5)
 
 
 def test_bad_batches_raise_clear_errors():
@@ -102,6 +121,7 @@ def _loss_and_grads(guide, batch):
     return loss.detach(), [p.grad.clone() for p in guide.parameters() if p.grad is not None]
 
 
+@pytest.mark.slow
 def test_compiled_join_network_gives_the_same_loss_and_gradients():
     torch.manual_seed(0)
     guide, batch = ACPS(2, 16), tiny_batch()
