@@ -291,8 +291,10 @@ def test_pyro_trace_plate_and_enumerate_support():
             return pyro.sample("labels", CRP(0.7, 6))
 
     trace = pyro.poutine.trace(program).get_trace()
-    assert trace.nodes["labels"]["value"].shape == (3, 6)
-    assert torch.isfinite(trace.log_prob_sum())
+    labels = trace.nodes["labels"]["value"]
+    assert labels.shape == (3, 6)
+    expected = sum(seating_log_prob(row, 0.7, 0.0) for row in labels.tolist())  # the plate sums its 3 draws
+    assert float(trace.log_prob_sum()) == pytest.approx(expected, abs=1e-4)
     dist = MixtureOfFiniteMixtures(4).expand((2,))
     assert dist.enumerate_support().shape == (15, 2, 4)
     assert dist.enumerate_support(expand=False).shape == (15, 1, 4)
