@@ -7,7 +7,7 @@ buys (running C chains one after another would give ratio 1).
 
 Also the sequential start (``kernel.setup``: every point seated from its predictive given those before it),
 with the prior's seating weights read from the kernel's lookup tables against calling the prior for every
-point, in the same process (the tables serve the start for CRP / Pitman-Yor priors; see ``_SeatingTable``).
+point, in the same process (tables from the prior's closed form; see ``pyro_acp.reference.seating``).
 
 Run: python benchmarks/bench_gibbs.py [--sizes 200 1000] [--chains 8] [--sweeps 5] [--repeats 3]
          [--threads 1] [--model crp|sbm] [--device cpu|cuda] [--json out.json]
@@ -24,7 +24,7 @@ import torch
 
 from pyro_acp.mcmc import CollapsedGibbs
 from pyro_acp.models import SBM, CRPGaussianMixture
-from pyro_acp.reference.gibbs import _SeatingTable
+from pyro_acp.reference import gibbs_kernel
 
 
 def _data(model_name: str, num_points: int, device: str):
@@ -58,9 +58,9 @@ def _sweeps_per_second(model, data, num_chains: int, sweeps: int, repeats: int) 
 
 def _start_seconds(model, data, num_chains: int, repeats: int, tables: bool) -> float:
     """Median wall time of the sequential start; ``tables=False`` makes it call the prior for every point."""
-    serves = _SeatingTable.serves_every_count
+    serves = gibbs_kernel.seating_tables_for
     if not tables:
-        _SeatingTable.serves_every_count = lambda self: False
+        gibbs_kernel.seating_tables_for = lambda *args: None
     try:
         times = []
         for seed in range(repeats + 1):  # the first one is a warm-up
@@ -72,7 +72,7 @@ def _start_seconds(model, data, num_chains: int, repeats: int, tables: bool) -> 
             times.append(time.perf_counter() - start)
         return statistics.median(times[1:])
     finally:
-        _SeatingTable.serves_every_count = serves
+        gibbs_kernel.seating_tables_for = serves
 
 
 def main() -> None:

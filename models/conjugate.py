@@ -29,7 +29,10 @@ clusters it could join. Every function broadcasts over leading dimensions (parti
 
 Collapsed Gibbs for a point i: remove i from the statistics, call the predictive on all K slots plus one
 empty slot, add the partition prior's ``seating_log_weights`` and sample. The model classes wrap this as
-``model.log_predictive(x, labels, index)`` -> (..., K+1) in the same slot layout as ``seating_log_weights``.
+``model.log_predictive(x, labels, index)`` -> (..., K+1) in the same slot layout as ``seating_log_weights``,
+and give the Gibbs kernel the same statistics of C chains kept up to date in place
+(``model.gibbs_statistics(x)``, the :class:`~pyro_acp.protocols.GibbsStatistics` protocol):
+:class:`GaussianGibbsStatistics` and :class:`BlockGibbsStatistics`.
 """
 
 from __future__ import annotations
@@ -126,11 +129,14 @@ def block_stats(adjacency: Tensor, labels: Tensor, num_clusters: int) -> BlockSt
     each undirected within-block edge once; pairs are n_k n_l off the diagonal and n_k (n_k - 1) / 2 on it.
     """
     z = _one_hot(labels, num_clusters, adjacency.dtype)
-    edges = z.transpose(-1, -2) @ adjacency @ z
-    sizes = z.sum(-2)
-    pairs = sizes.unsqueeze(-1) * sizes.unsqueeze(-2)
     eye = torch.eye(num_clusters, dtype=torch.bool, device=adjacency.device)
-    edges = torch.where(eye, 0.5 * edges, edges)
+    return _block_stats_from(z.transpose(-1, -2) @ adjacency @ z, z.sum(-2), eye)
+
+
+def _block_stats_from(ordered_edges: Tensor, sizes: Tensor, eye: Tensor) -> BlockStats:
+    """BlockStats from Zᵀ A Z (ordered pairs: within-block edges counted twice) and the block sizes."""
+    pairs = sizes.unsqueeze(-1) * sizes.unsqueeze(-2)
+    edges = torch.where(eye, 0.5 * ordered_edges, ordered_edges)
     pairs = torch.where(eye, 0.5 * (pairs - sizes.unsqueeze(-1)), pairs)
     return BlockStats(edges, pairs)
 
@@ -188,3 +194,102 @@ def block_log_predictive(node_edges: Tensor, node_pairs: Tensor, stats: BlockSta
     e = node_edges.unsqueeze(-2)  # (..., 1, L)
     non = (node_pairs - node_edges).unsqueeze(-2)
     return (_log_beta(a + e, b + non) - _log_beta(a, b)).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------- Gibbs statistics
+# Both keep per-slot statistics of C chains, (C, W) with W = cluster slots + 1; the kernel never fills the
+# last slot, so its predictive is the "new cluster" one (see pyro_acp.protocols.GibbsStatistics).
+
+
+class _SlotCounts:
+    """``counts``: the sizes (C, W - 1) of the cluster slots, a view of ``count`` (C, W) without the new slot."""
+
+    count: Tensor
+
+    @property
+    def counts(self) -> Tensor:
+        return self.count[:, :-1]
+
+
+class GaussianGibbsStatistics(_SlotCounts):
+    """Isotropic Gaussian clusters with a conjugate N(0, s²I) mean: per-slot counts, sums, sums of squares.
+
+    Moves update counts and sums only (all the predictive needs); ``init`` recomputes all three from the
+    labels, which also clears any round-off drift, and ``log_likelihood`` reads the last ``init``.
+    """
+
+    def __init__(self, x: Tensor, sigma: float, mean_scale: float) -> None:
+        self.sigma, self.mean_scale = float(sigma), float(mean_scale)
+        self.x = x
+        self.sq = x.square().sum(-1, keepdim=True)
+        self.ratio = (self.sigma / self.mean_scale) ** 2  # sigma² / s²: the prior's weight in points
+
+    def init(self, labels: Tensor, width: int) -> None:
+        z = _one_hot(labels, width, self.x.dtype).transpose(-1, -2)  # (C, W, N)
+        self.count, self.total, self.sumsq = z.sum(-1), z @ self.x, (z @ self.sq).squeeze(-1)
+
+    def grow(self, extra: int) -> None:
+        pad = torch.nn.functional.pad
+        self.count, self.sumsq = pad(self.count, (0, extra)), pad(self.sumsq, (0, extra))
+        self.total = pad(self.total, (0, 0, 0, extra))
+
+    def move(self, i: int, slot: Tensor, weight: Tensor) -> None:
+        index = slot.unsqueeze(-1)
+        self.count.scatter_add_(1, index, weight.unsqueeze(-1))
+        values = (weight.unsqueeze(-1) * self.x[i]).unsqueeze(1)  # (C, 1, D)
+        self.total.scatter_add_(1, index.unsqueeze(-1).expand(values.shape), values)
+
+    def log_predictive(self, i: int) -> Tensor:
+        """:func:`gaussian_log_predictive` minus its slot-independent terms, in fewer tensor ops: with
+        h = n + σ²/s², the predictive is N(Σx / h, σ² (1 + 1/h) I)."""
+        inv = (self.count + self.ratio).reciprocal_()  # 1 / h
+        dist2 = (self.total * inv.unsqueeze(-1) - self.x[i]).square_().sum(-1)
+        spread = inv.add_(1.0)  # predictive variance / σ²
+        out = dist2.div_(spread).mul_(-0.5 / self.sigma**2)
+        return out.sub_(spread.log_().mul_(0.5 * self.x.shape[-1]))
+
+    def log_likelihood(self) -> Tensor:
+        stats = GaussianStats(self.count, self.total, self.sumsq)
+        return gaussian_log_marginal(stats, self.sigma, self.mean_scale).sum(-1)
+
+
+class BlockGibbsStatistics(_SlotCounts):
+    """Beta-Bernoulli blocks of a symmetric graph.
+
+    Keeps M = A Z (C, N, W): edges from every node to every block, E = Zᵀ A Z (C, W, W) (ordered pairs, so
+    the diagonal counts within-block edges twice) and the block sizes ``count``. Moving node i into block k adds M[i]
+    to row and column k of E and A[:, i] to column k of M.
+    """
+
+    def __init__(self, adjacency: Tensor, within: tuple[float, float], between: tuple[float, float]) -> None:
+        self.within, self.between = tuple(within), tuple(between)
+        self.adjacency = adjacency
+
+    def init(self, labels: Tensor, width: int) -> None:
+        z = _one_hot(labels, width, self.adjacency.dtype)  # (C, N, W)
+        self.m = self.adjacency @ z
+        self.e = z.transpose(-1, -2) @ self.m
+        self.count = z.sum(-2)
+        self._eye = torch.eye(width, dtype=self.adjacency.dtype, device=self.adjacency.device)
+
+    def grow(self, extra: int) -> None:
+        pad = torch.nn.functional.pad
+        self.m, self.count = pad(self.m, (0, extra)), pad(self.count, (0, extra))
+        self.e = pad(self.e, (0, extra, 0, extra))
+        self._eye = torch.eye(self.count.shape[-1], dtype=self.adjacency.dtype, device=self.adjacency.device)
+
+    def move(self, i: int, slot: Tensor, weight: Tensor) -> None:
+        delta = weight.unsqueeze(-1) * self._eye[slot]  # (C, W)
+        outer = delta.unsqueeze(-1) * self.m[:, i, :].unsqueeze(-2)  # row k += M[i]
+        self.e += outer + outer.transpose(-1, -2)
+        self.m += self.adjacency[i].unsqueeze(-1) * delta.unsqueeze(-2)
+        self.count += delta
+
+    def _stats(self) -> BlockStats:
+        return _block_stats_from(self.e, self.count, self._eye.bool())
+
+    def log_predictive(self, i: int) -> Tensor:
+        return block_log_predictive(self.m[:, i, :], self.count, self._stats(), self.within, self.between)
+
+    def log_likelihood(self) -> Tensor:
+        return block_log_marginal(self._stats(), self.within, self.between)

@@ -3,7 +3,9 @@
 Generative process (all three): labels ~ partition prior over N points; one mean per cluster
 mu_k ~ N(0, mean_scale^2 I); x_i ~ N(mu_{c_i}, sigma^2 I). The means are conjugate, so the collapsed
 likelihood p(x | partition) is exact (:mod:`pyro_acp.models.conjugate`): ``log_marginal_likelihood``
-scores many partitions at once, and ``log_predictive`` gives collapsed Gibbs its per-point weights.
+scores many partitions at once, ``log_predictive`` gives a point's collapsed predictive, and
+``gibbs_statistics`` the sufficient statistics collapsed Gibbs updates. ``stick_breaking_form`` declares the
+likelihood NUTS needs for the truncated stick-breaking mixture (with a CRP / Pitman-Yor prior).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.distributions import CRP, MixtureOfFiniteMixtures, PitmanYor
+from pyro_acp.protocols import StickBreakingForm
 from pyro_acp.validation import check_positive, check_positive_int
 
 from .base import ExactLikelihood, GenerativeModel
-from .conjugate import gaussian_log_marginal, gaussian_log_predictive, gaussian_stats
+from .conjugate import GaussianGibbsStatistics, gaussian_log_marginal, gaussian_log_predictive, gaussian_stats
 
 
 def gaussian_cluster_sites(labels: Tensor, dim: int, sigma: float, mean_scale: float,
@@ -91,6 +94,14 @@ class GaussianMixture(ExactLikelihood, GenerativeModel):
         others, k = self._without_point(labels, index, num_clusters)
         stats = gaussian_stats(x, others, k + 1)
         return gaussian_log_predictive(x[index], stats, self.sigma, self.mean_scale)
+
+    def gibbs_statistics(self, x: Tensor) -> GaussianGibbsStatistics:
+        """Per-cluster counts, sums and sums of squares of C chains over the validated points ``x``."""
+        return GaussianGibbsStatistics(x, self.sigma, self.mean_scale)
+
+    def stick_breaking_form(self) -> StickBreakingForm:
+        """sigma and mean_scale: the likelihood of the truncated stick-breaking mixture that NUTS runs."""
+        return StickBreakingForm(self.sigma, self.mean_scale)
 
 
 class CRPGaussianMixture(GaussianMixture):

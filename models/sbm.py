@@ -28,7 +28,13 @@ from pyro_acp.seeding import generator_rng
 from pyro_acp.validation import check_beta_pair, check_positive, check_positive_int
 
 from .base import ExactLikelihood, GenerativeModel
-from .conjugate import block_log_marginal, block_log_predictive, block_stats, node_block_counts
+from .conjugate import (
+    BlockGibbsStatistics,
+    block_log_marginal,
+    block_log_predictive,
+    block_stats,
+    node_block_counts,
+)
 from .graphs import (
     BalancedPartition,
     SymmetricAdjacency,
@@ -143,6 +149,10 @@ class SBM(GraphModel):
         stats = block_stats(adjacency, others, k + 1)
         node_edges, node_pairs = node_block_counts(adjacency, labels, index, k + 1)
         return block_log_predictive(node_edges, node_pairs, stats, self.within, self.between)
+
+    def gibbs_statistics(self, adjacency: Tensor) -> BlockGibbsStatistics:
+        """Edges between blocks, edges from every node to every block and block sizes of C chains."""
+        return BlockGibbsStatistics(adjacency, self.within, self.between)
 
 
 class LogDegreeSBM(GraphModel):

@@ -4,8 +4,12 @@
   (what training and ``infer`` need).
 - :class:`CollapsedModel`: a clustering model with an exact collapsed likelihood (cluster parameters
   integrated out): ``log_marginal_likelihood``, ``log_joint``, ``log_predictive``. This is what exact
-  enumeration, exact importance weights and the exact MAP need; collapsed Gibbs needs these and the
-  sufficient statistics it updates point by point (see :mod:`pyro_acp.reference.gibbs`).
+  enumeration, exact importance weights and the exact MAP need; collapsed Gibbs also needs
+  ``gibbs_statistics``, the per-cluster sufficient statistics it updates point by point
+  (:class:`GibbsStatistics`), and a partition prior with ``seating_log_weights`` (see
+  :mod:`pyro_acp.reference.gibbs`).
+- ``stick_breaking_form()`` (:class:`StickBreakingForm`): a Gaussian mixture that NUTS can run as a truncated
+  stick-breaking mixture, given a Pitman-Yor / CRP prior (``alpha``, ``discount``).
 
 A user's model plugs in by having the methods (no base class needed); :func:`require` turns a missing one
 into a ``TypeError`` that names what is missing.
@@ -13,13 +17,23 @@ into a ``TypeError`` that names what is missing.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from torch import Tensor
 
 from pyro_acp.data.batch import Batch
 
-__all__ = ["ClusteringModel", "CollapsedModel", "exact_log_joint", "has_collapsed_likelihood", "require"]
+__all__ = [
+    "ClusteringModel",
+    "CollapsedModel",
+    "GibbsStatistics",
+    "StickBreakingForm",
+    "exact_log_joint",
+    "has_collapsed_likelihood",
+    "require",
+    "require_collapsed",
+    "require_gibbs_statistics",
+]
 
 
 @runtime_checkable
@@ -57,7 +71,11 @@ class ClusteringModel(Protocol):
 
 @runtime_checkable
 class CollapsedModel(ClusteringModel, Protocol):
-    """A clustering model whose likelihood of a partition is available in closed form."""
+    """A clustering model whose likelihood of a partition is available in closed form.
+
+    Exact enumeration, exact importance weights and the exact MAP need ``log_marginal_likelihood`` and
+    ``log_joint`` (:func:`has_collapsed_likelihood`); collapsed Gibbs also needs ``gibbs_statistics``.
+    """
 
     def log_marginal_likelihood(self, x: Any, labels: Any) -> Tensor:
         """log p(x | partition) (...,) of labellings (..., N), cluster parameters integrated out."""
@@ -67,6 +85,48 @@ class CollapsedModel(ClusteringModel, Protocol):
 
     def log_predictive(self, x: Any, labels: Any, index: int, num_clusters: int | None = None) -> Tensor:
         """log p(x_index | the other points' clusters) for each cluster slot and a new one (..., K + 1)."""
+
+    def gibbs_statistics(self, x: Tensor) -> GibbsStatistics:
+        """Fresh sufficient statistics over the validated data set ``x`` (float64), for collapsed Gibbs."""
+
+
+@runtime_checkable
+class GibbsStatistics(Protocol):
+    """Per-cluster-slot sufficient statistics of C chains, updated in place as collapsed Gibbs moves points.
+
+    Every chain has W slots; the kernel keeps the last one empty, so its predictive is that of a new cluster
+    (the slot layout of the prior's ``seating_log_weights``: K existing slots, then new). ``init`` is called
+    again whenever the kernel resets its state (after a split-merge proposal, at every recorded sample), so
+    any round-off drift of the in-place updates is cleared there.
+    """
+
+    @property
+    def counts(self) -> Tensor:
+        """(C, W - 1) float sizes of the cluster slots, current after every ``move`` (a view is fine)."""
+
+    def init(self, labels: Tensor, width: int) -> None:
+        """Statistics of ``labels`` (C, N) (label -1 = not placed) in ``width`` slots."""
+
+    def grow(self, extra: int) -> None:
+        """Append ``extra`` empty slots to every chain."""
+
+    def move(self, i: int, slot: Tensor, weight: Tensor) -> None:
+        """Add point ``i`` to ``slot`` (C,) with ``weight`` (C,): +1 joins, -1 leaves, 0 changes nothing."""
+
+    def log_predictive(self, i: int) -> Tensor:
+        """(C, W) log p(x_i | the points in each slot), up to a constant per chain; point i must be out of
+        the statistics. An empty slot gives the prior predictive (a new cluster). A fresh tensor: the kernel
+        adds the seating weights to it in place."""
+
+    def log_likelihood(self) -> Tensor:
+        """(C,) log p(x | partition) of the labels of the last ``init``."""
+
+
+class StickBreakingForm(NamedTuple):
+    """The likelihood of a Gaussian mixture as NUTS runs it: x_i ~ N(mu_k, sigma^2 I), mu_k ~ N(0, mean_scale^2 I)."""
+
+    sigma: float
+    mean_scale: float
 
 
 _COLLAPSED_METHODS = ("check_data", "partition_prior", "log_marginal_likelihood", "log_joint")
@@ -98,3 +158,9 @@ def require(model: Any, methods: tuple[str, ...], caller: str, what: str) -> Non
 def require_collapsed(model: Any, caller: str) -> None:
     """TypeError unless ``model`` has an exact collapsed likelihood."""
     require(model, _COLLAPSED_METHODS, caller, "a conjugate model with an exact collapsed likelihood")
+
+
+def require_gibbs_statistics(model: Any, caller: str) -> None:
+    """TypeError unless ``model`` also provides the sufficient statistics collapsed Gibbs updates."""
+    require(model, ("gibbs_statistics", "num_points_of"), caller,
+            "the per-cluster sufficient statistics it updates point by point")

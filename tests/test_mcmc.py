@@ -1,12 +1,13 @@
 """Collapsed Gibbs (with and without split-merge) and NUTS against exact posteriors on small data sets.
 
-Agreement is judged against Monte-Carlo error measured in the test itself: the total variation distance
-of an i.i.d. sample of the same size drawn from the exact posterior. A correct sampler with modest
-autocorrelation lands within a small multiple of it; a wrong one (checked below with a deliberately
-mis-specified model) lands far outside.
+Agreement is judged against Monte-Carlo error measured in the test itself (see tests/mcmc_checks.py); the
+power of that check is shown with a deliberately mis-specified model.
 """
 
 from __future__ import annotations
+
+import contextlib
+import io
 
 import pyro
 import pytest
@@ -22,39 +23,15 @@ from pyro_acp.models import (
     PitmanYorGaussianMixture,
 )
 from pyro_acp.posteriors.posterior import ClusteringPosterior
+from pyro_acp.reference import gibbs_kernel, seating
 from pyro_acp.reference.exact import exact_posterior
-
-TOLERANCE = 2.5  # allowed multiple of the i.i.d. Monte-Carlo total variation
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These samplers run many tiny tensor ops: one intra-op thread is faster and steadier on small machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def total_variation(samples: torch.Tensor, exact) -> float:
-    """TV between the empirical distribution of canonical ``samples`` (S, N) and an exact posterior."""
-    index = {tuple(p.tolist()): i for i, p in enumerate(exact.partitions)}
-    counts = torch.zeros_like(exact.probs)
-    for row in samples.tolist():
-        counts[index[tuple(row)]] += 1
-    return 0.5 * float((counts / counts.sum() - exact.probs).abs().sum())
-
-
-def iid_total_variation(exact, num_samples: int) -> float:
-    return total_variation(exact.sample(num_samples, seed=12345), exact)
-
-
-def assert_matches_exact(post: ClusteringPosterior, exact, cc_tol: float = 0.05) -> None:
-    tv = total_variation(post.samples, exact)
-    baseline = iid_total_variation(exact, post.num_samples)
-    assert tv < TOLERANCE * baseline, f"TV {tv:.4f} vs i.i.d. Monte-Carlo TV {baseline:.4f}"
-    cc_error = float((post.coclustering() - exact.coclustering()).abs().max())
-    assert cc_error < cc_tol, f"co-clustering error {cc_error:.4f}"
+from tests.mcmc_checks import (  # one_thread: an autouse fixture
+    TOLERANCE,
+    assert_matches_exact,
+    iid_total_variation,
+    one_thread,  # noqa: F401
+    total_variation,
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +81,7 @@ def test_split_merge_alone_keeps_the_exact_posterior():
     kernel = CollapsedGibbs(model, num_chains=32, split_merge=True, sweeps=0, restricted_scans=2, seed=0)
     mcmc = MCMC(kernel, num_samples=200, warmup_steps=20, disable_progbar=True)
     mcmc.run(x)
-    samples = mcmc.get_samples()["labels"].reshape(-1, 6).round().long()
+    samples = kernel.get_labels()
     accept = kernel.diagnostics()["split_merge_acceptance"]
     assert 0.05 < accept < 0.95
     assert_matches_exact(ClusteringPosterior(samples), exact_posterior(model, x))
@@ -122,18 +99,58 @@ def test_kernel_runs_under_pyro_mcmc_with_vectorised_chains(crp_case):
     kernel = CollapsedGibbs(model, num_chains=3, seed=0)
     mcmc = MCMC(kernel, num_samples=20, warmup_steps=5, disable_progbar=True)
     mcmc.run(x)
-    draws = mcmc.get_samples(group_by_chain=True)
-    assert draws["labels"].shape == (1, 20, 3, 7)
-    assert draws["log_joint"].shape == (1, 20, 3)
-    labels = draws["labels"].round().long()
-    assert torch.equal(labels.double(), draws["labels"].double())
+    draws = mcmc.get_samples(group_by_chain=True)  # the kernel's chains are MCMC's chains
+    assert sorted(draws) == ["largest_share", "log_joint", "log_likelihood", "num_clusters"]
+    assert all(value.shape == (3, 20) for value in draws.values())
+    labels = kernel.get_labels(group_by_chain=True)
+    assert labels.shape == (3, 20, 7) and labels.dtype == torch.long
     assert (labels >= 0).all() and (labels < 7).all()
+    assert torch.equal(kernel.get_labels(), labels.reshape(60, 7))
+    assert torch.equal(draws["num_clusters"], (labels.max(-1).values + 1).double())
+    sizes = torch.nn.functional.one_hot(labels, 7).sum(-2)
+    assert torch.allclose(draws["largest_share"], sizes.max(-1).values.double() / 7)
+    assert torch.allclose(draws["log_joint"], model.log_joint(x.double(), labels).double(), atol=1e-6)
     assert "log_joint" in mcmc.diagnostics()
-    # initial params can be given, one labelling per chain
+    # initial params can be given, one labelling per chain; labels can be stored by MCMC too, in any order
     start = torch.zeros(3, 7)
-    mcmc = MCMC(CollapsedGibbs(model, num_chains=3, seed=0), num_samples=2, warmup_steps=0,
-                initial_params={"labels": start}, disable_progbar=True)
+    kernel = CollapsedGibbs(model, num_chains=3, seed=0)
+    mcmc = MCMC(kernel, num_samples=4, warmup_steps=0, initial_params={"labels": start}, disable_progbar=True,
+                save_params=["num_clusters", "labels", "log_joint"])
     mcmc.run(x)
+    draws = mcmc.get_samples(group_by_chain=True)
+    assert torch.equal(draws["labels"].long(), kernel.get_labels(group_by_chain=True))
+    assert torch.equal(draws["num_clusters"], (draws["labels"].max(-1).values + 1).double())
+    with pytest.raises(ValueError, match="no site 'means'"):
+        CollapsedGibbs(model).save_params = ["means"]
+
+
+def test_mcmc_summary_is_a_short_table_of_scalar_sites(crp_case):
+    model, x, _ = crp_case
+    mcmc = MCMC(CollapsedGibbs(model, num_chains=3, seed=0), num_samples=30, warmup_steps=5, disable_progbar=True)
+    mcmc.run(x)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        mcmc.summary()
+    rows = [line.split()[0] for line in out.getvalue().splitlines() if line.strip()]
+    assert rows[1:5] == ["largest_share", "log_joint", "log_likelihood", "num_clusters"]  # one row each
+    assert len(rows) <= 6  # header, four sites, the divergence count
+    assert "labels" not in out.getvalue()
+
+
+def test_arviz_from_pyro_reads_the_gibbs_run(crp_case):
+    arviz = pytest.importorskip("arviz")
+    if not hasattr(arviz, "from_pyro"):
+        pytest.skip("this ArviZ has no from_pyro")
+    model, x, _ = crp_case
+    mcmc = MCMC(CollapsedGibbs(model, num_chains=3, seed=0), num_samples=25, warmup_steps=5, disable_progbar=True)
+    mcmc.run(x)
+    idata = arviz.from_pyro(mcmc)
+    posterior = idata.posterior
+    assert set(posterior.data_vars) == {"largest_share", "log_joint", "log_likelihood", "num_clusters"}
+    assert posterior.sizes["chain"] == 3 and posterior.sizes["draw"] == 25
+    assert not idata.sample_stats.diverging.values.any()
+    table = arviz.summary(idata)
+    assert list(table.index) == ["largest_share", "log_joint", "log_likelihood", "num_clusters"]
 
 
 def test_recorded_log_joint_matches_the_model():
@@ -179,6 +196,12 @@ def test_gibbs_bad_input():
         gibbs(model, torch.randn(5, 2), num_chains=0, progress_bar=False)
     with pytest.raises(TypeError, match="seating_log_weights|SBM"):
         gibbs(LogDegreeSBM(), torch.zeros(40, 40), num_samples=2, progress_bar=False)
+
+    class NoStatistics(CRPGaussianMixture):
+        gibbs_statistics = None
+
+    with pytest.raises(TypeError, match="NoStatistics lacks gibbs_statistics"):
+        gibbs(NoStatistics(), torch.randn(5, 2), progress_bar=False)
     with pytest.raises(TypeError, match="conjugate"):
         gibbs(object(), torch.randn(5, 2), progress_bar=False)
     with pytest.raises(ValueError, match="sweeps"):
@@ -197,9 +220,9 @@ def test_nuts_matches_exact():
 
 
 def test_nuts_bad_input():
-    with pytest.raises(TypeError, match="stick-breaking"):
+    with pytest.raises(TypeError, match="stick-breaking.*MixtureOfFiniteMixtures has no alpha and discount"):
         nuts(MFMGaussianMixture(), torch.randn(5, 2))
-    with pytest.raises(TypeError, match="stick-breaking"):
+    with pytest.raises(TypeError, match="stick-breaking.*SBM lacks stick_breaking_form"):
         nuts(SBM(), torch.zeros(5, 5))
     with pytest.raises(ValueError, match="truncation"):
         nuts(CRPGaussianMixture(), torch.randn(5, 2), truncation=1)
@@ -207,56 +230,67 @@ def test_nuts_bad_input():
         nuts(CRPGaussianMixture(), torch.tensor([[0.0, float("nan")]]))
 
 
-def test_seating_table_reproduces_the_prior_and_gibbs_works_without_it(monkeypatch):
-    """The lookup tables equal seating_log_weights; with them disabled Gibbs calls the prior directly."""
-    from pyro_acp.reference.gibbs import _SeatingTable
+def _random_counts(num_seated: int, num_checks: int = 64, width: int = 8, seed: int = 0) -> torch.Tensor:
+    """(num_checks, width) block sizes summing to ``num_seated``, 1..width blocks in random slots."""
+    generator = torch.Generator().manual_seed(seed)
+    blocks = torch.randint(1, min(num_seated, width) + 1, (num_checks,), generator=generator)
+    slots = torch.rand(num_checks, width, generator=generator).argsort(-1)
+    labels = torch.randint(0, width, (num_checks, num_seated), generator=generator)
+    labels = slots.gather(1, labels % blocks.unsqueeze(-1))
+    return torch.zeros(num_checks, width, dtype=torch.float64).scatter_add_(
+        1, labels, torch.ones_like(labels, dtype=torch.float64))
 
+
+def test_seating_tables_are_the_priors_closed_form_and_gibbs_works_without_them(monkeypatch):
+    """Tables filled from V(n, K) and c equal seating_log_weights at every number seated; a prior without the
+    Gibbs-type form is served by calls to its seating_log_weights, and Gibbs still targets the posterior."""
     for model in (CRPGaussianMixture(), PitmanYorGaussianMixture(), MFMGaussianMixture(), SBM()):
-        for n in (1, 2, 5, 40):
-            assert _SeatingTable(model.partition_prior(n + 1), n, torch.float64, torch.device("cpu")).matches()
+        prior = model.partition_prior(41)
+        tables = seating.seating_tables_for(prior, 41, 0, torch.device("cpu"))
+        for m in (1, 2, 5, 17, 40):
+            counts = _random_counts(m)
+            expected = prior.seating_log_weights(counts, m).double()
+            got = tables(counts, m)
+            assert torch.equal(torch.isfinite(got), torch.isfinite(expected))
+            assert torch.allclose(got[torch.isfinite(got)], expected[torch.isfinite(expected)], atol=1e-9)
 
     class NotGibbsType:
-        """Join weights that depend on the other blocks' sizes: the table check must reject it."""
+        """Join weights that depend on the other blocks' sizes: no tables, its own method is called."""
 
         def seating_log_weights(self, counts, num_seated):
             join = torch.where(counts > 0, torch.log(counts.clamp(min=1)) + counts.max(-1, keepdim=True).values,
                                -float("inf"))
             return torch.cat([join, torch.zeros_like(counts[..., :1])], -1)
 
-    assert not _SeatingTable(NotGibbsType(), 9, torch.float64, torch.device("cpu")).matches()
-    monkeypatch.setattr(_SeatingTable, "matches", lambda self, *args, **kwargs: False)
+    assert seating.seating_tables_for(NotGibbsType(), 9, 0, torch.device("cpu")) is None
+    monkeypatch.setattr(seating, "gibbs_type_form", lambda prior: None)
     model = PitmanYorGaussianMixture(alpha=0.5, discount=0.3, mean_scale=3.0)
     x, _ = model.simulate(1, num_points=6, seed=3).unpadded(0)
     post = gibbs(model, x, num_samples=150, warmup_steps=10, num_chains=32, seed=5, progress_bar=False)
     assert_matches_exact(post, exact_posterior(model, x))
 
 
-def test_sequential_start_reads_the_tables_where_the_prior_allows_it(monkeypatch):
-    """With fewer points seated, CRP / Pitman-Yor weights differ from the tables' only by a constant per row, so
-    the start reads the tables and draws the same labels as with direct calls to the prior; MFM's new-block
-    weight depends on the number seated, so its start calls the prior."""
-    from pyro_acp.reference.gibbs import _SeatingTable
+def test_sequential_start_reads_the_tables_and_draws_what_the_prior_would(monkeypatch):
+    """The start seats point t given t others: the tables hold a row for every number seated (from the closed
+    form, for CRP, Pitman-Yor and MFM alike), so it draws the same labels as direct calls to the prior; after
+    the start only the row the sweeps read (N - 1 seated) is kept."""
 
     def start(model, x):
         kernel = CollapsedGibbs(model, num_chains=3, seed=4)
         kernel.setup(0, x)
         return kernel
 
-    for model, uses_tables in ((CRPGaussianMixture(), True), (PitmanYorGaussianMixture(discount=0.4), True),
-                               (MFMGaussianMixture(), False)):
-        table = _SeatingTable(model.partition_prior(41), 40, torch.float64, torch.device("cpu"))
-        shifts = [table.matches(num_seated=m, up_to_shift=True) for m in range(1, 40)]
-        assert all(shifts) if uses_tables else not any(shifts[1:])
-        assert not any(table.matches(num_seated=m) for m in range(2, 40))  # never equal: only up to a constant
+    for model in (CRPGaussianMixture(), PitmanYorGaussianMixture(discount=0.4), MFMGaussianMixture()):
         x, _ = model.simulate(1, num_points=60, seed=2).unpadded(0)
+        fast = start(model, x)
         with monkeypatch.context() as patch:
-            fast = start(model, x)
-            patch.setattr(_SeatingTable, "serves_every_count", lambda self: False)
+            patch.setattr(gibbs_kernel, "seating_tables_for", lambda *args: None)
             direct = start(model, x)
-        assert fast._table_from_seated == (1 if uses_tables else 59)
-        assert direct._table_from_seated == 59  # N - 1: the tables serve the sweeps only
+        assert fast._tables is not None and direct._tables is None
+        assert fast._tables.first == 59 and fast._tables.join.shape[0] == 1  # the sweeps' row only
         assert torch.equal(fast.labels, direct.labels)
         assert fast.labels.max() >= 1  # a non-trivial start: several clusters
+        assert torch.equal(fast.sample(fast.initial_params)["labels"], direct.sample(direct.initial_params)["labels"])
 
 
 def test_fast_gaussian_predictive_equals_the_conjugate_one_up_to_a_constant():
@@ -264,9 +298,33 @@ def test_fast_gaussian_predictive_equals_the_conjugate_one_up_to_a_constant():
     x, _ = model.simulate(1, num_points=30, seed=2).unpadded(0)
     kernel = CollapsedGibbs(model, num_chains=4, seed=0)
     kernel.setup(0, x)
-    likelihood = kernel.likelihood
+    statistics, one = kernel.statistics, torch.ones(4, dtype=torch.float64)
     for i in (0, 7, 29):
-        likelihood.move(i, kernel.labels[:, i], -torch.ones(4, dtype=torch.float64))
-        diff = likelihood.log_predictive(i) - likelihood.exact_log_predictive(i)  # (C, W): constant per row
+        statistics.move(i, kernel.labels[:, i], -one)
+        exact = model.log_predictive(x.double(), kernel.labels, i, num_clusters=kernel.capacity)
+        diff = statistics.log_predictive(i) - exact  # (C, W): constant per row
         assert torch.allclose(diff, diff[:, :1].expand_as(diff), atol=1e-9)
-        likelihood.move(i, kernel.labels[:, i], torch.ones(4, dtype=torch.float64))
+        statistics.move(i, kernel.labels[:, i], one)
+
+
+def test_integer_seeds_leave_the_global_rng_alone(crp_case):
+    model, x, _ = crp_case
+    state = torch.get_rng_state()
+    a = gibbs(model, x, num_samples=5, warmup_steps=1, num_chains=2, seed=3, split_merge=True, progress_bar=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    post = nuts(model, x, num_samples=3, warmup_steps=2, truncation=3, seed=3, progress_bar=False,
+                jit_compile=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert post.samples.shape == (3, 7)
+    b = gibbs(model, x, num_samples=5, warmup_steps=1, num_chains=2, seed=3, split_merge=True, progress_bar=False)
+    assert torch.equal(a.samples, b.samples)
+
+
+def test_entry_points_take_x_second_and_keywords_after_it(crp_case):
+    model, x, _ = crp_case
+    with pytest.raises(TypeError):
+        gibbs(model, x, 10)
+    with pytest.raises(TypeError):
+        nuts(model, x, 10)
+    with pytest.raises(TypeError):
+        CollapsedGibbs(model, 4)

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.posteriors.posterior import ClusteringPosterior
+from pyro_acp.protocols import StickBreakingForm
 from pyro_acp.seeding import forked_rng, resolve_seed
 from pyro_acp.validation import check_int
 
@@ -79,18 +80,29 @@ def _recover_labels(x: Tensor, beta: Tensor, means: Tensor, sigma: float) -> Ten
     return torch.cat(out).reshape(beta.shape[0], x.shape[0])
 
 
-def _stick_parameters(model: Any) -> tuple[float, float]:
-    """(alpha, discount) of a CRP or Pitman-Yor Gaussian mixture, else TypeError."""
-    from pyro_acp.models.mixtures import CRPGaussianMixture, PitmanYorGaussianMixture
+def _stick_parameters(model: Any) -> tuple[float, float, StickBreakingForm]:
+    """(alpha, discount, likelihood form) of a model NUTS can run as a stick-breaking mixture, else TypeError.
 
-    if isinstance(model, PitmanYorGaussianMixture):
-        return float(model.alpha), float(model.discount)
-    if isinstance(model, CRPGaussianMixture):
-        return float(model.alpha), 0.0
-    raise TypeError(
-        "nuts needs a stick-breaking Gaussian mixture: CRPGaussianMixture or PitmanYorGaussianMixture; "
-        f"got {type(model).__name__} (use pyro_acp.mcmc.gibbs for other conjugate models)"
-    )
+    The model declares its Gaussian likelihood with ``stick_breaking_form()``; its partition prior must be
+    Pitman-Yor-like (``alpha`` and ``discount``: CRP, PitmanYor).
+    """
+    hint = "(use pyro_acp.mcmc.gibbs for other conjugate models)"
+    if not callable(getattr(model, "stick_breaking_form", None)):
+        raise TypeError(
+            "nuts needs a stick-breaking Gaussian mixture: a model with stick_breaking_form() (its sigma and "
+            f"mean_scale) and a Pitman-Yor / CRP partition prior; {type(model).__name__} lacks "
+            f"stick_breaking_form {hint}"
+        )
+    prior = model.partition_prior(1)
+    alpha, discount = getattr(prior, "alpha", None), getattr(prior, "discount", None)
+    if alpha is None or discount is None:
+        missing = " and ".join(name for name, value in (("alpha", alpha), ("discount", discount)) if value is None)
+        raise TypeError(
+            "nuts needs a stick-breaking Gaussian mixture with a Pitman-Yor / CRP partition prior (alpha, "
+            f"discount); {type(model).__name__}'s prior {type(prior).__name__} has no {missing} {hint}"
+        )
+    form = model.stick_breaking_form()
+    return float(alpha), float(discount), StickBreakingForm(float(form.sigma), float(form.mean_scale))
 
 
 def _initial_values(x: Tensor, alpha: float, discount: float, truncation: int, generator: torch.Generator) -> dict:
@@ -104,6 +116,7 @@ def _initial_values(x: Tensor, alpha: float, discount: float, truncation: int, g
 def nuts(
     model: Any,
     x: Any,
+    *,
     num_samples: int = 1000,
     warmup_steps: int = 500,
     truncation: int = 10,
@@ -114,15 +127,16 @@ def nuts(
 ) -> ClusteringPosterior:
     """Posterior over partitions of ``x`` from NUTS on the truncated stick-breaking mixture.
 
-    ``model`` is a :class:`~pyro_acp.models.CRPGaussianMixture` or
-    :class:`~pyro_acp.models.PitmanYorGaussianMixture` (its α, d, σ and mean scale are used);
-    ``truncation`` is the number of components T. Chains run one after another, each seeded from ``seed``
-    (the global RNG states are restored afterwards). Returns a
+    ``model`` declares its likelihood with ``stick_breaking_form()`` (σ, mean scale) and has a Pitman-Yor /
+    CRP partition prior (α, d), e.g. :class:`~pyro_acp.models.CRPGaussianMixture` or
+    :class:`~pyro_acp.models.PitmanYorGaussianMixture`; ``truncation`` is the number of components T. Chains
+    run one after another, each seeded from ``seed`` (an integer: reproducible; None: drawn from torch's
+    global RNG); the global RNG states are restored afterwards. Returns a
     :class:`~pyro_acp.posteriors.posterior.ClusteringPosterior` (method "nuts") with num_chains × num_samples canonical
     partitions, chain ids, the exact collapsed log likelihood and log joint of each partition under
     ``model``, and the wall time.
     """
-    alpha, discount = _stick_parameters(model)
+    alpha, discount, form = _stick_parameters(model)
     num_samples = check_int(num_samples, "num_samples", 1)
     warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
     truncation = check_int(truncation, "truncation", 2)
@@ -130,7 +144,7 @@ def nuts(
     seed = resolve_seed(seed)
     data = model.check_data(x).to(torch.get_default_dtype())
     began = time.perf_counter()
-    program_args = (data, alpha, discount, truncation, float(model.sigma), float(model.mean_scale))
+    program_args = (data, alpha, discount, truncation, form.sigma, form.mean_scale)
     labels = []
     for chain in range(num_chains):
         with forked_rng(seed + 7919 * chain, data.device):
@@ -144,7 +158,7 @@ def nuts(
                 mcmc.run(*program_args)
             draws = mcmc.get_samples()
             with torch.no_grad(), poutine.block():
-                labels.append(_recover_labels(data, draws["beta"], draws["mu"], float(model.sigma)))
+                labels.append(_recover_labels(data, draws["beta"], draws["mu"], form.sigma))
     wall_time = time.perf_counter() - began
     samples = canonicalize(torch.cat(labels).cpu())
     with torch.no_grad():
