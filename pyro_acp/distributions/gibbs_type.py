@@ -89,7 +89,7 @@ def _dtype_device(*params: Any) -> tuple[torch.dtype, torch.device]:
 class GibbsPartition(TorchDistribution):
     """Base of exchangeable partition priors with EPPF V(n, K) prod_k (1 + c)_{n_k - 1}.
 
-    Subclasses set ``size_shift`` (c) and implement ``_log_v(n, k, bound)`` (float64, any n, k <= bound).
+    Subclasses set ``size_shift`` (c) and implement ``log_v(n, k, bound)`` (float64, any n, k <= bound).
     Event shape (num_points,); batch shape () unless expanded.
     """
 
@@ -108,7 +108,7 @@ class GibbsPartition(TorchDistribution):
         super().__init__(torch.Size(), torch.Size((self.num_points,)), validate_args=validate_args)
 
     # ------------------------------------------------------------------ pieces every subclass provides
-    def _log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
+    def log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
         """log V(n, k), float64, broadcast over n and k; -inf where no partition exists. n, k <= bound."""
         raise NotImplementedError
 
@@ -174,7 +174,7 @@ class GibbsPartition(TorchDistribution):
         n = sizes.sum(-1)
         k = (sizes > 0).sum(-1)
         log_w = torch.where(sizes > 0, self._log_w(sizes.clamp(min=1)), 0.0).sum(-1)
-        out = (self._log_v(n, k, max(width, self.num_points)) + log_w).to(self._dtype)
+        out = (self.log_v(n, k, max(width, self.num_points)) + log_w).to(self._dtype)
         shape = torch.broadcast_shapes(out.shape, self.batch_shape)
         return out.expand(shape)
 
@@ -215,11 +215,11 @@ class GibbsPartition(TorchDistribution):
     def _seating(self, counts: Tensor, n: Tensor, bound: int) -> Tensor:
         """Unvalidated float64 core of :meth:`seating_log_weights`; ``bound`` >= n + 1."""
         t = (counts > 0).sum(-1)
-        base = self._log_v(n, t, bound)
-        join_v = self._log_v(n + 1, t, bound) - base
+        base = self.log_v(n, t, bound)
+        join_v = self.log_v(n + 1, t, bound) - base
         join = torch.where(counts > 0, torch.log(counts.clamp(min=1) + self.size_shift) + join_v.unsqueeze(-1),
                            -math.inf)
-        new = self._log_v(n + 1, t + 1, bound) - base
+        new = self.log_v(n + 1, t + 1, bound) - base
         return torch.cat([join, new.expand(join.shape[:-1]).unsqueeze(-1)], dim=-1)
 
     # ------------------------------------------------------------------ sampling
@@ -264,7 +264,7 @@ class GibbsPartition(TorchDistribution):
         """
         steps = torch.arange(self.num_points, dtype=torch.float64).unsqueeze(-1)
         ts = torch.arange(self.num_points + 1, dtype=torch.float64)
-        log_p = self._log_v(steps + 1, ts + 1, self.num_points) - self._log_v(steps, ts, self.num_points)
+        log_p = self.log_v(steps + 1, ts + 1, self.num_points) - self.log_v(steps, ts, self.num_points)
         return torch.nan_to_num(log_p.exp(), nan=0.0).numpy()
 
     # ------------------------------------------------------------------ number of clusters
@@ -288,7 +288,7 @@ class GibbsPartition(TorchDistribution):
     def _log_num_clusters_distribution(self, num_points: int) -> Tensor:
         ks = torch.arange(num_points + 1, dtype=torch.float64)
         n = torch.tensor(float(num_points), dtype=torch.float64)
-        return self._log_generalised_factorials(num_points) + self._log_v(n, ks, num_points)
+        return self._log_generalised_factorials(num_points) + self.log_v(n, ks, num_points)
 
     def num_clusters_distribution(self, num_points: int | None = None) -> Tensor:
         """Exact P(K = k), k = 0..N, as a float64 tensor (N+1,) (default N: ``num_points``)."""

@@ -91,7 +91,7 @@ class MixtureOfFiniteMixtures(GibbsPartition):
         n = self.num_points
         return _mfm_tables(self.num_components_rate, self.gamma, n + 1)[1][:n].numpy()
 
-    def _log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
+    def log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
         n = torch.as_tensor(n, dtype=torch.float64)
         k = torch.as_tensor(k, device=n.device)
         table = self._table(bound, k.device)

@@ -50,7 +50,7 @@ class PitmanYor(GibbsPartition):
         terms = torch.log(self.alpha + self.discount * i)
         return torch.cat([terms.new_zeros(1), terms.cumsum(0)])
 
-    def _log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
+    def log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
         n = torch.as_tensor(n, dtype=torch.float64)
         k = torch.as_tensor(k, device=n.device)
         table = self._table(bound, k.device)

@@ -26,18 +26,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyro_acp.distributions import GibbsPartition
-
 __all__ = ["SeatingTables", "check_seating_prior", "seating_tables_for"]
 
 LogV = Callable[[Tensor, Tensor, int], Tensor]
 
 
 def gibbs_type_form(prior: Any) -> tuple[float, LogV] | None:
-    """(c, log V) of a Gibbs-type prior, the form every :class:`GibbsPartition` declares, else None."""
-    if isinstance(prior, GibbsPartition):
-        return float(prior.size_shift), prior._log_v  # noqa: SLF001 (the subclass contract of GibbsPartition)
-    return None
+    """(c, log V) of a Gibbs-type prior (``size_shift`` and ``log_v``, the form every :class:`GibbsPartition`
+    declares, and any user prior may), else None."""
+    size_shift, log_v = getattr(prior, "size_shift", None), getattr(prior, "log_v", None)
+    if size_shift is None or not callable(log_v):
+        return None
+    return float(size_shift), log_v
 
 
 def check_seating_prior(model: Any, prior: Any) -> None:
