@@ -27,6 +27,7 @@ def result(bench):
                                log=lambda _: None, data_seeds=(0, 5))
 
 
+@pytest.mark.slow  # the shared `result` fixture runs the benchmark (3-5 s)
 def test_table_has_every_method_and_finite_values(bench, result):
     rows = bench.table_rows(result, all_gibbs=True)
     assert {"N", "method", "setting", "time", "error"} == set(rows[0])
@@ -43,6 +44,7 @@ def test_table_has_every_method_and_finite_values(bench, result):
     assert gibbs_times[:6] == sorted(gibbs_times[:6]) and gibbs_times[6:] == sorted(gibbs_times[6:])
 
 
+@pytest.mark.slow
 def test_summary_ratios_and_text(bench, result):
     summary = result["sizes"]["30"]["summary"]
     for name in ("target", "best"):

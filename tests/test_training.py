@@ -13,6 +13,7 @@ SMALL = {"batch_size": 4, "num_particles": 3, "num_points": (3, 12), "validation
          "progress_bar": False, "seed": 7}
 
 
+@pytest.mark.slow
 def test_resume_gives_bit_identical_next_step(tmp_path):
     """Train 4 steps straight; train 2, stop, resume from the checkpoint for 2 more: identical results."""
     model = CRPGaussianMixture()
@@ -46,6 +47,7 @@ def _train_until(model, guide, path, stop):
         train(model, guide, steps=4, checkpoint=path, checkpoint_every=2, callback=_stop_after(stop), **SMALL)
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager_and_leaves_the_guide_uncompiled():
     model = CRPGaussianMixture()
     torch.manual_seed(0)
@@ -172,6 +174,7 @@ def _sample_distribution(guide, x, num_samples: int, seed: int) -> torch.Tensor:
     return sample_partitions(guide.eval(), x, num_samples, generator=torch.Generator().manual_seed(seed))[0]
 
 
+@pytest.mark.slow
 def test_briefly_trained_guide_is_closer_to_the_exact_posterior_than_the_prior():
     """A few minutes' worth of CPU training (250 steps on N in [3, 6)) already beats the CRP prior at N = 5:
     measured mean TV 0.43 against the prior's 0.92 over six data sets."""
@@ -199,6 +202,7 @@ def test_briefly_trained_guide_is_closer_to_the_exact_posterior_than_the_prior()
     assert sum(guide_tv) / 6 < sum(prior_tv) / 6 - 0.25, (guide_tv, prior_tv)
 
 
+@pytest.mark.slow
 def test_shipped_guide_matches_the_exact_posterior_at_n7():
     from pyro_acp.diagnostics.metrics import total_variation
     from pyro_acp.inference.infer import resolve_guide
@@ -212,6 +216,7 @@ def test_shipped_guide_matches_the_exact_posterior_at_n7():
     assert sum(distances) / len(distances) < 0.15, distances
 
 
+@pytest.mark.slow
 def test_reweighted_infer_repairs_the_guide_on_close_clusters():
     """Where the shipped guide merges too often (clusters 2-3 sd apart, N = 7), weighting its samples by
     p(c, x) / q(c) brings them to the exact posterior (benchmarks/evaluate_shipped_guide.py: mean TV over 30
