@@ -1,12 +1,10 @@
 import json
 
 import numpy as np
-import pytest
 
 from pyro_acp.cli import main
 
 
-@pytest.mark.slow
 def test_infer_command_writes_labels_summary_and_figure(tmp_path):
     points = np.concatenate([np.random.default_rng(0).normal(c, 1.0, size=(15, 2)) for c in (-10, 0, 10)])
     np.savetxt(tmp_path / "points.csv", points, delimiter=",", header="a,b", comments="")
@@ -31,7 +29,6 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "no hyperparameter 'nonsense'" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_train_init_fine_tunes_another_guide_and_never_writes_it(tmp_path, capsys):
     import torch
 

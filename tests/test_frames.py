@@ -85,7 +85,6 @@ def test_framed_log_prob_estimates_sum_to_one_in_every_frame():
         assert log_q.exp().sum().item() == pytest.approx(1.0, abs=0.05)
 
 
-@pytest.mark.slow
 def test_symmetrized_infer_does_not_depend_on_the_orientation_of_the_data():
     """Three clusters 3 sd apart on a line (close set 3): the shipped guide's raw samples change a lot when
     the line is turned by 90 degrees (TV 0.82 between the two); averaged over frames they do not (0.10, the noise of

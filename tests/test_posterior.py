@@ -263,7 +263,6 @@ def test_arviz_1x_call_form():
 
 
 # ---------------------------------------------------------------------------------------------- plot, summary
-@pytest.mark.slow
 def test_plot_writes_png(tmp_path):
     from matplotlib.figure import Figure
 

@@ -13,7 +13,6 @@ SMALL = {"batch_size": 4, "num_particles": 3, "num_points": (3, 12), "validation
          "progress_bar": False, "seed": 7}
 
 
-@pytest.mark.slow
 def test_resume_gives_bit_identical_next_step(tmp_path):
     """Train 4 steps straight; train 2, stop, resume from the checkpoint for 2 more: identical results."""
     model = CRPGaussianMixture()
@@ -202,7 +201,6 @@ def test_briefly_trained_guide_is_closer_to_the_exact_posterior_than_the_prior()
     assert sum(guide_tv) / 6 < sum(prior_tv) / 6 - 0.25, (guide_tv, prior_tv)
 
 
-@pytest.mark.slow
 def test_shipped_guide_matches_the_exact_posterior_at_n7():
     from pyro_acp.diagnostics.metrics import total_variation
     from pyro_acp.inference.infer import resolve_guide
