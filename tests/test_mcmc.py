@@ -209,6 +209,7 @@ def test_gibbs_bad_input():
 
 
 # ---------------------------------------------------------------------------------------------- NUTS
+@pytest.mark.slow
 def test_nuts_matches_exact():
     model = CRPGaussianMixture(mean_scale=3.0)
     x = torch.tensor([[-2.0, 0.0], [-2.5, 0.3], [-1.8, -0.4], [2.0, 0.2], [2.4, -0.1], [0.3, 0.1]])
