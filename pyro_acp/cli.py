@@ -63,9 +63,7 @@ def build_model(name: str, options: list[str]):
 
 def read_points(path: str) -> np.ndarray:
     """Points (N, D) from a .npy file or a numeric CSV (an optional header line is skipped)."""
-    file = Path(path)
-    if not file.exists():
-        raise CommandError(f"input file {path} does not exist")
+    file = check_input_file(path, "input")
     if file.suffix == ".npy":
         data = np.load(file, allow_pickle=False)
     else:
@@ -79,6 +77,121 @@ def read_points(path: str) -> np.ndarray:
     if data.dtype.kind not in "fiu":
         raise CommandError(f"{path} does not hold numbers (dtype {data.dtype})")
     return data.astype(np.float64)
+
+
+# ---------------------------------------------------------------------- checks made before any work
+
+#: the files ``pyro-acp infer`` writes into its output folder
+INFER_OUTPUTS = ("labels.csv", "summary.json", "posterior.png")
+
+
+def check_counts(args, minimums: dict[str, int]) -> None:
+    """Each integer option ``--flag`` (given as a key of ``minimums``) must be >= its minimum."""
+    for flag, minimum in minimums.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None and value < minimum:
+            expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise CommandError(f"{flag} must be {expected}, got {value}")
+
+
+def check_device_option(device: str | None) -> None:
+    """``--device`` must name a device this machine has (one line, before any work)."""
+    from pyro_acp.validation import check_device
+
+    check_device(device)
+
+
+def check_input_file(path: str, what: str) -> Path:
+    """An existing file (not a folder) to read."""
+    file = Path(path)
+    if not file.exists():
+        raise CommandError(f"{what} file {path} does not exist")
+    if file.is_dir():
+        raise CommandError(f"{what} {path} is a folder; give a file")
+    return file
+
+
+def _check_parents(path: Path, flag: str) -> None:
+    """The nearest existing folder above ``path`` must be a folder (else nothing can be written there)."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CommandError(f"{flag} {path} cannot be written: {parent} is a file, not a folder")
+            return
+
+
+def check_output_file(path: str, flag: str = "--output") -> Path:
+    """A file path that can be written: not a folder, under folders (made when missing), not files."""
+    file = Path(path)
+    if file.is_dir():
+        raise CommandError(f"{flag} {path} is a folder; name a file")
+    _check_parents(file, flag)
+    return file
+
+
+def check_output_folder(path: str, overwrite: bool) -> Path:
+    """The folder ``infer`` writes into: not a file, and holding none of its files unless ``overwrite``."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"--output {path} is a file; infer writes a folder ({', '.join(INFER_OUTPUTS)}): "
+                           "name a folder")
+    _check_parents(folder, "--output")
+    existing = [name for name in INFER_OUTPUTS if (folder / name).exists()]
+    if existing and not overwrite:
+        raise CommandError(f"--output {path} already holds {', '.join(existing)}; pass --overwrite to replace "
+                           "them or name another folder")
+    return folder
+
+
+def check_train_output(args) -> int:
+    """Check ``--output`` / ``--resume`` / ``--overwrite`` / ``--init`` before training; returns the steps the
+    checkpoint already has (0 for a new run)."""
+    from pyro_acp.pretrained.checkpoint import config_path, read_card
+
+    if args.resume and args.overwrite:
+        raise CommandError("--resume continues --output, --overwrite replaces it: pick one")
+    if args.init:
+        if args.resume:
+            raise CommandError("--init starts a new run from other weights; --resume continues --output: pick one")
+        check_input_file(args.init, "--init checkpoint")
+        if Path(args.init).resolve() == Path(args.output).resolve():
+            raise CommandError(f"--output {args.output} is the --init checkpoint; write the fine-tuned guide "
+                               "elsewhere")
+    weights = check_output_file(args.output)
+    card = config_path(weights)
+    if card == weights:
+        raise CommandError(f"--output {args.output} ends in .json, the name of the checkpoint's card (written "
+                           "beside the weights); name a .pt file")
+    if card.is_dir():
+        raise CommandError(f"the checkpoint's card {card} would be written over a folder; name another --output")
+    if args.resume:
+        if not weights.exists():
+            raise CommandError(f"cannot resume: checkpoint {args.output} does not exist")
+        completed = read_card(weights).get("training", {}).get("completed_steps")
+        if not isinstance(completed, int):
+            raise CommandError(f"cannot resume: the card {card} records no completed training steps")
+        if args.steps <= completed:
+            raise CommandError(f"checkpoint {args.output} already has {completed} completed steps; --steps is "
+                               f"the total to reach with --resume, so it must exceed {completed} (got {args.steps})")
+        return completed
+    existing = [str(f) for f in (weights, card) if f.exists()]
+    if existing and not args.overwrite:
+        raise CommandError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass "
+                           "--resume to continue training it, --overwrite to replace it, or another --output")
+    return 0
+
+
+def check_train_numbers(args) -> None:
+    check_counts(args, {"--steps": 1, "--batch-size": 1, "--num-particles": 1, "--checkpoint-every": 1,
+                        "--validate-every": 0})
+    if args.hidden_dim < 1:
+        raise CommandError(f"--hidden-dim must be a positive integer (the guide's hidden_dim), got {args.hidden_dim}")
+    if args.num_points:
+        lo, hi = args.num_points
+        if not 1 <= lo < hi:
+            raise CommandError(f"--num-points LO HI is the half-open range [LO, HI) with 1 <= LO < HI, got {lo} {hi}")
+    if not (args.lr > 0 and np.isfinite(args.lr)):
+        raise CommandError(f"--lr must be a positive number, got {args.lr}")
 
 
 def _table(rows: list[dict]) -> str:
@@ -97,6 +210,8 @@ def cmd_demo(args) -> None:
     from pyro_acp.diagnostics.metrics import coclustering_error
     from pyro_acp.models import CRPGaussianMixture
 
+    check_counts(args, {"--num-points": 2, "--num-samples": 1, "--gibbs-samples": 0})
+    out = check_output_file(args.output)
     model = CRPGaussianMixture()
     batch = model.simulate(1, num_points=args.num_points, seed=args.seed)
     x, truth = batch.unpadded(0)
@@ -114,7 +229,6 @@ def cmd_demo(args) -> None:
         rows[0]["coclustering error vs Gibbs"] = f"{coclustering_error(post.coclustering(), gibbs.coclustering()):.4f}"
         rows[1]["coclustering error vs Gibbs"] = "0"
     print(_table(rows))
-    out = Path(args.output)
     post.plot(path=out)
     print(f"figure written to {out}")
 
@@ -132,15 +246,12 @@ def _summary_row(name, post, truth, wall_time) -> dict:
     }
 
 
-def initial_guide(model, init: str, output: str, resume: bool):
-    """The guide of checkpoint ``init``, to fine-tune: it must suit ``model``; its file is never written."""
+def initial_guide(model, init: str):
+    """The guide of checkpoint ``init``, to fine-tune: it must suit ``model``; its file is never written
+    (:func:`check_train_output` has made sure ``--output`` is another file)."""
     from pyro_acp.pretrained.checkpoint import load_guide
     from pyro_acp.pretrained.registry import check_guide_matches
 
-    if resume:
-        raise ValueError("--init starts a new run from other weights; --resume continues --output: pick one")
-    if Path(init).resolve() == Path(output).resolve():
-        raise ValueError(f"--output {output} is the --init checkpoint; write the fine-tuned guide elsewhere")
     guide, card = load_guide(init)
     check_guide_matches(model, guide, card)
     return guide
@@ -150,11 +261,17 @@ def cmd_train(args) -> None:
     import pyro_acp
     from pyro_acp.guides import GUIDES
 
+    check_train_numbers(args)
+    check_device_option(args.device)
+    completed = check_train_output(args)
     model = build_model(args.model, args.model_option or [])
     if args.init:
-        guide = initial_guide(model, args.init, args.output, args.resume)
+        guide = initial_guide(model, args.init)
     else:
-        guide = GUIDES[args.guide](model.data_dim, hidden_dim=args.hidden_dim)
+        try:  # the architecture's own checks (e.g. a width the attention heads divide), before any training
+            guide = GUIDES[args.guide](model.data_dim, hidden_dim=args.hidden_dim)
+        except ValueError as err:
+            raise CommandError(f"--guide {args.guide} --hidden-dim {args.hidden_dim}: {err}") from None
     num_points = tuple(args.num_points) if args.num_points else None
     history = pyro_acp.train(
         model, guide, steps=args.steps, batch_size=args.batch_size, num_particles=args.num_particles, lr=args.lr,
@@ -162,27 +279,36 @@ def cmd_train(args) -> None:
         checkpoint=args.output, checkpoint_every=args.checkpoint_every, resume=args.resume,
         validate_every=args.validate_every, compile=args.compile,
     )
-    print(f"trained {args.steps} steps in {history.wall_time / 60:.1f} min; final validation ELBO "
+    done = args.steps - completed
+    trained = f"trained {done} more step{'' if done == 1 else 's'} ({args.steps} in all)" if completed else \
+        f"trained {args.steps} steps"
+    print(f"{trained} in {history.wall_time / 60:.1f} min; final validation ELBO "
           f"{history.validation_elbo[-1] if history.validation_elbo else float('nan'):.3f}; saved {args.output}")
 
 
 def cmd_infer(args) -> None:
     import pyro_acp
 
+    check_counts(args, {"--num-samples": 1})
+    check_device_option(args.device)
+    check_input_file(args.input, "input")
+    if args.guide is not None:
+        check_input_file(args.guide, "--guide checkpoint")
+    out = check_output_folder(args.output, args.overwrite)
     model = build_model(args.model, args.model_option or [])
     points = read_points(args.input)
     post = pyro_acp.infer(model, points, num_samples=args.num_samples, guide=args.guide, seed=args.seed,
                           train=not args.no_train, device=args.device)
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    labels_file, summary_file, figure_file = (out / name for name in INFER_OUTPUTS)
     estimate = post.point_estimate(loss=args.loss)
-    np.savetxt(out / "labels.csv", np.stack([post.map.numpy(), estimate.numpy()], 1), fmt="%d", delimiter=",",
+    np.savetxt(labels_file, np.stack([post.map.numpy(), estimate.numpy()], 1), fmt="%d", delimiter=",",
                header="map,point_estimate", comments="")
     summary = post.summary()
-    (out / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
-    post.plot(path=out / "posterior.png")
+    summary_file.write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
+    post.plot(path=figure_file)
     print(summary)
-    print(f"wrote {out / 'labels.csv'}, {out / 'summary.json'}, {out / 'posterior.png'}")
+    print(f"wrote {labels_file}, {summary_file}, {figure_file}")
 
 
 # ---------------------------------------------------------------------- parser
@@ -219,7 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", default="guide.pt", help="checkpoint path (JSON card written beside it)")
     train.add_argument("--checkpoint-every", type=int, default=500)
     train.add_argument("--validate-every", type=int, default=100)
-    train.add_argument("--resume", action="store_true", help="continue from --output")
+    train.add_argument("--resume", action="store_true",
+                       help="continue training --output up to --steps steps in all (more than it has)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace an existing --output checkpoint (refused without it)")
     train.add_argument("--init", metavar="CHECKPOINT",
                        help="fine-tune: start from this guide's weights and architecture (--guide, --hidden-dim "
                             "ignored); the file itself is left untouched")
@@ -239,7 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--no-train", action="store_true", help="fail instead of training a missing guide")
     infer.add_argument("--device", default=None)
     infer.add_argument("--seed", type=int, default=0)
-    infer.add_argument("--output", default="pyro_acp_out", help="output folder")
+    infer.add_argument("--output", default="pyro_acp_out",
+                       help=f"output folder for {', '.join(INFER_OUTPUTS)} (default pyro_acp_out)")
+    infer.add_argument("--overwrite", action="store_true",
+                       help="replace those files when the folder already holds them (refused without it)")
     infer.set_defaults(run=cmd_infer)
     return parser
 

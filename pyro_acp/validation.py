@@ -103,6 +103,35 @@ def check_seed(seed: Any) -> int | None:
     return seed
 
 
+def check_device(device: Any) -> torch.device:
+    """``device`` (None = CPU, a string such as ``"cpu"`` / ``"cuda"`` / ``"cuda:0"``, or a ``torch.device``) as
+    a ``torch.device`` this machine has; ValueError when it names no device or one torch cannot find."""
+    if device is None:
+        return torch.device("cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be None, a string such as 'cpu' or 'cuda', or a torch.device, got {device!r}")
+    try:
+        parsed = torch.device(device.strip() if isinstance(device, str) else device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device {device!r} is not a device torch knows; use 'cpu', 'cuda' or 'cuda:<index>'") \
+            from None
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+            raise ValueError(f"device {str(parsed)!r} was asked for but torch finds no CUDA device (torch "
+                             f"{torch.__version__}, {build}); use device='cpu'")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"device {str(parsed)!r} was asked for but torch finds {count} CUDA device"
+                             f"{'' if count == 1 else 's'} (indices 0..{count - 1})")
+        return parsed
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return parsed
+    raise ValueError(f"device {str(parsed)!r} is not available here; use 'cpu' or 'cuda'")
+
+
 # ---------------------------------------------------------------------------------------------- data
 def check_vectors(x: Any, dim: int, name: str = "x", min_points: int = 1) -> Tensor:
     """One data set of vectors as a float tensor (N, dim), validated (shape, finiteness, size)."""
