@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from pyro_acp.data.batch import Batch
 from pyro_acp.nn.attention import PMA, pooled, pooled_by_dataset
 from pyro_acp.nn.encoders import MLPEncoder, mlp
+from pyro_acp.validation import check_positive_int
 
 MIN_SCALE = 1e-4
 
@@ -118,11 +119,21 @@ class ClusterwiseGuide(nn.Module):
         center: bool = True,
     ):
         super().__init__()
-        if data_dim < 1:
-            raise ValueError(f"data_dim must be >= 1, got {data_dim}")
-        if join_layers < 1:
-            raise ValueError(f"join_layers must be >= 1, got {join_layers}")
-        z_dim = hidden_dim if z_dim is None else z_dim
+        data_dim = check_positive_int(data_dim, "data_dim")
+        hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
+        z_dim = hidden_dim if z_dim is None else check_positive_int(z_dim, "z_dim")
+        num_heads = check_positive_int(num_heads, "num_heads")
+        num_inducing = check_positive_int(num_inducing, "num_inducing")
+        mlp_layers = check_positive_int(mlp_layers, "mlp_layers")
+        join_layers = check_positive_int(join_layers, "join_layers")
+        encoder_layers = check_positive_int(encoder_layers, "encoder_layers")
+        if hidden_dim % num_heads:  # every variant pools clusters with multihead attention (PMA)
+            raise ValueError(f"num_heads={num_heads} does not divide hidden_dim={hidden_dim}: the attention splits "
+                             "the width into equal heads; pick a hidden_dim that is a multiple of num_heads")
+        #: the ``config()`` of the model this guide was trained for: set by :func:`pyro_acp.train` and by
+        #: :func:`pyro_acp.load_guide` (from the checkpoint's card); None for a fresh, untrained guide.
+        #: ``infer`` refuses a guide recorded for another model and warns about one with no record.
+        self.trained_for: dict | None = None
         self.config = {
             "type": type(self).__name__,
             "data_dim": data_dim,

@@ -113,6 +113,9 @@ def train(
         compile: fuse the join network with ``torch.compile`` while training (about 1.3x faster steps on
             CPU after a few seconds of compiling; needs a C++ compiler, falls back with a warning otherwise).
         callback: called as ``callback(step, history)`` after every step (e.g. for evaluation).
+
+    The guide's ``trained_for`` is set to ``model.config()``: :func:`pyro_acp.infer` then refuses it for
+    another model, as it refuses a checkpoint whose card records another model.
     """
     steps = check_int(steps, "steps", minimum=0)
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -143,6 +146,8 @@ def train(
             start, history = _restore(checkpoint, guide, optimizer, device)
         validation = _batch(model, validation_size, num_points, stream.seed_for(0, VALIDATION_BATCH), device)
         began = time.perf_counter() - history.wall_time
+        if start < steps:  # from now on the guide is this model's (infer refuses it for another model)
+            guide.trained_for = model.config()
         guide.compile_join(compile)
         try:
             bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress_bar,

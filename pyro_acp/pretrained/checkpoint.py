@@ -75,6 +75,18 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to a checkpoint card")
 
 
+def check_weights_file(path: str | Path) -> Path:
+    """``path`` as a Path when it is an existing weights file; else a ValueError that says what is missing."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory, not a weights (.pt) file")
+    if not path.exists():
+        card = config_path(path)
+        beside = f" (its card {card.name} is there, but not the weights)" if card.exists() and card != path else ""
+        raise ValueError(f"checkpoint {path} does not exist{beside}")
+    return path
+
+
 def read_card(path: str | Path) -> dict[str, Any]:
     """The JSON card of a checkpoint; ValueError when missing or corrupt."""
     card_file = config_path(path)
@@ -91,9 +103,7 @@ def read_card(path: str | Path) -> dict[str, Any]:
 
 def read_payload(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The tensor payload of a checkpoint, loaded safely (``weights_only=True``)."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"checkpoint {path} does not exist")
+    path = check_weights_file(path)
     try:
         payload = torch.load(path, weights_only=True, map_location=map_location)
     except Exception as err:  # torch raises many types for truncated / foreign files
@@ -117,7 +127,10 @@ def build_guide(config: dict[str, Any]) -> ClusterwiseGuide:
 def load_guide(
     path: str | Path, guide: ClusterwiseGuide | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[ClusterwiseGuide, dict[str, Any]]:
-    """Load (guide, card). Into ``guide`` when given (its architecture must match), else a new one."""
+    """Load (guide, card). Into ``guide`` when given (its architecture must match), else a new one.
+
+    The guide's ``trained_for`` is set to the model config its card records (None when it records none)."""
+    check_weights_file(path)
     card = read_card(path)
     payload = read_payload(path, map_location)
     if guide is None:
@@ -131,4 +144,5 @@ def load_guide(
         guide.load_state_dict(payload["guide"])
     except RuntimeError as err:
         raise ValueError(f"checkpoint {Path(path).name} does not fit the architecture it records: {err}") from None
+    guide.trained_for = card.get("model")
     return guide.to(map_location), card

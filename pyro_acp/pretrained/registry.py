@@ -1,8 +1,11 @@
 """The registry that matches trained guides to models: shipped pretrained guides and the user's cache.
 
 A guide's card records the ``config()`` of the model it was trained for and its data dimension; a guide
-serves a model only when both match exactly. Guides trained on demand are cached under
-``$PYRO_ACP_CACHE`` (or ``~/.cache/pyro_acp``), named by the model's class and a hash of its config.
+serves a model only when both match exactly. A guide object carries the same record in ``guide.trained_for``
+(set by :func:`pyro_acp.train` and :func:`pyro_acp.load_guide`) and is checked the same way; a guide with no
+record (fresh, untrained) is served with a ``UserWarning``. Guides trained on demand are cached under
+``$PYRO_ACP_CACHE`` (or ``~/.cache/pyro_acp``), named by the model's class and a hash of its config; only
+complete ones (the card's ``training.completed_steps`` equal to its ``training.steps``) are served.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,25 +42,91 @@ def pretrained_guides() -> list[Path]:
     return sorted(Path(str(p)) for p in folder.iterdir() if str(p).endswith(".pt"))
 
 
+def on_demand_path(model) -> Path:
+    """Where the guide trained on demand for ``model`` is cached."""
+    return cache_dir() / f"{type(model).__name__}-{model_key(model)}.pt"
+
+
+def _as_json(config: Any) -> Any:
+    """A config as its JSON card stores it (tuples become lists), so recorded and live configs compare."""
+    return json.loads(json.dumps(config, sort_keys=True))
+
+
+def training_progress(card: dict[str, Any]) -> tuple[int, int] | None:
+    """(completed steps, planned steps) of the training a card records; None when it records none."""
+    training = card.get("training")
+    if not isinstance(training, dict) or "steps" not in training or "completed_steps" not in training:
+        return None
+    return int(training["completed_steps"]), int(training["steps"])
+
+
+def is_complete(card: dict[str, Any]) -> bool:
+    """Whether the checkpoint finished the training it planned (cards that record none count as complete)."""
+    progress = training_progress(card)
+    return progress is None or progress[0] >= progress[1]
+
+
+def serves(card: dict[str, Any], model) -> bool:
+    """Whether a card records a guide trained for exactly this model and its data dimension."""
+    return (card.get("model") is not None and _as_json(card["model"]) == _as_json(model.config())
+            and card["guide"].get("data_dim") == model.data_dim)
+
+
 def find_guide(model) -> Path | None:
-    """A shipped or cached guide trained for exactly this model, if any."""
+    """A shipped or cached guide trained (to the end of its planned steps) for exactly this model, if any."""
     candidates = pretrained_guides() + sorted(cache_dir().glob(f"{type(model).__name__}-{model_key(model)}*.pt"))
     for path in candidates:
         try:
             card = read_card(path)
         except ValueError:
             continue
-        if card.get("model") == model.config() and card["guide"].get("data_dim") == model.data_dim:
+        if serves(card, model) and is_complete(card) and path.exists():
             return path
     return None
 
 
+def find_incomplete_guide(model) -> tuple[Path, dict[str, Any]] | None:
+    """The on-demand guide for this model whose training was interrupted (path, card), if one is cached."""
+    path = on_demand_path(model)
+    if not path.exists():
+        return None
+    try:
+        card = read_card(path)
+    except ValueError:
+        return None
+    if serves(card, model) and not is_complete(card):
+        return path, card
+    return None
+
+
+def warn_if_incomplete(path, card: dict[str, Any], stacklevel: int = 2) -> None:
+    """A ``UserWarning`` when the checkpoint at ``path`` stopped before the end of its planned training."""
+    progress = training_progress(card)
+    if progress is not None and progress[0] < progress[1]:
+        warnings.warn(f"checkpoint {path} records {progress[0]} of {progress[1]} planned training steps (its "
+                      "training was interrupted?); finish it with pyro_acp.train(..., checkpoint=path, resume=True)",
+                      UserWarning, stacklevel=stacklevel + 1)
+
+
 def check_guide_matches(model, guide: ClusterwiseGuide, card: dict[str, Any] | None = None) -> None:
-    """Raise when a guide cannot serve this model (data dimension, or recorded model config)."""
+    """Raise when a guide cannot serve this model (data dimension, or the model config it was trained for).
+
+    The record is the card's ``model`` when a card is given, else the guide's ``trained_for``; a guide with no
+    record (a fresh, untrained guide) is let through with a ``UserWarning``.
+    """
     if guide.data_dim != model.data_dim:
         raise ValueError(f"the guide expects {guide.data_dim}-D points but the model's data are {model.data_dim}-D")
-    if card is not None and card.get("model") not in (None, model.config()):
+    recorded = card.get("model") if card is not None else getattr(guide, "trained_for", None)
+    if recorded is None:
+        warnings.warn(
+            f"the {type(guide).__name__} guide has no record of the model it was trained for (a fresh, untrained "
+            f"guide?): its posterior for {model!r} may mean nothing; train it with pyro_acp.train(model, guide, "
+            "steps=...) or pass a trained one",
+            UserWarning, stacklevel=4,
+        )
+    elif _as_json(recorded) != _as_json(model.config()):
         raise ValueError(
-            f"the guide was trained for {card['model']}, not for {model.config()}; "
-            "train one for this model with pyro_acp.train or `pyro-acp train`"
+            f"the guide was trained for {recorded}, not for {model.config()}; "
+            "train one for this model with pyro_acp.train or `pyro-acp train` (or drop guide= to let infer "
+            "find or train one)"
         )

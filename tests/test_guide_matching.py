@@ -1,0 +1,165 @@
+"""A guide serves only the model it was trained for; only complete guides come from the cache; bad guide
+arguments and missing checkpoint files are named."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import pyro_acp
+from pyro_acp.cli import main as cli_main
+from pyro_acp.guides import ACP, ACPS, CCP
+from pyro_acp.inference import infer as infer_module
+from pyro_acp.inference.infer import resolve_guide, train_for_model
+from pyro_acp.inference.training import train
+from pyro_acp.models import CRPGaussianMixture
+from pyro_acp.pretrained.checkpoint import load_guide
+from pyro_acp.pretrained.registry import cache_dir, model_key
+
+SMALL = {"batch_size": 4, "num_particles": 2, "num_points": (3, 12), "validation_size": 4, "validate_every": 2,
+         "progress_bar": False, "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def x():
+    return CRPGaussianMixture().simulate(1, num_points=12, seed=3).unpadded(0)[0]
+
+
+def on_demand_path(model):
+    return cache_dir() / f"{type(model).__name__}-{model_key(model)}.pt"
+
+
+def _no_untrained_warning(record) -> bool:
+    return not [w for w in record if "no record of the model" in str(w.message)]
+
+
+# ---------------------------------------------------------------- item 4: guide objects carry their model
+
+
+def test_a_guide_object_trained_for_another_model_is_refused(x):
+    model = CRPGaussianMixture()
+    guide = ACPS(2, 16)
+    assert guide.trained_for is None  # fresh: trained for nothing yet
+    train(model, guide, steps=1, **SMALL)
+    assert guide.trained_for == model.config()
+    other = CRPGaussianMixture(alpha=0.3, sigma=5)
+    with pytest.raises(ValueError, match="trained for") as err:
+        pyro_acp.infer(other, x, guide=guide, num_samples=4, seed=0, progress_bar=False)
+    message = str(err.value)
+    assert "'alpha': 0.7" in message and "'alpha': 0.3" in message and "pyro_acp.train" in message
+    with warnings.catch_warnings(record=True) as record:  # its own model: served, without a warning
+        warnings.simplefilter("always")
+        post = pyro_acp.infer(model, x, guide=guide, num_samples=4, seed=0, progress_bar=False)
+    assert post.samples.shape == (4, 12) and _no_untrained_warning(record)
+
+
+def test_loaded_guides_carry_the_model_of_their_card(x, tmp_path):
+    shipped = resolve_guide(CRPGaussianMixture(), train=False)
+    assert shipped.trained_for == CRPGaussianMixture().config()
+    with pytest.raises(ValueError, match="alpha"):
+        pyro_acp.infer(CRPGaussianMixture(alpha=0.3, sigma=5), x, guide=shipped, train=False, progress_bar=False)
+    model = CRPGaussianMixture(alpha=2.0)
+    train(model, ACPS(2, 16), steps=1, checkpoint=tmp_path / "g.pt", **SMALL)
+    loaded, card = load_guide(tmp_path / "g.pt")
+    assert loaded.trained_for == card["model"] == model.config()
+    with pytest.raises(ValueError, match="alpha"):
+        pyro_acp.infer(CRPGaussianMixture(), x, guide=loaded, progress_bar=False)
+
+
+def test_an_untrained_guide_is_used_with_a_warning(x):
+    with pytest.warns(UserWarning, match="no record of the model"):
+        post = pyro_acp.infer(CRPGaussianMixture(), x, guide=ACPS(2, 16), num_samples=4, seed=0,
+                              progress_bar=False)
+    assert post.samples.shape == (4, 12)
+
+
+# ---------------------------------------------------------------- item 5: interrupted on-demand training
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(steps):
+    def callback(step, history):
+        if step + 1 >= steps:
+            raise _Stop
+    return callback
+
+
+@pytest.fixture
+def tiny_on_demand(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYRO_ACP_CACHE", str(tmp_path))
+    monkeypatch.setattr(infer_module, "ON_DEMAND_GUIDE", {"hidden_dim": 8})
+    monkeypatch.setattr(infer_module, "ON_DEMAND_TRAINING",
+                        {"steps": 4, "batch_size": 4, "num_particles": 2, "lr": 1e-3, "num_points": (3, 12),
+                         "validation_size": 4})
+    return CRPGaussianMixture(alpha=1.3)  # no shipped guide serves it
+
+
+def test_an_interrupted_on_demand_training_is_not_used_but_resumed(tiny_on_demand, x, capsys):
+    model = tiny_on_demand
+    with pytest.raises(_Stop):  # killed after 2 of 4 steps (a checkpoint every step)
+        train_for_model(model, progress_bar=False, callback=_stop_after(2))
+    path = on_demand_path(model)
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert (card["training"]["completed_steps"], card["training"]["steps"]) == (2, 4)
+    with pytest.raises(ValueError, match=r"incomplete \(2 of 4 training steps") as err:
+        pyro_acp.infer(model, x, train=False, progress_bar=False)
+    assert "train=True" in str(err.value) and str(path) in str(err.value)
+    capsys.readouterr()
+    post = pyro_acp.infer(model, x, num_samples=4, seed=0, progress_bar=False)  # resumes, then serves
+    assert "resuming" in capsys.readouterr().out
+    assert post.samples.shape == (4, 12)
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert (card["training"]["completed_steps"], card["training"]["steps"]) == (4, 4)
+    guide = resolve_guide(model, train=False)  # complete now: served from the cache
+    assert guide.trained_for == model.config()
+
+
+def test_resuming_continues_the_interrupted_run_bit_for_bit(tiny_on_demand):
+    model = tiny_on_demand
+    straight = train_for_model(model, progress_bar=False)
+    on_demand_path(model).unlink()
+    with pytest.raises(_Stop):
+        train_for_model(model, progress_bar=False, callback=_stop_after(3))
+    resumed = train_for_model(model, progress_bar=False, resume=True)
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+# ---------------------------------------------------------------- item 9: missing .pt, bad guide arguments
+
+
+def test_a_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"g\.pt does not exist") as err:
+        load_guide(tmp_path / "g.pt")
+    assert "config" not in str(err.value)
+    train(CRPGaussianMixture(), ACPS(2, 8), steps=1, checkpoint=tmp_path / "h.pt", **SMALL)
+    (tmp_path / "h.pt").unlink()  # the card is still there, the weights are not
+    with pytest.raises(ValueError, match=r"h\.pt does not exist"):
+        load_guide(tmp_path / "h.pt")
+
+
+@pytest.mark.parametrize("cls", [ACP, ACPS, CCP])
+@pytest.mark.parametrize("name", ["hidden_dim", "z_dim", "num_heads", "num_inducing", "mlp_layers",
+                                  "encoder_layers", "join_layers"])
+@pytest.mark.parametrize("value", [0, -2])
+def test_guides_refuse_non_positive_sizes(cls, name, value):
+    with pytest.raises(ValueError, match=name):
+        cls(2, **{name: value})
+
+
+def test_num_heads_must_divide_hidden_dim():
+    with pytest.raises(ValueError, match="num_heads=3 does not divide hidden_dim=16"):
+        ACPS(2, hidden_dim=16, num_heads=3)
+    assert ACPS(2, hidden_dim=12, num_heads=3).config["num_heads"] == 3
+
+
+def test_cli_train_refuses_hidden_dim_zero(tmp_path, capsys):
+    out = tmp_path / "g.pt"
+    code = cli_main(["train", "--hidden-dim", "0", "--steps", "1", "--batch-size", "2", "--num-particles", "2",
+                     "--output", str(out)])
+    assert code == 2 and "hidden_dim" in capsys.readouterr().err
+    assert not out.exists()
