@@ -134,10 +134,22 @@ def check_device(device: Any) -> torch.device:
 
 # ---------------------------------------------------------------------------------------------- data
 def check_vectors(x: Any, dim: int, name: str = "x", min_points: int = 1) -> Tensor:
-    """One data set of vectors as a float tensor (N, dim), validated (shape, finiteness, size)."""
+    """One data set of vectors as a float tensor (N, dim), validated (shape, finiteness, size).
+
+    Floating arrays keep their precision: a float64 tensor or numpy array (or any array-like with
+    ``__array__``, e.g. a pandas frame) stays float64, so exact computations see the values as given (float
+    types torch lacks, e.g. ``np.longdouble``, become float64). Integer or boolean data and plain Python
+    lists become the default dtype. A numpy input is always copied, never shared. Callers that need one
+    dtype (the guides) convert themselves.
+    """
     if not torch.is_tensor(x):
         try:
-            x = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=torch.get_default_dtype())
+            array = np.asarray(x)
+            if hasattr(x, "__array__") and array.dtype.kind == "f":
+                keep = array.dtype.newbyteorder("=") if array.dtype.itemsize <= 8 else np.dtype(np.float64)
+                x = torch.from_numpy(np.array(array, dtype=keep))  # a copy: never a view of the caller's data
+            else:
+                x = torch.as_tensor(np.asarray(array, dtype=np.float64), dtype=torch.get_default_dtype())
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} must be a tensor or array of shape (N, {dim})") from err
     if not x.dtype.is_floating_point:

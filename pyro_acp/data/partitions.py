@@ -71,16 +71,24 @@ def one_hot_clusters(labels: Tensor, max_clusters: int | None = None) -> Tensor:
 def coclustering_matrix(labels: Tensor, weights: Tensor | None = None) -> Tensor:
     """Posterior co-clustering matrix (N, N) from partitions (S, N), optionally weighted (S,).
 
-    Entry (i, j) is the (weighted) fraction of partitions in which i and j share a cluster.
+    Entry (i, j) is the (weighted) fraction of partitions in which i and j share a cluster; the weights are
+    normalised here (they must have a positive sum). Accumulated in float64 (float32 sums over many samples
+    drift by ~1e-4) and returned in the default dtype, with the diagonal exactly 1 (every point shares its
+    own cluster).
     """
     labels = canonicalize(labels)
     if labels.dim() == 1:
         labels = labels.unsqueeze(0)
-    members = one_hot_clusters(labels).to(torch.get_default_dtype())  # (S, K, N)
+    members = one_hot_clusters(labels).to(torch.float64)  # (S, K, N)
     if weights is None:
-        weights = torch.full((labels.shape[0],), 1.0 / labels.shape[0], device=labels.device)
-    weights = weights.to(members.dtype)
-    return torch.einsum("s,ski,skj->ij", weights, members, members)
+        weights = torch.ones(labels.shape[0], dtype=torch.float64, device=labels.device)
+    weights = torch.as_tensor(weights, device=labels.device).to(torch.float64)
+    total = weights.sum()
+    if not total > 0:
+        raise ValueError("the co-clustering weights must have a positive sum")
+    matrix = torch.einsum("s,ski,skj->ij", weights / total, members, members)
+    matrix.diagonal().fill_(1.0)
+    return matrix.to(torch.get_default_dtype())
 
 
 @lru_cache(maxsize=32)

@@ -36,6 +36,7 @@ COLUMNS = (
     "ess_K", "rhat_K", "ess_loglik", "rhat_loglik",
 )
 _MIN_DRAWS_FOR_DIAGNOSTICS = 4  # per chain
+_REFERENCE_COLUMNS = ("tv", "coclustering_error")  # the columns measured against the reference
 
 
 @dataclass
@@ -81,8 +82,9 @@ class ComparisonTable:
         for r in cells:
             out.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths,
                                                                                                      strict=True))))
-        if self.reference is not None:
-            out.append(f"(tv and coclustering_error against {self.reference})")
+        against = [c for c in _REFERENCE_COLUMNS if c in columns]
+        if self.reference is not None and against:
+            out.append(f"({' and '.join(against)} against {self.reference})")
         return "\n".join(out)
 
     def __repr__(self) -> str:

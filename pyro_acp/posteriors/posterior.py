@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -74,8 +74,11 @@ class PosteriorSummary:
     map_frequency: float
     wall_time: float | None
     weighted: bool = False
+    #: Kish's effective sample size of importance weights; None when the weights are the posterior itself
     effective_sample_size: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: whether ``map_probability`` is exact (an enumerated posterior) rather than an estimate
+    map_probability_exact: bool = False
 
     def __str__(self) -> str:
         kind = "weighted partitions" if self.weighted else "samples"
@@ -88,7 +91,9 @@ class PosteriorSummary:
                if self.weighted and self.effective_sample_size is not None else ""),
             f"  number of clusters K: mean {self.k_mean:.3f}, mode {self.k_mode}",
             f"  P(K): {dist}",
-            f"  MAP: K = {self.map_num_clusters}, probability {prob} (estimated), "
+            f"  MAP: K = {self.map_num_clusters}, probability {prob}"
+            + ("" if self.map_probability is None else " (exact)" if self.map_probability_exact else " (estimated)")
+            + ", "
             f"frequency among {kind} {self.map_frequency:.3f}",
             "  wall time: " + ("n/a" if self.wall_time is None else f"{self.wall_time:.3f} s"),
         ]
@@ -115,7 +120,18 @@ class ClusteringPosterior:
     ``map`` is the sample with the highest ``log_joint`` (exact up to a constant, so it ranks samples
     without estimation noise); without ``log_joint``, the highest ``log_prob``; without either, the
     partition with the largest total weight (the most frequent sample), ties going to the one seen first.
+
+    Two class attributes say what the numbers are, so reports (:meth:`summary`) describe them truthfully:
+    ``exact_log_prob`` (False here: ``log_prob`` is an estimate, e.g. a guide's) and
+    ``weights_are_probabilities`` (False here: ``weights`` are importance weights, whose effective sample
+    size is reported). An enumerated posterior (:class:`ExactPosterior`) sets both.
     """
+
+    #: ``log_prob`` is the exact log posterior probability (True) or an estimate (False)
+    exact_log_prob: ClassVar[bool] = False
+    #: ``weights`` are the posterior probabilities themselves (True), not importance weights (False), so
+    #: an effective sample size says nothing about them
+    weights_are_probabilities: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -225,7 +241,8 @@ class ClusteringPosterior:
         return self._samples[self.map_index]
 
     def coclustering(self) -> Tensor:
-        """(N, N) posterior probability that points i and j share a cluster."""
+        """(N, N) posterior probability that points i and j share a cluster, in the default dtype: accumulated
+        in float64 over the samples, with the diagonal exactly 1."""
         return coclustering_matrix(self._samples, weights=self.sample_weights)
 
     def _unique_with_first(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -259,7 +276,9 @@ class ClusteringPosterior:
         return float(self.sample_weights[same].sum())
 
     def summary(self) -> PosteriorSummary:
-        """Posterior of K, the MAP's estimated probability and frequency, sizes and wall time."""
+        """Posterior of K, the MAP's probability (estimated, or exact for an enumerated posterior) and
+        frequency, sizes and wall time; the effective sample size of importance weights (not of weights that
+        are the posterior itself)."""
         dist = self.num_clusters_distribution()
         ks = torch.arange(dist.shape[0], dtype=torch.float64)
         map_prob = None if self._log_prob is None else float(self._log_prob[self.map_index].exp())
@@ -276,7 +295,8 @@ class ClusteringPosterior:
             map_frequency=self.map_frequency(),
             wall_time=self.wall_time,
             weighted=self._weights is not None,
-            effective_sample_size=self.effective_sample_size,
+            effective_sample_size=None if self.weights_are_probabilities else self.effective_sample_size,
+            map_probability_exact=map_prob is not None and self.exact_log_prob,
         )
 
     # ------------------------------------------------------------------ point estimate
@@ -377,8 +397,13 @@ class ExactPosterior(ClusteringPosterior):
     """An enumerated posterior: every partition (M, N) with its probability (M,), e.g. from exact inference.
 
     ``log_prob`` is log ``probs`` (normalised), ``weights`` are ``probs``, the MAP is the most probable
-    partition, and :meth:`sample` draws partitions from it.
+    partition, and :meth:`sample` draws partitions from it. Its ``log_prob`` is exact and its weights are the
+    posterior itself (``exact_log_prob``, ``weights_are_probabilities``): :meth:`summary` calls the MAP
+    probability exact and reports no effective sample size (``effective_sample_size`` is only 1 / sum p²).
     """
+
+    exact_log_prob: ClassVar[bool] = True
+    weights_are_probabilities: ClassVar[bool] = True
 
     def __init__(
         self,

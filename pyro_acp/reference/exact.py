@@ -42,7 +42,8 @@ def exact_posterior(model: CollapsedModel, x: Any, *, chunk_size: int = DEFAULT_
 
     ``model`` must be conjugate (``log_marginal_likelihood``, ``log_joint``); ``x`` is one data set as the
     model expects it (points (N, D), or a graph's adjacency / networkx graph). Scores are computed in
-    float64, vectorised over ``chunk_size`` partitions at a time. Returns an
+    float64 (float64 data from the values as given, never rounded to float32 first), vectorised over
+    ``chunk_size`` partitions at a time. Returns an
     :class:`~pyro_acp.posteriors.posterior.ExactPosterior` with ``.partitions`` (M, N), ``.probs`` (M,), the log
     likelihood and log joint of every partition, and method "exact".
     """
