@@ -33,3 +33,17 @@ def tiny_batch(batch_size: int = 4, sizes: tuple[int, int] = (5, 12), dim: int =
     index = labels.clamp(min=0).unsqueeze(-1).expand(batch_size, n_max, dim)
     x = means.gather(1, index) + torch.randn(batch_size, n_max, dim, generator=g)
     return Batch.from_labels(x, labels, generator=g)
+
+
+class StopTraining(Exception):
+    """Raised by :func:`stop_after` to interrupt ``pyro_acp.train`` as a killed run would stop."""
+
+
+def stop_after(steps: int):
+    """A ``train`` callback that interrupts training once ``steps`` steps are done (checkpoints kept)."""
+
+    def callback(step: int, history) -> None:
+        if step + 1 >= steps:
+            raise StopTraining
+
+    return callback

@@ -16,6 +16,7 @@ from pyro_acp.inference.training import train
 from pyro_acp.models import CRPGaussianMixture
 from pyro_acp.pretrained.checkpoint import load_guide
 from pyro_acp.pretrained.registry import cache_dir, model_key
+from tests.helpers import StopTraining, stop_after
 
 SMALL = {"batch_size": 4, "num_particles": 2, "num_points": (3, 12), "validation_size": 4, "validate_every": 2,
          "progress_bar": False, "seed": 7}
@@ -77,17 +78,6 @@ def test_an_untrained_guide_is_used_with_a_warning(x):
 # ---------------------------------------------------------------- item 5: interrupted on-demand training
 
 
-class _Stop(Exception):
-    pass
-
-
-def _stop_after(steps):
-    def callback(step, history):
-        if step + 1 >= steps:
-            raise _Stop
-    return callback
-
-
 @pytest.fixture
 def tiny_on_demand(tmp_path, monkeypatch):
     monkeypatch.setenv("PYRO_ACP_CACHE", str(tmp_path))
@@ -100,8 +90,8 @@ def tiny_on_demand(tmp_path, monkeypatch):
 
 def test_an_interrupted_on_demand_training_is_not_used_but_resumed(tiny_on_demand, x, capsys):
     model = tiny_on_demand
-    with pytest.raises(_Stop):  # killed after 2 of 4 steps (a checkpoint every step)
-        train_for_model(model, progress_bar=False, callback=_stop_after(2))
+    with pytest.raises(StopTraining):  # killed after 2 of 4 steps (a checkpoint every step)
+        train_for_model(model, progress_bar=False, callback=stop_after(2))
     path = on_demand_path(model)
     card = json.loads(path.with_suffix(".json").read_text())
     assert (card["training"]["completed_steps"], card["training"]["steps"]) == (2, 4)
@@ -122,8 +112,8 @@ def test_resuming_continues_the_interrupted_run_bit_for_bit(tiny_on_demand):
     model = tiny_on_demand
     straight = train_for_model(model, progress_bar=False)
     on_demand_path(model).unlink()
-    with pytest.raises(_Stop):
-        train_for_model(model, progress_bar=False, callback=_stop_after(3))
+    with pytest.raises(StopTraining):
+        train_for_model(model, progress_bar=False, callback=stop_after(3))
     resumed = train_for_model(model, progress_bar=False, resume=True)
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name

@@ -8,6 +8,7 @@ from pyro_acp.guides import ACP, ACPS
 from pyro_acp.inference.training import train
 from pyro_acp.models import CRPGaussianMixture
 from pyro_acp.pretrained.checkpoint import load_guide
+from tests.helpers import StopTraining, stop_after
 
 SMALL = {"batch_size": 4, "num_particles": 3, "num_points": (3, 12), "validation_size": 4, "validate_every": 2,
          "progress_bar": False, "seed": 7}
@@ -30,20 +31,9 @@ def test_resume_gives_bit_identical_next_step(tmp_path):
         assert torch.equal(value, continued.state_dict()[name]), name
 
 
-class _Stop(Exception):
-    pass
-
-
-def _stop_after(step):
-    def callback(s, history):
-        if s + 1 >= step:
-            raise _Stop
-    return callback
-
-
 def _train_until(model, guide, path, stop):
-    with pytest.raises(_Stop):
-        train(model, guide, steps=4, checkpoint=path, checkpoint_every=2, callback=_stop_after(stop), **SMALL)
+    with pytest.raises(StopTraining):
+        train(model, guide, steps=4, checkpoint=path, checkpoint_every=2, callback=stop_after(stop), **SMALL)
 
 
 @pytest.mark.slow
