@@ -84,7 +84,7 @@ def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path |
                 f"training was interrupted); call infer(..., train=True) to resume and finish it (from step "
                 f"{done}), or delete {path} and its .json to start over"
             )
-        return train_for_model(model, device=device, progress_bar=progress_bar, resume=True).eval()
+        return train_for_model(model, device=device, progress_bar=progress_bar, resume_card=card).eval()
     if not train:
         raise ValueError(
             f"no pretrained guide matches {model!r}; call infer(..., train=True), pass guide=, or run "
@@ -94,12 +94,14 @@ def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path |
 
 
 def train_for_model(model: ClusteringModel, *, device: str | torch.device | None = None, seed: int | None = None,
-                    progress_bar: bool = True, resume: bool = False, **overrides: Any) -> ClusterwiseGuide:
+                    progress_bar: bool = True, resume: bool = False, resume_card: dict[str, Any] | None = None,
+                    **overrides: Any) -> ClusterwiseGuide:
     """Train an on-demand guide for ``model`` (with an up-front time estimate) and cache it.
 
     The cached checkpoint's card records ``training.completed_steps`` of ``training.steps``; ``resume=True``
     continues an interrupted run from its last checkpoint, with the settings (and seed) its card records, so
-    it ends where the uninterrupted run would have. The initial weights are drawn from ``seed`` (0 when None).
+    it ends where the uninterrupted run would have (``resume_card``: that card, when the caller has read it).
+    The initial weights are drawn from ``seed`` (0 when None).
     """
     from pyro_acp.inference.training import train
 
@@ -109,11 +111,14 @@ def train_for_model(model: ClusteringModel, *, device: str | torch.device | None
     settings = {**ON_DEMAND_TRAINING, **overrides}
     seed = 0 if seed is None else seed
     path = on_demand_path(model)
+    resume = resume or resume_card is not None
     if resume:
-        incomplete = find_incomplete_guide(model)
-        if incomplete is None:
-            raise ValueError(f"no interrupted training of a guide for {model!r} to resume at {path}")
-        card = incomplete[1]
+        card = resume_card
+        if card is None:
+            incomplete = find_incomplete_guide(model)
+            if incomplete is None:
+                raise ValueError(f"no interrupted training of a guide for {model!r} to resume at {path}")
+            card = incomplete[1]
         recorded = card["training"]
         for key in ("steps", "batch_size", "num_particles", "lr", "loss", "dreg", "num_points", "clip_norm"):
             if key in recorded:
@@ -235,15 +240,15 @@ def infer(
             f"amortized inference for {model.data_kind} models needs their encoder, which is not available yet"
         )
     ordered = bool(getattr(model, "ordered", False))
-    if check_prior:
-        check = prior_predictive_check(model, x)
-        if check is not None and check.outside:
-            warnings.warn(check.message(model), PriorPredictiveWarning, stacklevel=2)
     if reweight and not estimate_log_prob:
         raise ValueError("reweight=True needs the log-probability estimates; drop estimate_log_prob=False")
     if reweight and not has_collapsed_likelihood(model):
         raise ValueError(f"reweight=True needs a model with an exact log joint p(partition, x); "
                          f"{type(model).__name__} has none")
+    if check_prior:
+        check = prior_predictive_check(model, x)
+        if check is not None and check.outside:
+            warnings.warn(check.message(model), PriorPredictiveWarning, stacklevel=2)
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar)
     if ordered and not guide.orders_clusters:
         raise NotImplementedError(_UNORDERED_GUIDE.format(model=type(model).__name__, guide=type(guide).__name__))
