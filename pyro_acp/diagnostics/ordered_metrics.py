@@ -1,0 +1,239 @@
+"""Scores of *ordered* clusterings (the catalog problem): clusters, their order, size caps, catalog rules.
+
+Labels are ordered partitions in their canonical form: the position of each point's cluster in the order
+(0 = first), one partition (N,) or a batch (B, N) with -1 padding, as tensors, arrays or lists. Every score
+returns a float for one partition and a float64 tensor (B,) for a batch.
+
+- ``v_measure(true, pred)``: scikit-learn's V-measure (the harmonic mean of homogeneity and completeness),
+  order-free.
+- ``element_kendall_tau(true, pred)``: Kendall tau-b (SciPy) between the points' true and predicted cluster
+  positions; it mixes clustering and ordering quality (points of one cluster are tied on both sides).
+- ``cluster_order_kendall_tau(true, pred)``: tau between the orders of the *clusters*: each predicted cluster
+  is matched to a true one by maximum total overlap (SciPy's Hungarian ``linear_sum_assignment``, a one-to-one
+  matching; surplus clusters stay unmatched) and tau compares the true and predicted positions of the matched
+  pairs, so a correct order of slightly wrong clusters still scores 1. NaN with fewer than two pairs.
+- ``cap_adherence(pred, max_cluster_size)``: 1 when no predicted cluster has more than the cap, else 0.
+- Procedural catalogs (:class:`~pyro_acp.models.ProceduralCatalog`), from the tokens' colours and the rules:
+  ``compositional_score`` = share of the predicted sections whose colour multiset is a section allowed by
+  the catalog's composition (identified by the set of colours in the catalog); ``structural_score`` = share
+  of the predicted sections, walked in the predicted order, that follow the structural rule. The walk keeps
+  a current order group g (starting at the first): a section of group g follows; one of group g + 1 follows
+  and moves the walk to g + 1; any other section (an earlier group, a group further ahead, or not an allowed
+  section at all) is a violation. ``skip_unmatched=True`` reproduces the published scoring instead, which
+  leaves such a section out of the count while the walk is not at the last group, and so over-scores
+  (order groups 1, 3, 3, 2 score 1.0 there, 0.5 here). ``catalog_scores`` gives both shares and whether
+  the whole order is valid.
+- ``ordered_total_variation(p, q)``: 1/2 sum |p - q| over ordered partitions, matched by their position
+  labels (two orders of one clustering are different outcomes), for checking samples against
+  :func:`pyro_acp.reference.exact_ordered.exact_ordered_posterior`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pyro_acp.diagnostics.metrics import _as_labels, _pair, _rowwise, kendall_tau, total_variation, v_measure
+from pyro_acp.validation import PAD_LABEL, check_positive_int
+
+__all__ = [
+    "CatalogScores",
+    "cap_adherence",
+    "catalog_scores",
+    "cluster_order_kendall_tau",
+    "compositional_score",
+    "element_kendall_tau",
+    "ordered_total_variation",
+    "structural_score",
+    "v_measure",
+]
+
+_TRUE_PRED = ("positions_true", "positions_pred")
+
+
+def element_kendall_tau(positions_true: Any, positions_pred: Any, degenerate: str = "dummy") -> float | Tensor:
+    """Kendall tau-b between the points' true and predicted cluster positions (SciPy; see
+    :func:`pyro_acp.diagnostics.metrics.kendall_tau` for ``degenerate``, the single-cluster case)."""
+    return kendall_tau(positions_true, positions_pred, degenerate=degenerate)
+
+
+def _matched_order_tau(true: np.ndarray, pred: np.ndarray) -> float:
+    from scipy.optimize import linear_sum_assignment  # imported on use (SciPy is slow to import)
+    from scipy.stats import kendalltau
+
+    overlap = np.zeros((true.max() + 1, pred.max() + 1))
+    np.add.at(overlap, (true, pred), 1)
+    rows, cols = linear_sum_assignment(overlap, maximize=True)
+    keep = overlap[rows, cols] > 0  # a cluster matched to one it shares no point with is not a pair
+    if keep.sum() < 2:
+        return float("nan")
+    return float(kendalltau(rows[keep], cols[keep]).statistic)
+
+
+def cluster_order_kendall_tau(positions_true: Any, positions_pred: Any) -> float | Tensor:
+    """Kendall tau between the true and predicted positions of matched clusters (module docstring)."""
+    return _rowwise(_matched_order_tau, positions_true, positions_pred, _TRUE_PRED)
+
+
+def cap_adherence(labels_pred: Any, max_cluster_size: int) -> float | Tensor:
+    """1.0 when every predicted cluster has at most ``max_cluster_size`` points, else 0.0 (per partition)."""
+    cap = check_positive_int(max_cluster_size, "max_cluster_size")
+    labels = _as_labels(labels_pred, "labels_pred")
+    single = labels.dim() == 1
+    labels = labels.reshape(-1, labels.shape[-1])
+    valid = labels != PAD_LABEL
+    k = int(labels.max()) + 1
+    sizes = torch.zeros(labels.shape[0], k + 1, dtype=torch.long).scatter_add_(
+        1, labels.masked_fill(~valid, k), valid.long())[:, :k]
+    within = (sizes <= cap).all(-1).to(torch.float64)
+    return float(within[0]) if single else within
+
+
+# ---------------------------------------------------------------------------------------------- catalogs
+
+
+@dataclass(frozen=True)
+class CatalogScores:
+    """Per catalog (B,): share of valid sections, share following the order, and a wholly valid order."""
+
+    compositional: Tensor
+    structural: Tensor
+    valid_order: Tensor
+
+    def mean(self) -> dict[str, float]:
+        """Averages over the catalogs."""
+        return {name: float(getattr(self, name).to(torch.float64).mean())
+                for name in ("compositional", "structural", "valid_order")}
+
+
+def _rules_of(rules: Any) -> Any:
+    """CatalogRules from a model that has ``.rules``, parsed rules, a rules dict or a JSON path."""
+    from pyro_acp.models.catalogs import CatalogRules, load_rules
+
+    if isinstance(rules, CatalogRules):
+        return rules
+    if isinstance(getattr(rules, "rules", None), CatalogRules):
+        return rules.rules
+    return load_rules(rules)
+
+
+def _colour_indices(colours: Any, num_colours: int) -> Tensor:
+    """Colour indices (N,) / (B, N) from indices, or from one-hot rows (N, C) / (B, N, C) of floats."""
+    if isinstance(colours, (list, tuple)):
+        colours = np.asarray(colours)
+    tensor = torch.as_tensor(colours).detach().cpu()
+    if tensor.dtype.is_floating_point:
+        if tensor.dim() not in (2, 3) or tensor.shape[-1] != num_colours:
+            raise ValueError(f"one-hot colours must have shape (N, {num_colours}) or (B, N, {num_colours}), "
+                             f"got {tuple(tensor.shape)}")
+        real = tensor.sum(-1) > 0
+        return tensor.argmax(-1).masked_fill(~real, PAD_LABEL)
+    tensor = _as_labels(tensor, "colours")
+    if (tensor >= num_colours).any():
+        raise ValueError(f"colour index {int(tensor.max())} is outside the rules' {num_colours} colours")
+    return tensor
+
+
+def _section_groups(colours: Any, positions_pred: Any, rules: Any) -> tuple[Tensor, Tensor, bool]:
+    """(order group of each predicted section (B, K), -1 if not an allowed section; real sections (B, K); single)."""
+    r = _rules_of(rules)
+    num_colours = len(r.colours)
+    colour, position, single = _pair(_colour_indices(colours, num_colours), positions_pred,
+                                     ("colours", "positions_pred"))
+    valid = colour != PAD_LABEL
+    k = int(position.max()) + 1
+    slot = position.masked_fill(~valid, k) * num_colours + colour.clamp(min=0)
+    counts = torch.zeros(colour.shape[0], (k + 1) * num_colours, dtype=torch.long).scatter_add_(
+        1, slot, valid.long()).view(-1, k + 1, num_colours)[:, :k]  # (B, K, C) colour counts of each section
+    real = counts.sum(-1) > 0
+    present = counts.sum(1) > 0  # (B, C) colours of the catalog
+    same = (present.unsqueeze(1) == r.composition_colours.unsqueeze(0)).all(-1)  # (B, Q)
+    if not same.any(-1).all():
+        row = int((~same.any(-1)).nonzero()[0])
+        used = [r.colours[c] for c in present[row].nonzero().flatten().tolist()]
+        raise ValueError(f"catalog {row} uses the colours {used}, which match no composition of the rules "
+                         f"({', '.join(r.composition_names)})")
+    composition = same.to(torch.int8).argmax(-1)  # (B,)
+    match = (counts.unsqueeze(2) == r.section_counts.view(1, 1, *r.section_counts.shape)).all(-1)  # (B, K, S)
+    known = match.any(-1)
+    section = match.to(torch.int8).argmax(-1)
+    group = r.group[composition].gather(1, section)  # (B, K): -1 where the composition does not allow it
+    group = group.masked_fill(~known | ~real, -1)
+    return group, real, single
+
+
+def _shares(colours: Any, positions_pred: Any, rules: Any, skip_unmatched: bool) -> tuple[Tensor, Tensor, Tensor, bool]:
+    group, real, single = _section_groups(colours, positions_pred, rules)
+    num_groups = _rules_of(rules).num_groups
+    current = torch.zeros(group.shape[0], dtype=torch.long)
+    follows = torch.zeros_like(real)
+    counted = real.clone()
+    for p in range(group.shape[1]):  # the walk is sequential in the position; every catalog at once
+        g = group[:, p]
+        stay, advance = g == current, (g == current + 1) & (g >= 0)
+        follows[:, p] = real[:, p] & (stay | advance)
+        current = torch.where(real[:, p] & advance, current + 1, current)
+        if skip_unmatched:
+            counted[:, p] &= follows[:, p] | (current == num_groups - 1)
+    sections = real.sum(-1).to(torch.float64)
+    compositional = (real & (group >= 0)).sum(-1) / sections
+    structural = follows.sum(-1) / counted.sum(-1).clamp(min=1).to(torch.float64)
+    valid_order = (follows | ~real).all(-1).to(torch.float64)
+    return compositional, structural, valid_order, single
+
+
+def catalog_scores(colours: Any, positions_pred: Any, rules: Any, *, skip_unmatched: bool = False) -> CatalogScores:
+    """Compositional and structural shares and order validity of predicted catalogs (module docstring).
+
+    ``colours``: the tokens' colours (indices (N,) / (B, N), -1 padding, or one-hot rows as ``x`` of a
+    :class:`~pyro_acp.models.ProceduralCatalog`); ``positions_pred``: predicted ordered partitions, the
+    position of each token's section; ``rules``: the model (its ``.rules``), parsed rules, a dict or a path.
+    """
+    compositional, structural, valid_order, _ = _shares(colours, positions_pred, rules, skip_unmatched)
+    return CatalogScores(compositional, structural, valid_order)
+
+
+def compositional_score(colours: Any, positions_pred: Any, rules: Any) -> float | Tensor:
+    """Share of the predicted sections that are sections the catalog's composition allows."""
+    value, _, _, single = _shares(colours, positions_pred, rules, False)
+    return float(value[0]) if single else value
+
+
+def structural_score(colours: Any, positions_pred: Any, rules: Any, *, skip_unmatched: bool = False) -> float | Tensor:
+    """Share of the predicted sections that follow the structural rule in the predicted order (module docstring)."""
+    _, value, _, single = _shares(colours, positions_pred, rules, skip_unmatched)
+    return float(value[0]) if single else value
+
+
+# ---------------------------------------------------------------------------------------------- distributions
+
+
+def _order_kept(value: Any, name: str) -> tuple[Tensor, Any]:
+    """(partitions, probs) of one side, each row prefixed with the positions 0..N-1: labels that are already
+    numbered by first appearance, so the canonical renumbering of ``total_variation`` keeps the order."""
+    if isinstance(value, tuple) and len(value) == 2:
+        parts, probs = value
+    else:
+        parts = getattr(value, "partitions", getattr(value, "samples", value))
+        probs = getattr(value, "probs", getattr(value, "weights", None))
+    parts = _as_labels(parts, f"{name} partitions")
+    parts = parts.unsqueeze(0) if parts.dim() == 1 else parts
+    num_points = parts.shape[-1]
+    return torch.cat([torch.arange(num_points).expand(parts.shape[0], num_points), parts], 1), probs
+
+
+def ordered_total_variation(p: Any, q: Any) -> float:
+    """1/2 sum |p(s) - q(s)| over ordered partitions s, matched exactly by their position labels.
+
+    Each side is ``(partitions (M, N), probs (M,))``, samples (S, N) or a posterior object; unlike
+    :func:`pyro_acp.diagnostics.metrics.total_variation` the labels are not renumbered, so the order counts.
+    """
+    parts_p, probs_p = _order_kept(p, "p")
+    parts_q, probs_q = _order_kept(q, "q")
+    if parts_p.shape[-1] != parts_q.shape[-1]:
+        raise ValueError(f"p is over {parts_p.shape[-1] // 2} points but q is over {parts_q.shape[-1] // 2}")
+    return total_variation((parts_p, probs_p), (parts_q, probs_q))

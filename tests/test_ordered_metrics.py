@@ -1,0 +1,121 @@
+"""Scores of ordered clusterings, on cases computed by hand (pyro_acp.diagnostics.ordered_metrics)."""
+
+import math
+
+import pytest
+import torch
+
+from pyro_acp.diagnostics import ordered_metrics as om
+from pyro_acp.diagnostics.metrics import total_variation
+from pyro_acp.models import ProceduralCatalog
+
+# three colours; composition "rbg" orders its groups [r2], [b2, rb2], [g2]; "rb" allows only r2 and b2
+RULES = {
+    "colours": ["red", "blue", "green"],
+    "section_size": [2, 2],
+    "num_tokens": [2, 20],
+    "sections": {"r2": {"red": 2}, "b2": {"blue": 2}, "g2": {"green": 2}, "rb2": {"red": 1, "blue": 1}},
+    "compositions": {
+        "rbg": {"colours": ["red", "blue", "green"], "order": [["r2"], ["b2", "rb2"], ["g2"]]},
+        "rb": {"colours": ["red", "blue"], "order": [["r2"], ["b2"]]},
+    },
+}
+R, B, G = 0, 1, 2
+
+
+def test_v_measure_and_element_tau_by_hand():
+    assert om.v_measure([0, 0, 1, 1], [1, 1, 0, 0]) == pytest.approx(1.0)  # order-free
+    assert om.v_measure([0, 0, 1, 1], [0, 0, 0, 0]) == pytest.approx(0.0)  # homogeneity 0
+    assert om.element_kendall_tau([0, 0, 1, 1], [1, 1, 0, 0]) == pytest.approx(-1.0)
+    # pairs (0,1), (0,2) concordant, (1,2) discordant: (2 - 1) / 3
+    assert om.element_kendall_tau([0, 1, 2], [0, 2, 1]) == pytest.approx(1 / 3)
+
+
+def test_cluster_order_tau_matches_clusters_then_compares_their_positions():
+    # clusters matched 0->2, 1->0, 2->1: positions [0, 1, 2] vs [2, 0, 1]: pairs D, D, C -> (1 - 2) / 3
+    assert om.cluster_order_kendall_tau([0, 0, 1, 1, 2, 2], [2, 2, 0, 0, 1, 1]) == pytest.approx(-1 / 3)
+    # one point misassigned, order right: the matching pairs each true cluster with its majority, tau = 1,
+    # while the per-point tau is below 1
+    true, pred = [0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 1, 2]
+    assert om.cluster_order_kendall_tau(true, pred) == pytest.approx(1.0)
+    assert om.element_kendall_tau(true, pred) < 1.0
+    # a single predicted cluster: one matched pair, no order to compare
+    assert math.isnan(om.cluster_order_kendall_tau([0, 0, 1, 1], [0, 0, 0, 0]))
+    batch = om.cluster_order_kendall_tau([[0, 1, 1, -1], [0, 1, 2, 2]], [[1, 0, 0, -1], [0, 1, 2, 2]])
+    assert torch.allclose(batch, torch.tensor([-1.0, 1.0], dtype=torch.float64))
+
+
+def test_cap_adherence():
+    assert om.cap_adherence([0, 0, 0, 1], 2) == 0.0
+    assert om.cap_adherence([0, 0, 0, 1], 3) == 1.0
+    batch = om.cap_adherence([[0, 0, 1, -1], [0, 0, 0, 0]], 2)
+    assert torch.equal(batch, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="max_cluster_size"):
+        om.cap_adherence([0, 1], 0)
+
+
+def _catalog(*sections):
+    """Colours and positions of a catalog whose predicted sections, in order, have these colours."""
+    colours = [c for section in sections for c in section]
+    positions = [p for p, section in enumerate(sections) for _ in section]
+    return colours, positions
+
+
+def test_structure_counts_a_section_in_neither_group_as_a_violation_where_the_published_skip_over_scores():
+    colours, positions = _catalog([R, R], [G, G], [G, G], [B, B])  # order groups 1, 3, 3, 2
+    scores = om.catalog_scores(colours, positions, RULES)
+    assert float(scores.compositional[0]) == 1.0  # every section is allowed
+    assert om.structural_score(colours, positions, RULES) == 0.5  # r2 follows, g2 g2 jump ahead, b2 is next
+    assert float(scores.valid_order[0]) == 0.0
+    assert om.structural_score(colours, positions, RULES, skip_unmatched=True) == 1.0  # the published score
+    good = _catalog([R, R], [R, B], [B, B], [G, G])  # groups 1, 2, 2, 3
+    assert om.structural_score(*good, RULES) == 1.0
+    assert float(om.catalog_scores(*good, RULES).valid_order[0]) == 1.0
+
+
+def test_invalid_sections_fail_both_scores():
+    colours, positions = _catalog([R, R], [B, G], [B, G])  # {blue, green} is no section
+    assert om.compositional_score(colours, positions, RULES) == pytest.approx(1 / 3)
+    assert om.structural_score(colours, positions, RULES) == pytest.approx(1 / 3)
+    assert om.structural_score(colours, positions, RULES, skip_unmatched=True) == 1.0
+    # rb2 is a section, but composition "rb" (a catalog of red and blue only) does not allow it
+    assert om.compositional_score(*_catalog([R, B], [R, B]), RULES) == 0.0
+    assert om.compositional_score(*_catalog([R, R], [B, B]), RULES) == 1.0
+    with pytest.raises(ValueError, match=r"\['green'\], which match no composition"):
+        om.compositional_score(*_catalog([G, G]), RULES)
+    with pytest.raises(ValueError, match="outside the rules' 3 colours"):
+        om.compositional_score([0, 5], [0, 0], RULES)
+
+
+def test_batched_and_one_hot_inputs():
+    first, second = _catalog([R, R], [G, G], [G, G], [B, B]), _catalog([R, R], [B, B])
+    colours = torch.tensor([first[0], second[0] + [-1, -1, -1, -1]])
+    positions = torch.tensor([first[1], second[1] + [-1, -1, -1, -1]])
+    scores = om.catalog_scores(colours, positions, RULES)
+    assert torch.equal(scores.structural, torch.tensor([0.5, 1.0], dtype=torch.float64))
+    assert scores.mean() == {"compositional": 1.0, "structural": 0.75, "valid_order": 0.5}
+    one_hot = torch.nn.functional.one_hot(torch.tensor(first[0]), 3).float()
+    assert om.structural_score(one_hot, first[1], RULES) == 0.5
+
+
+def test_simulated_catalogs_follow_their_rules_and_a_reversed_order_does_not():
+    model = ProceduralCatalog()
+    batch = model.simulate(16, seed=0)
+    scores = om.catalog_scores(batch.x, batch.labels, model)  # one-hot x, zero rows on padding
+    assert torch.equal(scores.compositional, torch.ones(16, dtype=torch.float64))
+    assert torch.equal(scores.valid_order, torch.ones(16, dtype=torch.float64))
+    reversed_positions = (batch.labels.max(-1, keepdim=True).values - batch.labels).masked_fill(~batch.mask, -1)
+    reversed_scores = om.catalog_scores(batch.x, reversed_positions, model)
+    assert torch.equal(reversed_scores.compositional, scores.compositional)  # the same sections
+    assert (reversed_scores.structural < 1).all()
+
+
+def test_ordered_total_variation_counts_the_order():
+    both_orders = torch.tensor([[0, 1], [1, 0]])
+    assert om.ordered_total_variation(both_orders, torch.tensor([[0, 1]])) == pytest.approx(0.5)
+    assert total_variation(both_orders, torch.tensor([[0, 1]])) == pytest.approx(0.0)  # one partition
+    p = (torch.tensor([[0, 0, 1], [1, 1, 0], [0, 1, 2]]), torch.tensor([0.5, 0.3, 0.2]))
+    q = (torch.tensor([[1, 1, 0], [0, 0, 1]]), torch.tensor([0.5, 0.5]))
+    assert om.ordered_total_variation(p, q) == pytest.approx(0.5 * (0.0 + 0.2 + 0.2))
+    with pytest.raises(ValueError, match="over 3 points but q is over 2"):
+        om.ordered_total_variation(p, both_orders)
