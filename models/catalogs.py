@@ -47,11 +47,13 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor
 from torch.distributions import constraints
 
+from pyro_acp.data.partitions import canonicalize
 from pyro_acp.distributions import CRP
 from pyro_acp.seeding import make_generator
-from pyro_acp.validation import check_positive, check_positive_int, check_vectors
+from pyro_acp.validation import check_labels, check_positive, check_positive_int, check_vectors
 
 from .base import GenerativeModel
+from .conjugate import gaussian_log_marginal, gaussian_stats
 from .mixtures import gaussian_cluster_draws, gaussian_cluster_sites
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("procedural_rules.json")
@@ -125,6 +127,40 @@ class OrderedGaussianCatalog(GenerativeModel):
         labels = self.sample_prior(mask.shape[1], mask.shape[0], generator).masked_fill(~mask, -1)
         x, means = gaussian_cluster_draws(labels, self.dim, self.sigma, self.mean_scale, generator)
         return {"x": x, "labels": ordered_catalog_labels(labels, means, self.max_cluster_size)}
+
+    # ------------------------------------------------------------------ exact terms of the small-N reference
+    # (pyro_acp.reference.exact_ordered dispatches on these three methods: the NormOrderedModel protocol)
+    def _latent(self, x: Any, partitions: Any) -> tuple[Tensor, Tensor]:
+        x = self.check_data(x)
+        labels = check_labels(partitions, "partitions").to(x.device)
+        if labels.shape[-1] != x.shape[0]:
+            raise ValueError(f"partitions have {labels.shape[-1]} points but x has {x.shape[0]}")
+        return x, canonicalize(labels)
+
+    def log_partition_joint(self, x: Any, partitions: Any) -> Tensor:
+        """log p(pi) + log p(x | pi) (...,) of latent partitions pi (..., N): the CRP draw before splitting
+        and ordering, cluster means integrated out (conjugate Gaussian)."""
+        x, labels = self._latent(x, partitions)
+        stats = gaussian_stats(x, labels, int(labels.max()) + 1)
+        prior = self.partition_prior(x.shape[0]).log_prob(labels).to(x.dtype)
+        return prior + gaussian_log_marginal(stats, self.sigma, self.mean_scale).sum(-1)
+
+    def mean_posterior(self, x: Any, partitions: Any) -> tuple[Tensor, Tensor]:
+        """The posterior N(loc, var I) of each cluster's mean given its points, clusters of the latent
+        partitions (..., N) numbered by first appearance: loc (..., K, D), var (..., K), with
+        1/var = 1/mean_scale^2 + n/sigma^2 and loc = var * sum(x) / sigma^2 (the prior for an empty slot)."""
+        x, labels = self._latent(x, partitions)
+        stats = gaussian_stats(x, labels, int(labels.max()) + 1)
+        var = 1.0 / (1.0 / self.mean_scale**2 + stats.count / self.sigma**2)
+        return var.unsqueeze(-1) * stats.total / self.sigma**2, var
+
+    def order_labels(self, partitions: Any, order: Tensor) -> Tensor:
+        """Position labels (M, N) of latent partitions (M, N) whose clusters (numbered by first appearance)
+        are ordered by ``order`` (M, K), entry p the cluster with the p-th smallest mean norm; a cluster above
+        ``max_cluster_size`` becomes consecutive parts, in part order, exactly as in simulation."""
+        labels = canonicalize(check_labels(partitions, "partitions"))
+        rank = order.argsort(-1).to(torch.get_default_dtype())  # place of each cluster
+        return ordered_catalog_labels(labels, (rank + 1).unsqueeze(-1), self.max_cluster_size)
 
 
 # ---------------------------------------------------------------------------------------------- procedural rules

@@ -18,6 +18,7 @@ the point estimate minimises an order-free loss and numbers its clusters by thei
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -120,4 +121,17 @@ class OrderedClusteringPosterior(ClusteringPosterior):
 
 class OrderedExactPosterior(OrderedClusteringPosterior, ExactPosterior):
     """An enumerated posterior over ordered partitions: every ordered partition (M, N), in position labels,
-    with its probability (M,); :meth:`sample` draws ordered partitions."""
+    with its probability (M,); :meth:`sample` draws ordered partitions.
+
+    ``integration_error``: when the probabilities come from a numerical integration (the order's
+    probability given a partition, :func:`pyro_acp.reference.exact_ordered.exact_ordered_posterior`), its
+    estimated total-variation error; None when they are exact.
+    """
+
+    def __init__(self, partitions: Any, probs: Any, *, integration_error: float | None = None, **kwargs: Any) -> None:
+        super().__init__(partitions, probs, **kwargs)
+        if integration_error is not None:
+            integration_error = float(integration_error)
+            if not (math.isfinite(integration_error) and integration_error >= 0):
+                raise ValueError(f"integration_error must be a non-negative number, got {integration_error}")
+        self.integration_error = integration_error
