@@ -4,6 +4,8 @@ Every step simulates a fresh batch from the model (seeded by ``SeedStream(seed, 
 a resumed run sees the same data and data-parallel ranks see different data), takes one SVI step with the
 per-step IWAE bound (or ``Trace_ELBO``), and reports the bound in a tqdm bar. A fixed held-out batch gives a
 validation bound; checkpoints hold weights, optimiser and RNG state so that resuming continues bit for bit.
+Under a torch.distributed process group of P > 1 processes training is data-parallel
+(:mod:`pyro_acp.inference.distributed`).
 
 No global state: training runs in a scope of its own of Pyro's parameter store (the user's own
 ``pyro.param`` s are put aside and restored, and nothing of the guide's is left behind: its weights live in
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,13 +29,14 @@ from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
 
 from pyro_acp.guides import ClusterwiseGuide
+from pyro_acp.inference.distributed import DataParallel, ProcessLostError
 from pyro_acp.inference.elbo import ClusterwiseIWAE
 from pyro_acp.pretrained.checkpoint import load_guide, read_payload, save_checkpoint
 from pyro_acp.seeding import SeedStream, forked_rng, resolve_seed
-from pyro_acp.validation import check_choice, check_int, check_positive_int
+from pyro_acp.validation import check_choice, check_device, check_int, check_positive_int
 
 # purposes of the seed stream (pyro_acp.seeding.SeedStream): one stream each, so they never overlap
-TRAINING_BATCHES, VALIDATION_BATCH, PARTICLES = 0, 1, 2
+TRAINING_BATCHES, VALIDATION_BATCH, PARTICLES, INITIAL_WEIGHTS = 0, 1, 2, 3
 
 
 @dataclass
@@ -66,6 +70,42 @@ def _batch(model, batch_size: int, num_points, seed: int, device) -> Any:
     return model.simulate(batch_size, seed=seed, **kwargs).to(device)
 
 
+def redraw_initial_weights(guide: ClusterwiseGuide, seed: int) -> None:
+    """Give ``guide`` the initial weights its constructor draws when torch's RNG is seeded with ``seed``.
+
+    The guide is built again from its ``config`` on a forked RNG and its weights copied in (in place: the
+    parameter tensors stay the same objects), so every parameter gets its architecture's own initialisation,
+    including those that no ``reset_parameters`` covers (attention seeds). A guide class that its config
+    does not rebuild falls back to ``reset_parameters()`` of every submodule that has one, with a warning
+    naming the parameters that none covers (they keep their values).
+    """
+    options = {key: value for key, value in guide.config.items() if key != "type"}
+    with forked_rng(seed):
+        try:
+            fresh = type(guide)(**options)
+        except TypeError:
+            fresh = None
+        if fresh is not None and _same_layout(fresh, guide):
+            with torch.no_grad():
+                guide.load_state_dict(fresh.state_dict())
+            return
+        covered: set[int] = set()
+        for module in guide.modules():
+            if module is not guide and callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+                covered.update(id(p) for p in module.parameters())
+    missed = [name for name, p in guide.named_parameters() if id(p) not in covered]
+    if missed:
+        warnings.warn(f"{type(guide).__name__}(**config) does not rebuild this guide, and no reset_parameters "
+                      f"covers {len(missed)} of its parameters ({', '.join(missed[:3])}, ...): those keep their "
+                      "initial values, which the seed does not fix", UserWarning, stacklevel=3)
+
+
+def _same_layout(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+
+
 def validation_elbo(model_fn, guide_fn, batch, num_particles: int) -> float:
     """Per-data-set IWAE bound of a fixed batch (higher is better)."""
     with torch.no_grad():
@@ -97,22 +137,45 @@ def train(
     progress_bar: bool = True,
     compile: bool = False,
     callback: Callable[[int, TrainingHistory], None] | None = None,
+    reinitialize: bool | None = None,
 ) -> TrainingHistory:
     """Train ``guide`` on simulations of ``model`` for ``steps`` SVI steps; returns the history.
 
     Args:
         model: a clustering model (:class:`~pyro_acp.protocols.ClusteringModel`: ``simulate``, ``config``).
         guide: an ACP / ACPS / CCP guide whose ``data_dim`` matches the model's.
+        device: ``None`` / ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``; a device this machine lacks is a ValueError
+            before any work.
         seed: an integer makes the run reproducible (and leaves torch's global RNG as it was); None draws one.
+            With an integer seed an untrained guide also gets its initial weights from the seed (see
+            ``reinitialize``), so two calls on two freshly built guides give bit-identical losses and weights.
         rank: the process rank in data-parallel training: rank r simulates its own batches and particles
-            from ``SeedStream(seed, r)``; the validation batch is the same on every rank.
+            from ``SeedStream(seed, r)``. Under a process group of P > 1 processes the group's rank is used
+            (a different ``rank`` is an error); the validation batch is the same on every rank.
         loss: ``"iwae"`` (per-step importance-weighted bound, ``num_particles`` particles) or ``"elbo"``
             (``pyro.infer.Trace_ELBO`` with vectorised particles).
         checkpoint: path of a ``.pt`` file written every ``checkpoint_every`` steps and at the end
             (JSON card beside it); with ``resume=True`` training continues from it.
         compile: fuse the join network with ``torch.compile`` while training (about 1.3x faster steps on
             CPU after a few seconds of compiling; needs a C++ compiler, falls back with a warning otherwise).
-        callback: called as ``callback(step, history)`` after every step (e.g. for evaluation).
+        callback: called as ``callback(step, history)`` after every step (e.g. for evaluation); on every
+            rank in data-parallel training.
+        reinitialize: whether the guide's weights are redrawn before training. ``None`` (default): when
+            ``seed`` is an integer, the guide is untrained (``guide.trained_for is None``: no training
+            recorded on it) and ``resume`` is False. The weights become those its constructor draws with
+            torch's RNG seeded by ``SeedStream(seed).seed_for(0, INITIAL_WEIGHTS)`` (rank 0's stream on every
+            rank, so all ranks start alike). A guide trained already (by ``train`` or loaded from a
+            checkpoint) is never redrawn, so resuming stays bit for bit. Pass ``False`` to keep weights you
+            loaded by hand into a fresh guide (or set its ``trained_for``), ``True`` to redraw them always.
+
+    Data-parallel training: when torch.distributed's default process group has P > 1 processes (e.g.
+    under ``torchrun``), every rank simulates its share of the global batch of ``batch_size`` data sets
+    (``batch_size // P``, one more on the first ``batch_size % P`` ranks) and the gradients are combined as
+    those of the global batch's mean loss (:mod:`pyro_acp.inference.distributed`), so every rank applies
+    the same update. Rank 0 alone validates, shows the progress bar and writes the checkpoint (with every
+    rank's RNG state: resuming with the same P continues bit for bit, with another P it continues from the
+    same weights and optimiser). A rank that dies or stops answering ends training on every rank with a
+    :class:`~pyro_acp.inference.distributed.ProcessLostError`; the last checkpoint stays valid.
 
     The guide's ``trained_for`` is set to ``model.config()``: :func:`pyro_acp.infer` then refuses it for
     another model, as it refuses a checkpoint whose card records another model.
@@ -121,15 +184,35 @@ def train(
     batch_size = check_positive_int(batch_size, "batch_size")
     num_particles = check_positive_int(num_particles, "num_particles")
     loss = check_choice(loss, "loss", ("iwae", "elbo"))
+    rank = check_int(rank, "rank", minimum=0)
+    if reinitialize is not None and not isinstance(reinitialize, bool):
+        raise ValueError(f"reinitialize must be None, True or False, got {reinitialize!r}")
     if guide.data_dim != model.data_dim:
         raise ValueError(f"the guide's data_dim={guide.data_dim} does not match the model's {model.data_dim}")
     if resume and (checkpoint is None or not Path(checkpoint).exists()):
         raise ValueError(f"cannot resume: checkpoint {checkpoint} does not exist")
-    device = torch.device(device or "cpu")
-    stream = SeedStream(resolve_seed(seed), check_int(rank, "rank", minimum=0))
+    device = check_device(device)
+    parallel = DataParallel.current(batch_size, device)
+    root = resolve_seed(seed)
+    if parallel is not None:
+        if rank not in (0, parallel.rank):
+            raise ValueError(f"rank={rank} disagrees with this process's rank {parallel.rank} in the process group")
+        rank, device = parallel.rank, parallel.device
+        root = parallel.broadcast_object(root, "the seed")  # seed=None draws differently on every rank
+    stream = SeedStream(root, rank)
     settings = {"steps": steps, "batch_size": batch_size, "num_particles": num_particles, "lr": lr,
                 "seed": stream.root, "loss": loss, "dreg": dreg, "num_points": num_points, "clip_norm": clip_norm}
+    if parallel is not None:
+        parallel.check_same({**settings, "model": model.config(), "guide": guide.config, "resume": resume,
+                             "checkpoint_every": checkpoint_every, "warmup_steps": warmup_steps})
+        settings["world_size"] = parallel.world_size
+    if reinitialize or (reinitialize is None and seed is not None and guide.trained_for is None and not resume):
+        redraw_initial_weights(guide, SeedStream(stream.root).seed_for(0, INITIAL_WEIGHTS))
+    local_batch = batch_size if parallel is None else parallel.batch_size
+    lead = parallel is None or parallel.rank == 0  # validates, shows progress, writes checkpoints
     guide.to(device)
+    if parallel is not None and not resume:  # e.g. seed=None: every rank built its own initial weights
+        parallel.broadcast_weights(guide)
     with pyro.get_param_store().scope(), forked_rng(stream.seed_for(0, PARTICLES), device):
         elbo = ClusterwiseIWAE(num_particles, dreg=dreg) if loss == "iwae" else Trace_ELBO(
             num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1
@@ -140,21 +223,32 @@ def train(
              "lr_lambda": _schedule(steps, warmup, final_lr_fraction)},
             clip_args={"clip_norm": clip_norm},
         )
-        svi = SVI(guide.model, guide.guide, optimizer, elbo)
+        if parallel is None:
+            svi = SVI(guide.model, guide.guide, optimizer, elbo)
+        else:
+            svi = SVI(guide.model, guide.guide, optimizer, elbo.loss,
+                      loss_and_grads=parallel.loss_and_grads(elbo.loss_and_grads, list(guide.parameters())))
         history, start = TrainingHistory(), 0
         if resume:
-            start, history = _restore(checkpoint, guide, optimizer, device)
-        validation = _batch(model, validation_size, num_points, stream.seed_for(0, VALIDATION_BATCH), device)
-        began = time.perf_counter() - history.wall_time
+            start, history = _restore(checkpoint, guide, optimizer, device, stream)
+        validation = None
+        if lead and validate_every:
+            validation = _batch(model, validation_size, num_points,
+                                SeedStream(stream.root).seed_for(0, VALIDATION_BATCH), device)
+        began, saved = time.perf_counter() - history.wall_time, start
         if start < steps:  # from now on the guide is this model's (infer refuses it for another model)
             guide.trained_for = model.config()
         guide.compile_join(compile)
         try:
-            bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress_bar,
+            bar = tqdm(range(start, steps), initial=start, total=steps, disable=not (progress_bar and lead),
                        desc="training guide")
             for step in bar:
-                batch = _batch(model, batch_size, num_points, stream.seed_for(step, TRAINING_BATCHES), device)
-                value = svi.step(batch)
+                batch = _batch(model, local_batch, num_points, stream.seed_for(step, TRAINING_BATCHES), device)
+                try:
+                    value = svi.step(batch)
+                except ProcessLostError as err:
+                    raise ProcessLostError(f"{err} (at step {step}); {_kept(checkpoint, saved, checkpoint_every)}"
+                                           ) from None
                 if not math.isfinite(value):
                     raise RuntimeError(f"training diverged at step {step} (loss {value}); the last checkpoint "
                                        "is kept")
@@ -162,7 +256,7 @@ def train(
                 history.steps.append(step)
                 history.loss.append(value)
                 last = step + 1 == steps
-                if validate_every and ((step + 1) % validate_every == 0 or last):
+                if validation is not None and ((step + 1) % validate_every == 0 or last):
                     history.validation_steps.append(step + 1)
                     history.validation_elbo.append(
                         validation_elbo(guide.model, guide.guide, validation, num_particles))
@@ -170,12 +264,24 @@ def train(
                 bar.set_postfix(elbo=f"{-value:.2f}",
                                 val=f"{history.validation_elbo[-1]:.2f}" if history.validation_elbo else "-")
                 if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or last):
-                    _save(checkpoint, guide, model, optimizer, history, settings, step + 1, device)
+                    rng_states = parallel.gather_rng_states() if parallel is not None else None
+                    if lead:
+                        _save(checkpoint, guide, model, optimizer, history, settings, step + 1, device, rng_states)
+                    saved = step + 1
                 if callback is not None:
                     callback(step, history)
+            if parallel is not None:  # every rank returns once rank 0 has written the last checkpoint
+                parallel.barrier("waiting for the last checkpoint")
         finally:
             guide.compile_join(False)
     return history
+
+
+def _kept(checkpoint, saved: int, every: int) -> str:
+    if checkpoint is None:
+        return "no checkpoint was asked for"
+    return f"the last checkpoint, {checkpoint} after {saved} steps, is kept" if saved else \
+        f"no checkpoint was written yet (the first is due after {every} steps)"
 
 
 _PYRO_SEPARATOR = "$$$"  # pyro.module names a module's parameters "<module name>$$$<parameter name>"
@@ -187,7 +293,8 @@ def _by_parameter_name(optimizer_state: dict[str, Any]) -> dict[str, Any]:
     return {key.split(_PYRO_SEPARATOR, 1)[-1]: value for key, value in optimizer_state.items()}
 
 
-def _save(path, guide, model, optimizer, history, settings, step, device) -> None:
+def _save(path, guide, model, optimizer, history, settings, step, device, rng_states=None) -> None:
+    """``rng_states``: every rank's (CPU, CUDA or None) RNG states stacked by rank, in data-parallel training."""
     state = {
         "step": step,
         "optimizer": _by_parameter_name(optimizer.get_state()),
@@ -198,6 +305,10 @@ def _save(path, guide, model, optimizer, history, settings, step, device) -> Non
     }
     if device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    if rng_states is not None:
+        state["rank_rng"] = rng_states[0]
+        if rng_states[1] is not None:
+            state["rank_cuda_rng"] = rng_states[1]
     metadata = {
         "model": model.config(),
         "training": {**settings, "completed_steps": step, "wall_time_s": round(history.wall_time, 1),
@@ -207,8 +318,11 @@ def _save(path, guide, model, optimizer, history, settings, step, device) -> Non
     save_checkpoint(path, guide, metadata, state)
 
 
-def _restore(path, guide, optimizer, device) -> tuple[int, TrainingHistory]:
-    """Load weights, optimiser and RNG state from a checkpoint written by :func:`train`."""
+def _restore(path, guide, optimizer, device, stream: SeedStream) -> tuple[int, TrainingHistory]:
+    """Load weights, optimiser and RNG state from a checkpoint written by :func:`train`.
+
+    Rank r takes the RNG state rank r saved (rank 0's is the single-process one); a rank the checkpoint has
+    none for (resuming with more processes) is seeded from its stream at the step it starts from."""
     load_guide(path, guide, map_location=device)
     payload = read_payload(path, map_location="cpu")
     if "training" not in payload:
@@ -216,9 +330,18 @@ def _restore(path, guide, optimizer, device) -> tuple[int, TrainingHistory]:
     state = payload["training"]
     optimizer.set_state({f"{guide.pyro_name}{_PYRO_SEPARATOR}{name}": value
                          for name, value in _by_parameter_name(state["optimizer"]).items()})
-    torch.set_rng_state(state["torch_rng"])
-    if "cuda_rng" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    rank, start = stream.rank, int(state["step"])
+    cpu_states = state.get("rank_rng", state["torch_rng"].unsqueeze(0))
+    cuda_states = state.get("rank_cuda_rng", state["cuda_rng"].unsqueeze(0) if "cuda_rng" in state else None)
+    if rank < len(cpu_states):
+        torch.set_rng_state(cpu_states[rank])
+    else:
+        torch.manual_seed(stream.seed_for(start, PARTICLES))
+    if device.type == "cuda":
+        if cuda_states is not None and rank < len(cuda_states):
+            torch.cuda.set_rng_state(cuda_states[rank], device)
+        else:
+            torch.cuda.manual_seed(stream.seed_for(start, PARTICLES))
     hist = state["history"]
     history = TrainingHistory(
         steps=[int(s) for s in hist["steps"].tolist()],
@@ -227,4 +350,4 @@ def _restore(path, guide, optimizer, device) -> tuple[int, TrainingHistory]:
         validation_elbo=hist["validation_elbo"].tolist(),
         wall_time=float(state["wall_time"]),
     )
-    return int(state["step"]), history
+    return start, history
