@@ -10,14 +10,17 @@ from .base import GenerativeModel, model_from_config, registered_models
 from .catalogs import CatalogGrammar, OrderedGaussianCatalog, ProceduralCatalog, load_rules
 from .graphs import (
     BalancedPartition,
+    PreparedGraph,
+    SizedBlocksPartition,
     SymmetricAdjacency,
+    as_adjacency,
     check_adjacency,
     from_networkx,
     laplacian_positional_encoding,
     to_networkx,
 )
 from .mixtures import CRPGaussianMixture, GaussianMixture, MFMGaussianMixture, PitmanYorGaussianMixture
-from .sbm import SBM, GraphModel, LogDegreeSBM
+from .sbm import SBM, GraphModel, LogDegreeSBM, PlantedPartition
 
 __all__ = [
     "BalancedPartition",
@@ -30,9 +33,13 @@ __all__ = [
     "MFMGaussianMixture",
     "OrderedGaussianCatalog",
     "PitmanYorGaussianMixture",
+    "PlantedPartition",
+    "PreparedGraph",
     "ProceduralCatalog",
     "SBM",
+    "SizedBlocksPartition",
     "SymmetricAdjacency",
+    "as_adjacency",
     "check_adjacency",
     "from_networkx",
     "laplacian_positional_encoding",

@@ -205,7 +205,7 @@ def train(
     if parallel is not None:
         parallel.check_same({**settings, "model": model.config(), "guide": guide.config, "resume": resume,
                              "checkpoint_every": checkpoint_every, "warmup_steps": warmup_steps})
-        settings["world_size"] = parallel.world_size
+    settings["world_size"] = 1 if parallel is None else parallel.world_size
     if reinitialize or (reinitialize is None and seed is not None and guide.trained_for is None and not resume):
         redraw_initial_weights(guide, SeedStream(stream.root).seed_for(0, INITIAL_WEIGHTS))
     local_batch = batch_size if parallel is None else parallel.batch_size
@@ -218,9 +218,9 @@ def train(
             num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1
         )
         warmup = min(200, max(1, steps // 20)) if warmup_steps is None else max(1, warmup_steps)
+        schedule = _schedule(steps, warmup, final_lr_fraction)
         optimizer = pyro.optim.LambdaLR(
-            {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
-             "lr_lambda": _schedule(steps, warmup, final_lr_fraction)},
+            {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "lr_lambda": schedule},
             clip_args={"clip_norm": clip_norm},
         )
         if parallel is None:
@@ -230,7 +230,7 @@ def train(
                       loss_and_grads=parallel.loss_and_grads(elbo.loss_and_grads, list(guide.parameters())))
         history, start = TrainingHistory(), 0
         if resume:
-            start, history = _restore(checkpoint, guide, optimizer, device, stream)
+            start, history = _restore(checkpoint, guide, optimizer, device, stream, schedule)
         validation = None
         if lead and validate_every:
             validation = _batch(model, validation_size, num_points,
@@ -318,8 +318,23 @@ def _save(path, guide, model, optimizer, history, settings, step, device, rng_st
     save_checkpoint(path, guide, metadata, state)
 
 
-def _restore(path, guide, optimizer, device, stream: SeedStream) -> tuple[int, TrainingHistory]:
+def _continue_schedule(state: dict[str, Any], schedule: Callable[[int], float]) -> dict[str, Any]:
+    """One parameter's saved (scheduler, optimiser) state with the rate ``LambdaLR`` would set at its step."""
+    scheduler = state["scheduler"]
+    rates = [base * schedule(scheduler["last_epoch"]) for base in scheduler["base_lrs"]]
+    scheduler["_last_lr"] = rates
+    for group, rate in zip(state["optimizer"]["param_groups"], rates, strict=True):
+        group["lr"] = rate
+    return state
+
+
+def _restore(path, guide, optimizer, device, stream: SeedStream, schedule: Callable[[int], float]
+             ) -> tuple[int, TrainingHistory]:
     """Load weights, optimiser and RNG state from a checkpoint written by :func:`train`.
+
+    The learning rate of the first resumed step is recomputed from this run's ``schedule`` (the checkpoint
+    holds the rate its own schedule set, which differs when ``steps``, the total, was raised for the resume;
+    for the same total it is the same number, so an interrupted run still resumes bit for bit).
 
     Rank r takes the RNG state rank r saved (rank 0's is the single-process one); a rank the checkpoint has
     none for (resuming with more processes) is seeded from its stream at the step it starts from."""
@@ -328,7 +343,7 @@ def _restore(path, guide, optimizer, device, stream: SeedStream) -> tuple[int, T
     if "training" not in payload:
         raise ValueError(f"checkpoint {path} holds weights only, no training state to resume from")
     state = payload["training"]
-    optimizer.set_state({f"{guide.pyro_name}{_PYRO_SEPARATOR}{name}": value
+    optimizer.set_state({f"{guide.pyro_name}{_PYRO_SEPARATOR}{name}": _continue_schedule(value, schedule)
                          for name, value in _by_parameter_name(state["optimizer"]).items()})
     rank, start = stream.rank, int(state["step"])
     cpu_states = state.get("rank_rng", state["torch_rng"].unsqueeze(0))
