@@ -17,6 +17,7 @@ ordered models, the order of the finished clusters (:meth:`ClusterwiseGuide.orde
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ from torch.nn import functional as F
 from pyro_acp.data.batch import Batch
 from pyro_acp.nn.attention import PMA, pooled, pooled_by_dataset
 from pyro_acp.nn.encoders import MLPEncoder, mlp
-from pyro_acp.validation import check_positive_int
+from pyro_acp.nn.graph import CONVOLUTIONS, NODE_FEATURES, GraphEncoder
+from pyro_acp.validation import check_choice, check_positive_int
 
 MIN_SCALE = 1e-4
 
@@ -117,6 +119,8 @@ class ClusterwiseGuide(nn.Module):
         join_layers: int = 2,
         encoder_layers: int = 4,
         center: bool = True,
+        encoder: str = "mlp",
+        node_features: str = "laplacian",
     ):
         super().__init__()
         data_dim = check_positive_int(data_dim, "data_dim")
@@ -127,6 +131,8 @@ class ClusterwiseGuide(nn.Module):
         mlp_layers = check_positive_int(mlp_layers, "mlp_layers")
         join_layers = check_positive_int(join_layers, "join_layers")
         encoder_layers = check_positive_int(encoder_layers, "encoder_layers")
+        encoder = check_choice(encoder, "encoder", ("mlp", *CONVOLUTIONS))
+        node_features = check_choice(node_features, "node_features", NODE_FEATURES)
         if hidden_dim % num_heads:  # every variant pools clusters with multihead attention (PMA)
             raise ValueError(f"num_heads={num_heads} does not divide hidden_dim={hidden_dim}: the attention splits "
                              "the width into equal heads; pick a hidden_dim that is a multiple of num_heads")
@@ -146,9 +152,16 @@ class ClusterwiseGuide(nn.Module):
             "encoder_layers": encoder_layers,
             "center": center,
         }
+        if encoder != "mlp":  # recorded only for graph guides, so point guides' configs are unchanged
+            self.config.update(encoder=encoder, node_features=node_features)
         self.data_dim, self.hidden_dim, self.z_dim = data_dim, hidden_dim, z_dim
         h = hidden_dim
-        self.encoder = MLPEncoder(data_dim, h, encoder_layers, center)
+        #: True when the guide reads graphs: its data are adjacencies (B, N, N), ``data_dim`` the node input width
+        self.encodes_graphs = encoder != "mlp"
+        if self.encodes_graphs:
+            self.encoder = GraphEncoder(data_dim, h, encoder_layers, encoder, node_features)
+        else:
+            self.encoder = MLPEncoder(data_dim, h, encoder_layers, center)
         # finished-cluster summaries G = sum_j g(PMA(h(enc), s_j))
         self.cluster_point_net = mlp(h, h, h, 2)
         self.cluster_pool = PMA(h, h, 1, num_heads)
@@ -199,6 +212,9 @@ class ClusterwiseGuide(nn.Module):
             raise TypeError(f"expected a pyro_acp.data.Batch, got {type(batch).__name__}")
         if batch.batch_size == 0:
             raise ValueError("empty batch: no data sets")
+        if self.encodes_graphs and batch.adjacency is None:
+            raise ValueError(f"this guide's {self.config['encoder']} encoder reads graphs, but the batch holds "
+                             "no adjacency (a model of points?)")
         if batch.data_dim != self.data_dim:
             raise ValueError(
                 f"data dimension {batch.data_dim} does not match the guide's data_dim={self.data_dim}"
@@ -206,10 +222,25 @@ class ClusterwiseGuide(nn.Module):
         if not torch.isfinite(batch.x).all():
             raise ValueError("batch.x contains NaN or inf")
 
-    def encode_data(self, x: Tensor, mask: Tensor) -> DataEncoding:
-        """Per-data-set encodings computed once and shared by all cluster steps (training and sampling)."""
-        enc = self.encoder(x, mask)
+    def encode_data(self, x: Tensor, mask: Tensor, features: Tensor | None = None) -> DataEncoding:
+        """Per-data-set encodings computed once and shared by all cluster steps (training and sampling).
+
+        ``x``: points (B, N, D), or for a graph guide adjacencies (B, N, N); ``features`` (B, N, D): node
+        inputs a training batch carries already (graph guides; computed from ``x`` when None).
+        """
+        if self.encodes_graphs:
+            if x.dim() != 3 or x.shape[-1] != x.shape[-2]:
+                raise ValueError(f"this guide reads graphs: x must be adjacencies (B, N, N), got {tuple(x.shape)}")
+            enc = self.encoder(x, mask, features)
+        else:
+            enc = self.encoder(x, mask)
         return DataEncoding(enc, self.dataset_features(enc, mask), self.cluster_point_net(enc))
+
+    def encode_batch_data(self, batch: Batch) -> DataEncoding:
+        """:meth:`encode_data` of a training batch: its points, or its graphs with their node inputs."""
+        if self.encodes_graphs:
+            return self.encode_data(batch.adjacency, batch.mask, features=batch.x)
+        return self.encode_data(batch.x, batch.mask)
 
     def cluster_summaries(self, cluster_points: Tensor, dataset: Tensor, members: Tensor) -> Tensor:
         """g(PMA(h(enc), members)) from per-data-set h(enc) (B, N, H) and member masks (S, N) -> (S, H)."""
@@ -224,7 +255,7 @@ class ClusterwiseGuide(nn.Module):
         anchor = batch.anchor[dataset, step]
         available = batch.available[dataset, step]
         targets = available & batch.members[dataset, step]
-        data = self.encode_data(batch.x, batch.mask)
+        data = self.encode_batch_data(batch)
         summaries = self.cluster_summaries(data.cluster_points, dataset, batch.members[dataset, step])
         per_step = summaries.new_zeros(batch.batch_size, batch.max_clusters, self.hidden_dim)
         per_step = per_step.index_put((dataset, step), summaries)
@@ -270,10 +301,74 @@ class ClusterwiseGuide(nn.Module):
                            shared_points=self.shares_points)
         return enc, self.prior(context)
 
+    # ------------------------------------------------------------------ semi-supervised anchors
+    def with_anchors(self, labels: Tensor, new_clusters: bool = True) -> ClusterwiseGuide:
+        """This guide (a shallow copy sharing its weights) sampling with some points' labels known.
+
+        ``labels`` (N,) or (B, N): a class 0..L-1 for every labelled point, -1 for the others. Each sample
+        visits the L classes in a uniformly random order; round k anchors its cluster at a uniformly drawn
+        labelled point of its class, puts the class's other labelled points in it and keeps every other
+        labelled point out; the unlabelled points join as the guide decides. Afterwards, with
+        ``new_clusters`` the remaining points form further clusters as usual; without, the last labelled
+        round takes every point still unassigned (the partition then has exactly L clusters: given the
+        first L - 1, the last is determined). Sampling only: training and log-probability estimates use the
+        guide as it is.
+        """
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if labels.dim() not in (1, 2) or labels.numel() == 0 or (labels < -1).any():
+            raise ValueError("anchor labels must be (N,) or (B, N) integers, a class >= 0 or -1 for unlabelled")
+        if not (labels >= 0).any():
+            raise ValueError("anchor labels mark no labelled point")
+        classes = int(labels.max()) + 1
+        rows = labels.reshape(-1, labels.shape[-1])
+        present = (rows.unsqueeze(-1) == torch.arange(classes, device=rows.device)).any(-2)  # (B, L)
+        if not present.all():
+            raise ValueError(f"anchor classes must be numbered 0..{classes - 1} with a labelled point each")
+        anchored = copy.copy(self)
+        anchored._anchors = {"labels": labels.reshape(-1, labels.shape[-1]), "new_clusters": bool(new_clusters),
+                             "order": None}
+        return anchored
+
+    def _anchor_round(self, state: SamplingRound, generator: torch.Generator | None = None,
+                      draw_order: bool = False) -> tuple[Tensor, Tensor] | None:
+        """(labels of the running threads (T, N), the class (T,) of this round) in a labelled round, else None.
+
+        ``draw_order`` (round 0, where every thread runs): first draw each thread's order of the classes.
+        """
+        anchors = getattr(self, "_anchors", None)
+        if anchors is None:
+            return None
+        labels = anchors["labels"].to(state.unassigned.device)
+        classes = int(labels.max()) + 1
+        if draw_order and state.step == 0:
+            keys = torch.rand(state.thread.shape[0], classes, generator=generator, device=labels.device)
+            anchors["order"] = keys.argsort(-1)
+        if state.step >= classes:
+            return None
+        if labels.shape[0] == 1:
+            labels = labels.expand(state.dataset.max() + 1, -1)
+        return labels[state.dataset], anchors["order"][state.thread, state.step]
+
+    def _constrain_to_anchors(self, state: SamplingRound, members: Tensor, labelled) -> Tensor:
+        """Members of a labelled round: the class's labelled points in, other labelled points out; without
+        new clusters, everything left in the last labelled round."""
+        labels, current = labelled
+        anchors = self._anchors
+        if not anchors["new_clusters"] and state.step == int(anchors["labels"].max()):
+            return state.unassigned.clone()
+        same = labels == current.unsqueeze(-1)
+        return (members & (labels < 0)) | (same & state.unassigned)
+
     # ------------------------------------------------------------------ sampling hooks
     def sample_anchor(self, state: SamplingRound, generator: torch.Generator | None = None) -> Tensor:
-        """One-hot anchors (T, N): d ~ Uniform(unassigned points) per row (one ``multinomial`` draw)."""
-        weights = state.unassigned.to(state.cluster_code.dtype)
+        """One-hot anchors (T, N): d ~ Uniform(unassigned points) per row (one ``multinomial`` draw); in a
+        labelled round (:meth:`with_anchors`), uniform among the unassigned labelled points of its class."""
+        candidates = state.unassigned
+        labelled = self._anchor_round(state, generator, draw_order=True)
+        if labelled is not None:
+            labels, current = labelled
+            candidates = candidates & (labels == current.unsqueeze(-1))
+        weights = candidates.to(state.cluster_code.dtype)
         index = torch.multinomial(weights, 1, generator=generator)
         return torch.zeros_like(state.unassigned).scatter_(1, index, True)
 
@@ -304,7 +399,9 @@ class ClusterwiseGuide(nn.Module):
             joins = torch.rand(logits.shape, generator=generator, device=logits.device) < torch.sigmoid(logits)
         else:
             joins = logits > 0
-        return self.select_members(anchor, joins & available, logits, enc)
+        members = self.select_members(anchor, joins & available, logits, enc)
+        labelled = self._anchor_round(state)
+        return members if labelled is None else self._constrain_to_anchors(state, members, labelled)
 
     def select_members(self, anchor: Tensor, joins: Tensor, logits: Tensor, enc: StepEncoding) -> Tensor:
         """The cluster (T, N) from its anchor (T, N), the candidates that drew b_i = 1 (T, N), their join

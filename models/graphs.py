@@ -4,15 +4,19 @@
   the SBMs. Only the upper triangle is random; samples are mirrored and log_prob counts each pair once.
 - :class:`BalancedPartition` — uniform over the partitions of N nodes into ``num_blocks`` blocks of equal
   size (sizes differ by at most one): the "labels" site of :class:`~pyro_acp.models.LogDegreeSBM`.
+- :class:`SizedBlocksPartition` — blocks of i.i.d. uniform sizes given their sum, nodes dealt at random: the
+  "labels" site of :class:`~pyro_acp.models.PlantedPartition` (the CLUSTER benchmark's recipe).
 - :func:`laplacian_positional_encoding` — batched, padding-aware eigenvectors of the symmetric normalised
   Laplacian, the guide inputs of graph data.
-- :func:`to_networkx`, :func:`from_networkx`, :func:`check_adjacency` — conversions and validation.
+- :func:`to_networkx`, :func:`from_networkx`, :func:`check_adjacency`, :func:`as_adjacency` — conversions and
+  validation (networkx graphs, scipy sparse matrices, dense arrays).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,9 +46,21 @@ def _is_networkx_graph(value: Any) -> bool:
     return networkx is not None and isinstance(value, networkx.Graph)
 
 
+def _is_scipy_sparse(value: Any) -> bool:
+    """Whether ``value`` is a scipy sparse matrix or array (scipy is never imported here)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(value)
+
+
 def _as_float_tensor(value, name: str) -> Tensor:
+    if isinstance(value, PreparedGraph):
+        return value.adjacency
     if _is_networkx_graph(value):
         value = from_networkx(value)[0]
+    elif _is_scipy_sparse(value):
+        if len(value.shape) != 2 or value.shape[0] != value.shape[1]:
+            raise ValueError(f"{name} must be a square (N, N) matrix, got shape {tuple(value.shape)}")
+        value = value.toarray()
     if not torch.is_tensor(value):
         try:
             value = torch.as_tensor(np.asarray(value, dtype=np.float64))
@@ -64,16 +80,54 @@ def adjacency_problem(adjacency: Tensor) -> str | None:
     if not torch.isfinite(adjacency).all():
         return "contains NaN or inf"
     if ((adjacency != 0) & (adjacency != 1)).any():
-        return "must hold only 0/1 entries"
+        return ("must hold only 0/1 entries (the models are for unweighted graphs; for a weighted one pass the "
+                "edges it has, e.g. (A != 0))")
     if (adjacency != adjacency.transpose(-1, -2)).any():
-        return "must be symmetric (an undirected graph)"
+        return ("must be symmetric (an undirected graph; for a directed one pass its undirected version, e.g. "
+                "max(A, A.T))")
     if adjacency.diagonal(dim1=-2, dim2=-1).any():
-        return "must have a zero diagonal (no self loops)"
+        return "must have a zero diagonal (no self loops; drop them, e.g. set the diagonal to 0)"
     return None
 
 
+@dataclass(frozen=True)
+class PreparedGraph:
+    """An adjacency (N, N) that :func:`as_adjacency` has already validated, with the graph's node names.
+
+    What ``pyro_acp.infer``'s graph path hands on once it has read the user's graph; ``check_adjacency``
+    returns its tensor as it is.
+    """
+
+    adjacency: Tensor
+    nodes: list | None = None
+
+
+def as_adjacency(graph: Any, name: str = "graph") -> PreparedGraph:
+    """Read a graph for the SBMs: a networkx graph, a scipy sparse matrix, or a dense array / tensor (N, N).
+
+    What is handled and what is refused (ValueError naming the problem):
+    - networkx graphs: nodes in ``graph.nodes`` order (kept as ``nodes``, so results can be keyed by them);
+      edge weights and attributes are ignored (an edge is an edge), parallel edges of a multigraph count
+      once; directed graphs are refused (pass ``graph.to_undirected()``), and so are self loops.
+    - matrices (dense or sparse): must be square, finite, 0/1, symmetric, with a zero diagonal; a weighted
+      matrix (entries other than 0/1), a directed one (not symmetric) or one with self loops is refused,
+      with the fix in the message.
+    - isolated nodes and disconnected graphs are valid SBM graphs and are handled as they are (an isolated
+      node gets the Laplacian eigenvector at its own coordinate, which sorts it with the other low-degree
+      nodes; disconnected components give the Laplacian several zero eigenvalues).
+    - an empty graph (no nodes) is refused; a one-node graph is refused by ``infer`` (nothing to cluster).
+    """
+    if isinstance(graph, PreparedGraph):
+        return graph
+    nodes = None
+    if _is_networkx_graph(graph):
+        nodes = list(graph.nodes)
+    return PreparedGraph(check_adjacency(graph, name), nodes)
+
+
 def check_adjacency(adjacency, name: str = "adjacency") -> Tensor:
-    """Validated float adjacency (N, N) from a tensor, array or networkx graph; ValueError naming the problem."""
+    """Validated float adjacency (N, N) from a tensor, array, scipy sparse matrix or networkx graph
+    (:func:`as_adjacency` says what is accepted); ValueError naming the problem."""
     adjacency = _as_float_tensor(adjacency, name)
     if adjacency.dim() != 2:
         raise ValueError(f"{name} must be a square (N, N) matrix, got shape {tuple(adjacency.shape)}")
@@ -155,7 +209,29 @@ def balanced_block_sizes(num_points: int, num_blocks: int) -> list[int]:
     return [s for s in [q + 1] * r + [q] * (num_blocks - r) if s > 0]
 
 
-class BalancedPartition(TorchDistribution):
+class _FixedPartition(TorchDistribution):
+    """Shared parts of the priors over partitions of a fixed number of nodes with no batch shape: the
+    support, ``expand`` and ``enumerate_support`` (the partitions of N nodes with finite ``log_prob``)."""
+
+    arg_constraints: dict = {}
+    has_enumerate_support = True
+    num_points: int
+
+    @constraints.dependent_property(is_discrete=True, event_dim=1)
+    def support(self):
+        return constraints.independent(constraints.integer_interval(0, self.num_points - 1), 1)
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != torch.Size():
+            raise NotImplementedError(f"{type(self).__name__} has no batch shape; use sample_shape")
+        return self
+
+    def enumerate_support(self, expand: bool = True) -> Tensor:
+        partitions = enumerate_partitions(self.num_points)
+        return partitions[torch.isfinite(self.log_prob(partitions))]
+
+
+class BalancedPartition(_FixedPartition):
     """Uniform over partitions of ``num_points`` into ``num_blocks`` blocks of (near-)equal size.
 
     Sampling puts the points in a uniformly random order and deals them round-robin into the blocks, which is
@@ -163,9 +239,6 @@ class BalancedPartition(TorchDistribution):
     partitions is N! / (prod_k n_k! prod_s m_s!) with m_s the number of blocks of size s, which gives the exact
     log_prob (-inf for any partition with other block sizes). Samples are canonical labels.
     """
-
-    arg_constraints: dict = {}
-    has_enumerate_support = True
 
     def __init__(self, num_blocks: int, num_points: int, validate_args: bool | None = None):
         self.num_blocks = check_positive_int(num_blocks, "num_blocks")
@@ -180,15 +253,6 @@ class BalancedPartition(TorchDistribution):
         )
         super().__init__(torch.Size(), torch.Size((num_points,)), validate_args=validate_args)
 
-    @constraints.dependent_property(is_discrete=True, event_dim=1)
-    def support(self):
-        return constraints.independent(constraints.integer_interval(0, self.num_points - 1), 1)
-
-    def expand(self, batch_shape, _instance=None):
-        if torch.Size(batch_shape) != torch.Size():
-            raise NotImplementedError("BalancedPartition has no batch shape; use sample_shape")
-        return self
-
     def sample(self, sample_shape=_NO_SHAPE) -> Tensor:
         shape = torch.Size(sample_shape) + self.event_shape
         rank = torch.rand(shape).argsort(-1).argsort(-1)
@@ -201,9 +265,93 @@ class BalancedPartition(TorchDistribution):
         dtype = torch.get_default_dtype()
         return torch.where(ok, -self._log_count, -math.inf).to(dtype)
 
-    def enumerate_support(self, expand: bool = True) -> Tensor:
-        partitions = enumerate_partitions(self.num_points)
-        return partitions[torch.isfinite(self.log_prob(partitions))]
+
+def block_size_counts(num_blocks: int, low: int, high: int, max_points: int) -> Tensor:
+    """(num_blocks + 1, max_points + 1) float64 table: entry [k, n] is the number of size vectors
+    (n_1..n_k), each n_j in [low, high), summing to n (the k-fold convolution of a uniform count)."""
+    counts = torch.zeros(num_blocks + 1, max_points + 1, dtype=torch.float64)
+    counts[0, 0] = 1.0
+    for k in range(1, num_blocks + 1):
+        for size in range(low, min(high, max_points + 1)):
+            counts[k, size:] += counts[k - 1, : max_points + 1 - size]
+    return counts
+
+
+class SizedBlocksPartition(_FixedPartition):
+    """Partitions of N nodes into ``num_blocks`` blocks whose sizes are i.i.d. uniform on [low, high),
+    conditioned on summing to N, the nodes dealt uniformly at random (the CLUSTER benchmark's recipe).
+
+    With c_K(N) the number of size vectors of K blocks summing to N (:func:`block_size_counts`), every
+    ordered size vector has probability 1 / c_K(N) and, given it, every assignment of the nodes
+    prod_k n_k! / N!; the K! / prod_s m_s! size vectors and prod_s m_s! assignments that give one
+    unordered partition (m_s blocks of size s) sum to
+        p(partition) = K! prod_k n_k! / (N! c_K(N))
+    for a partition into exactly K blocks of allowed sizes, 0 otherwise. Samples are canonical labels.
+    """
+
+    def __init__(self, num_blocks: int, block_sizes: tuple[int, int], num_points: int,
+                 validate_args: bool | None = None):
+        self.num_blocks = check_positive_int(num_blocks, "num_blocks")
+        self.num_points = check_positive_int(num_points, "num_points")
+        self.low, self.high = check_block_sizes(block_sizes)
+        self._counts = block_size_counts(self.num_blocks, self.low, self.high, self.num_points)
+        if self._counts[-1, -1] == 0:
+            raise ValueError(f"{self.num_blocks} blocks of sizes in [{self.low}, {self.high}) cannot hold "
+                             f"{self.num_points} nodes (between {self.num_blocks * self.low} and "
+                             f"{self.num_blocks * (self.high - 1)})")
+        super().__init__(torch.Size(), torch.Size((num_points,)), validate_args=validate_args)
+
+    def sample(self, sample_shape=_NO_SHAPE, generator: torch.Generator | None = None) -> Tensor:
+        shape = torch.Size(sample_shape)
+        total = torch.full((shape.numel(),), self.num_points, dtype=torch.long)
+        labels = sized_block_labels(total, self.num_blocks, self.low, self.high, generator)
+        return canonicalize(labels).reshape(*shape, self.num_points)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        labels = canonicalize(check_labels(value))
+        sizes = cluster_sizes(labels, self.num_points).to(torch.float64)
+        used = sizes > 0
+        ok = (used.sum(-1) == self.num_blocks) & ((~used) | ((sizes >= self.low) & (sizes < self.high))).all(-1)
+        log_p = (math.lgamma(self.num_blocks + 1) + torch.lgamma(sizes + 1).sum(-1)
+                 - math.lgamma(self.num_points + 1) - math.log(float(self._counts[-1, -1])))
+        return torch.where(ok, log_p, -math.inf).to(torch.get_default_dtype())
+
+
+def check_block_sizes(block_sizes: Any) -> tuple[int, int]:
+    """(low, high) with 1 <= low < high: a half-open range of block sizes."""
+    try:
+        low, high = block_sizes
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"block_sizes must be a range (low, high), got {block_sizes!r}") from err
+    low, high = check_positive_int(low, "block_sizes low"), check_positive_int(high, "block_sizes high")
+    if high <= low:
+        raise ValueError(f"block_sizes (low, high) is half-open and needs high > low, got ({low}, {high})")
+    return low, high
+
+
+def sized_block_labels(num_points: Tensor, num_blocks: int, low: int, high: int,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """(B, max N) labels (-1 beyond each N_b): block sizes uniform on [low, high) conditioned on summing to
+    N_b, drawn one block at a time from the exact conditional P(n_k | rest) ∝ c_{K-k}(rest - n_k), then the
+    first N_b positions of a random order dealt into the blocks. ``num_points`` (B,) long."""
+    device = num_points.device
+    n_max = int(num_points.max())
+    counts = block_size_counts(num_blocks, low, high, n_max).to(device)
+    sizes = torch.arange(low, high, device=device)
+    remaining = num_points.clone()
+    block_sizes = []
+    for k in range(num_blocks - 1, -1, -1):  # k blocks still to fill after this one
+        rest = remaining.unsqueeze(-1) - sizes  # (B, W)
+        weights = torch.where((rest >= 0) & (rest <= n_max), counts[k, rest.clamp(0, n_max)], 0.0)
+        pick = torch.multinomial(weights, 1, generator=generator).squeeze(-1)
+        block_sizes.append(sizes[pick])
+        remaining = remaining - sizes[pick]
+    ends = torch.stack(block_sizes, -1).cumsum(-1)  # (B, K)
+    keys = torch.rand(num_points.shape[0], n_max, generator=generator, device=device)
+    real = torch.arange(n_max, device=device) < num_points.unsqueeze(-1)
+    rank = keys.masked_fill(~real, 2.0).argsort(-1).argsort(-1)
+    labels = torch.searchsorted(ends, rank, right=True)
+    return labels.masked_fill(~real, -1)
 
 
 # ---------------------------------------------------------------------------------------------- encodings
@@ -297,21 +445,22 @@ def from_networkx(graph: nx.Graph, label_attribute: str = LABEL_ATTRIBUTE) -> tu
     """(adjacency (N, N) float, labels (N,) long or None) in ``graph.nodes`` order.
 
     Labels are read from the node attribute ``label_attribute`` when every node has it; edge weights are
-    ignored (any edge counts as 1). Directed graphs and self loops raise ValueError.
+    ignored (any edge counts as 1, parallel edges once). Directed graphs and self loops raise ValueError.
     """
     import networkx as nx
 
     if not isinstance(graph, nx.Graph):
         raise TypeError(f"expected a networkx graph, got {type(graph).__name__}")
     if graph.is_directed():
-        raise ValueError("graph must be undirected")
+        raise ValueError("graph must be undirected (it is directed: pass graph.to_undirected())")
     if graph.number_of_nodes() == 0:
         raise ValueError("graph has no nodes")
     if nx.number_of_selfloops(graph) > 0:
-        raise ValueError("graph has self loops; the models are for simple graphs")
+        raise ValueError("graph has self loops; the models are for simple graphs "
+                         "(drop them: graph.remove_edges_from(nx.selfloop_edges(graph)))")
     nodes = list(graph.nodes)
-    adjacency = torch.as_tensor(nx.to_numpy_array(graph, nodelist=nodes, weight=None),
-                                dtype=torch.get_default_dtype())
+    counts = nx.to_numpy_array(graph, nodelist=nodes, weight=None)
+    adjacency = torch.as_tensor(counts != 0, dtype=torch.get_default_dtype())
     values = [graph.nodes[v].get(label_attribute) for v in nodes]
     present = [value is not None for value in values]
     if not any(present):

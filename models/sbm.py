@@ -5,6 +5,8 @@
   for i < j. The probabilities are conjugate, so p(graph | partition) is exact (Beta-Bernoulli).
 - :class:`LogDegreeSBM` — the symmetric SBM with ``num_blocks`` equal blocks and edge probabilities
   p = a log N / N within and q = b log N / N between (the exact-recovery regime).
+- :class:`PlantedPartition` — the CLUSTER benchmark's recipe: a fixed number of blocks of uniformly random
+  sizes, edge probabilities p_in within and p_out between.
 
 The observed site "x" is the (N, N) adjacency (a tensor, array or networkx graph is accepted); the guide
 inputs in a simulated :class:`~pyro_acp.data.Batch` are 20-D Laplacian positional encodings and
@@ -21,11 +23,11 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from pyro_acp.data.batch import random_point_order
+from pyro_acp.data.batch import Batch, random_point_order
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.distributions import CRP
-from pyro_acp.seeding import generator_rng
-from pyro_acp.validation import check_beta_pair, check_positive, check_positive_int
+from pyro_acp.seeding import generator_rng, make_generator
+from pyro_acp.validation import check_beta_pair, check_positive, check_positive_int, check_scalar
 
 from .base import ExactLikelihood, GenerativeModel
 from .conjugate import (
@@ -37,14 +39,25 @@ from .conjugate import (
 )
 from .graphs import (
     BalancedPartition,
+    SizedBlocksPartition,
     SymmetricAdjacency,
     check_adjacency,
+    check_block_sizes,
     from_networkx,
     laplacian_positional_encoding,
+    sized_block_labels,
     to_networkx,
 )
 
 POSITIONAL_ENCODING_DIM = 20
+
+
+def check_probability(value: Any, name: str) -> float:
+    """A probability in (0, 1) as a float (0 and 1 would make the likelihood degenerate)."""
+    value = check_scalar(value, name)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be a probability strictly between 0 and 1, got {value}")
+    return value
 
 
 class GraphModel(ExactLikelihood, GenerativeModel):
@@ -203,15 +216,93 @@ class LogDegreeSBM(GraphModel):
     def log_marginal_likelihood(self, adjacency: Any, labels: Any) -> Tensor:
         """log p(graph | partition) with p, q known (nothing to integrate); labels (..., N) -> (...,)."""
         adjacency, labels = self._check_data_labels(adjacency, labels)
-        n = adjacency.shape[0]
-        p, q = (v.to(adjacency) for v in self.edge_probabilities(n))
+        p, q = (v.to(adjacency) for v in self.edge_probabilities(adjacency.shape[0]))
+        return two_probability_log_likelihood(adjacency, labels, p, q)
+
+
+def two_probability_log_likelihood(adjacency: Tensor, labels: Tensor, p: Tensor | float, q: Tensor | float) -> Tensor:
+    """log p(graph | partition) when every within-block pair is an edge with probability p and every other
+    pair with probability q: Bernoulli counts of edges and non-edges within and between blocks."""
+    n = adjacency.shape[0]
+    same = labels.unsqueeze(-1) == labels.unsqueeze(-2)
+    upper = torch.ones(n, n, dtype=torch.bool, device=adjacency.device).triu(1)
+    within_edges = (adjacency * (same & upper)).sum((-1, -2))
+    within_pairs = (same & upper).sum((-1, -2)).to(adjacency.dtype)
+    total_edges = adjacency.triu(1).sum()
+    between_edges = total_edges - within_edges
+    between_pairs = n * (n - 1) / 2 - within_pairs
+    p, q = torch.as_tensor(p, dtype=adjacency.dtype), torch.as_tensor(q, dtype=adjacency.dtype)
+    xlogy = torch.special.xlogy
+    return (xlogy(within_edges, p) + xlogy(within_pairs - within_edges, 1 - p)
+            + xlogy(between_edges, q) + xlogy(between_pairs - between_edges, 1 - q))
+
+
+class PlantedPartition(GraphModel):
+    """The CLUSTER benchmark's graphs (Dwivedi et al., "Benchmarking graph neural networks"), simulated by
+    their recipe: ``num_blocks`` communities of sizes i.i.d. uniform on ``block_sizes`` = [low, high), the
+    nodes in random order, edges with probability ``p_in`` within a community and ``p_out`` between.
+
+    The defaults are the benchmark's: 6 blocks of 5..34 nodes, p_in = 0.55, p_out = 0.25 (about 117 nodes).
+    ``simulate`` without ``num_points`` draws the graphs' sizes by the recipe (the sum of the block sizes);
+    with ``num_points``, the block sizes are drawn conditioned on that N. The Pyro program's "labels" site
+    is :class:`~pyro_acp.models.graphs.SizedBlocksPartition` (its exact prior given N), and the likelihood
+    is exact (p_in, p_out are known).
+    """
+
+    def __init__(self, num_blocks: int = 6, p_in: float = 0.55, p_out: float = 0.25,
+                 block_sizes: tuple[int, int] = (5, 35)):
+        self.num_blocks = check_positive_int(num_blocks, "num_blocks")
+        self.p_in = check_probability(p_in, "p_in")
+        self.p_out = check_probability(p_out, "p_out")
+        self.block_sizes = check_block_sizes(block_sizes)
+        super().__init__(num_blocks=self.num_blocks, p_in=self.p_in, p_out=self.p_out,
+                         block_sizes=self.block_sizes)
+
+    @property
+    def default_num_points(self) -> tuple[int, int]:
+        """The range of N the recipe produces: [K low, K (high - 1)] (the half-open range ends one above)."""
+        low, high = self.block_sizes
+        return self.num_blocks * low, self.num_blocks * (high - 1) + 1
+
+    def partition_prior(self, num_points: int) -> SizedBlocksPartition:
+        return SizedBlocksPartition(self.num_blocks, self.block_sizes, check_positive_int(num_points, "num_points"))
+
+    def _program(self, num_points: int, obs: Tensor | None) -> Tensor:
+        like = obs if obs is not None else torch.zeros((), dtype=torch.get_default_dtype())
+        labels = pyro.sample("labels", self.partition_prior(num_points)).to(like.device)
         same = labels.unsqueeze(-1) == labels.unsqueeze(-2)
-        upper = torch.ones(n, n, dtype=torch.bool, device=adjacency.device).triu(1)
-        within_edges = (adjacency * (same & upper)).sum((-1, -2))
-        within_pairs = (same & upper).sum((-1, -2)).to(adjacency.dtype)
-        total_edges = adjacency.triu(1).sum()
-        between_edges = total_edges - within_edges
-        between_pairs = n * (n - 1) / 2 - within_pairs
-        xlogy = torch.special.xlogy
-        return (xlogy(within_edges, p) + xlogy(within_pairs - within_edges, 1 - p)
-                + xlogy(between_edges, q) + xlogy(between_pairs - between_edges, 1 - q))
+        probs = torch.where(same, self.p_in, self.p_out).to(like)
+        return pyro.sample("x", SymmetricAdjacency(probs), obs=obs)
+
+    def simulate(self, batch_size: int, num_points: int | tuple[int, int] | None = None, seed: int | None = None,
+                 device: str | torch.device | None = None) -> Batch:
+        """A training batch; without ``num_points`` each graph's N is the sum of its block sizes (the recipe)."""
+        if num_points is not None:
+            lo, hi = self.check_num_points_range(num_points)
+            low, high = self.default_num_points
+            if lo < low or hi > high:
+                raise ValueError(f"{self.num_blocks} blocks of sizes in [{self.block_sizes[0]}, "
+                                 f"{self.block_sizes[1]}) hold between {low} and {high - 1} nodes; num_points "
+                                 f"[{lo}, {hi}) goes beyond that")
+            return super().simulate(batch_size, num_points, seed=seed, device=device)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        device = torch.device("cpu" if device is None else device)
+        generator = make_generator(seed, device)
+        low, high = self.block_sizes
+        sizes = torch.randint(low, high, (batch_size, self.num_blocks), generator=generator, device=device).sum(-1)
+        mask = torch.arange(int(sizes.max()), device=device) < sizes.unsqueeze(-1)
+        parts = self._simulate(sizes, mask, generator)
+        return Batch.from_labels(parts["x"], parts["labels"], mask=mask, adjacency=parts["adjacency"],
+                                 shuffle=False, generator=generator)
+
+    def _simulate(self, sizes: Tensor, mask: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        labels = sized_block_labels(sizes, self.num_blocks, *self.block_sizes, generator)  # random node order
+        same = labels.unsqueeze(-1) == labels.unsqueeze(-2)
+        dtype = torch.get_default_dtype()
+        probs = torch.where(same, self.p_in, self.p_out).to(dtype)
+        return self._graph_batch(labels, probs, mask, generator)
+
+    def log_marginal_likelihood(self, adjacency: Any, labels: Any) -> Tensor:
+        """log p(graph | partition) with p_in, p_out known; labels (..., N) -> (...,)."""
+        adjacency, labels = self._check_data_labels(adjacency, labels)
+        return two_probability_log_likelihood(adjacency, labels, self.p_in, self.p_out)

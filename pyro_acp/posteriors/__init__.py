@@ -1,12 +1,14 @@
 """Posterior distributions over partitions (the object every inference method returns), ordered partitions,
 decision-theoretic point estimates and plots."""
 
+from pyro_acp.posteriors.graph import GraphClusteringPosterior
 from pyro_acp.posteriors.ordered import OrderedClusteringPosterior, OrderedExactPosterior
 from pyro_acp.posteriors.posterior import ClusteringPosterior, ExactPosterior, PosteriorSummary
 
 __all__ = [
     "ClusteringPosterior",
     "ExactPosterior",
+    "GraphClusteringPosterior",
     "OrderedClusteringPosterior",
     "OrderedExactPosterior",
     "PosteriorSummary",
