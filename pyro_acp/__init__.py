@@ -23,6 +23,7 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
     "ClusteringPosterior": ("pyro_acp.posteriors.posterior", "ClusteringPosterior"),
     "ExactPosterior": ("pyro_acp.posteriors.posterior", "ExactPosterior"),
     "infer": ("pyro_acp.inference.infer", "infer"),
+    "infer_many": ("pyro_acp.inference.many", "infer_many"),
     "train": ("pyro_acp.inference.training", "train"),
     "load": ("pyro_acp.pretrained.checkpoint", "load_guide"),
     "load_guide": ("pyro_acp.pretrained.checkpoint", "load_guide"),
@@ -36,7 +37,7 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
 
 __all__ = [  # the keys of _PUBLIC (tests/test_imports.py checks it), spelt out for linters and IDEs
     "CRP", "ClusteringPosterior", "ExactPosterior", "MixtureOfFiniteMixtures", "PitmanYor", "compare",
-    "exact_posterior", "heldout_ami", "infer", "load", "load_guide", "mcmc", "metrics", "sbc", "train",
+    "exact_posterior", "heldout_ami", "infer", "infer_many", "load", "load_guide", "mcmc", "metrics", "sbc", "train",
 ]
 
 
@@ -62,6 +63,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from pyro_acp.diagnostics.evaluation import heldout_ami
     from pyro_acp.distributions import CRP, MixtureOfFiniteMixtures, PitmanYor
     from pyro_acp.inference.infer import infer
+    from pyro_acp.inference.many import infer_many
     from pyro_acp.inference.training import train
     from pyro_acp.posteriors.posterior import ClusteringPosterior, ExactPosterior
     from pyro_acp.pretrained.checkpoint import load_guide
