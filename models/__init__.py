@@ -20,6 +20,7 @@ from .graphs import (
     to_networkx,
 )
 from .mixtures import CRPGaussianMixture, GaussianMixture, MFMGaussianMixture, PitmanYorGaussianMixture
+from .program import ProgramModel, as_clustering_model
 from .sbm import SBM, GraphModel, LogDegreeSBM, PlantedPartition
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "PlantedPartition",
     "PreparedGraph",
     "ProceduralCatalog",
+    "ProgramModel",
     "SBM",
     "SizedBlocksPartition",
     "SymmetricAdjacency",

@@ -212,34 +212,65 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+LAUNCH = [sys.executable, "-m", "pyro_acp.cli", "train", "--nproc", "2", "--hidden-dim", "16", "--batch-size", "4",
+          "--num-particles", "2", "--num-points", "3", "10", "--validate-every", "0"]
+
+
 @pytest.mark.slow
-def test_the_launcher_trains_with_two_processes_and_reports_a_killed_rank(tmp_path):
-    """``pyro-acp train --nproc 2`` end to end (torch's elastic launcher): a run that finishes, then one whose
-    worker is killed, which ends with a one-line message and the last checkpoint intact."""
-    common = [sys.executable, "-m", "pyro_acp.cli", "train", "--nproc", "2", "--hidden-dim", "16",
-              "--batch-size", "4", "--num-particles", "2", "--num-points", "3", "10", "--validate-every", "0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([*common, "--steps", "2", "--output", str(tmp_path / "a.pt")], env=env,
-                          capture_output=True, text=True, timeout=120)
+def test_the_launcher_trains_with_two_processes(tmp_path):
+    """``pyro-acp train --nproc 2`` end to end (torch's elastic launcher starts the two processes)."""
+    done = subprocess.run([*LAUNCH, "--steps", "2", "--output", str(tmp_path / "a.pt")], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("trained 2 steps") == 1, done.stdout  # rank 0 alone reports
     assert read_card(tmp_path / "a.pt")["training"]["world_size"] == 2
 
-    run = subprocess.Popen([*common, "--steps", "100000", "--checkpoint-every", "2", "--output",
-                            str(tmp_path / "b.pt")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 90
-        while not (tmp_path / "b.json").exists() and time.time() < deadline:
-            time.sleep(0.2)
-        workers = _children(run.pid)
-        assert len(workers) == 2, workers
-        os.kill(workers[1], 9)
-        _, err = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
+
+@pytest.mark.slow
+def test_the_launcher_reports_a_killed_rank_and_keeps_the_checkpoint(tmp_path):
+    """A worker killed (SIGKILL) mid-run: the job ends with one line naming it, the checkpoint stays whole."""
+    command = [*LAUNCH, "--steps", "100000", "--checkpoint-every", "2", "--output", str(tmp_path / "b.pt")]
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:  # a file, not a pipe: the progress bar never blocks on a full pipe
+        run = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                               stderr=stderr)
+        try:
+            deadline = time.time() + 90
+            while not (tmp_path / "b.json").exists() and time.time() < deadline:
+                time.sleep(0.2)
+            workers = _children(run.pid)
+            assert len(workers) == 2, workers
+            os.kill(workers[1], 9)
+            run.wait(timeout=60)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    err = log.read_text()
     assert run.returncode == 2, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("pyro-acp train: error: training process rank") and "SIGKILL" in last, err[-2000:]
     _, card = load_guide(tmp_path / "b.pt")
     assert card["training"]["completed_steps"] % 2 == 0 and card["training"]["completed_steps"] >= 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nproc", "0"], "--nproc must be a positive integer"),
+    (["--nproc", "3", "--batch-size", "2"], "batch_size=2 is smaller than the 3 training processes"),
+    (["--nproc", "2", "--timeout", "0"], "--timeout must be a positive number"),
+])
+def test_train_nproc_is_checked_before_any_process_starts(tmp_path, capsys, monkeypatch, argv, message):
+    import pyro_acp
+    from pyro_acp.cli import main
+    from pyro_acp.inference import distributed
+
+    def reached(*args, **kwargs):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(distributed, "launch", reached)
+    monkeypatch.setattr(pyro_acp, "train", reached)
+    assert main(["train", "--steps", "2", "--output", str(tmp_path / "g.pt"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pyro-acp train: error:") and message in err and "\n" not in err, err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # started by torchrun: --nproc would start processes twice
+    assert main(["train", "--steps", "2", "--output", str(tmp_path / "g.pt"), "--nproc", "2"]) == 2
+    assert "leave --nproc out" in capsys.readouterr().err

@@ -231,21 +231,29 @@ def launch(module_args: Sequence[str], nproc: int, *, module: str = "pyro_acp.cl
     ``torchrun --standalone --nproc-per-node nproc -m module ...`` would (torch's elastic launcher: a
     rendezvous on a free local port, no restarts; when one process fails the others are stopped).
 
-    Each process gets ``OMP_NUM_THREADS = cpu_count // nproc`` threads unless the variable is set. Raises a
-    RuntimeError naming the first process that failed and how."""
+    ``module_args`` go to the processes as they are (not through torchrun's option parser, which would take
+    e.g. ``--nproc`` for an abbreviation of its own ``--nproc-per-node``). Each process gets
+    ``OMP_NUM_THREADS = cpu_count // nproc`` threads unless the variable is set. Raises a RuntimeError
+    naming the first process that failed and how."""
+    import uuid
+
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
+    from torch.distributed.launcher.api import elastic_launch
+    from torch.distributed.run import config_from_args, get_args_parser
 
     nproc = check_positive_int(nproc, "nproc")
     args = get_args_parser().parse_args(["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc),
-                                         "--max-restarts", "0", "--module", module, *module_args])
+                                         "--max-restarts", "0", "--module", module])
+    # what torchrun does for --standalone: a c10d rendezvous store on a free local port
+    args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id = "c10d", "localhost:0", str(uuid.uuid4())
     threads = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = threads or str(max(1, (os.cpu_count() or 1) // nproc))
     quiet = logging.getLogger("torch.distributed.elastic")  # its banners; the failure is reported below
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
-        run(args)
+        config, command, command_args = config_from_args(args)
+        elastic_launch(config=config, entrypoint=command)(*command_args, *module_args)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         how = f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else \
