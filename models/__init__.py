@@ -42,6 +42,7 @@ __all__ = [
     "SizedBlocksPartition",
     "SymmetricAdjacency",
     "as_adjacency",
+    "as_clustering_model",
     "check_adjacency",
     "from_networkx",
     "laplacian_positional_encoding",

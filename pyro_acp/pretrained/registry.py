@@ -13,10 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import types
 import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.pretrained.checkpoint import read_card
@@ -33,6 +37,86 @@ def cache_dir() -> Path:
 def model_key(model) -> str:
     """Stable short hash of a model's config (type + hyperparameters)."""
     text = json.dumps(model.config(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_LIBRARY_MODULES = ("pyro", "torch", "numpy", "scipy", "pyro_acp", "builtins", "math", "functools")
+_FINGERPRINT_DEPTH = 4  # how deep helper functions a program calls are followed
+
+
+def _describe(obj: Any, depth: int, seen: set[int]) -> Any:
+    """A JSON-able description of a value a program depends on (its code for functions, its contents for data)."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [type(obj).__name__, [_describe(v, depth, seen) for v in obj]]
+    if isinstance(obj, dict):
+        return ["dict", sorted((str(k), _describe(v, depth, seen)) for k, v in obj.items())]
+    if torch.is_tensor(obj):
+        data = obj.detach().cpu().contiguous()
+        return ["tensor", str(data.dtype), list(data.shape), hashlib.sha256(data.numpy().tobytes()).hexdigest()
+                if data.dtype != torch.bfloat16 else repr(data.tolist())]
+    if isinstance(obj, np.ndarray):
+        return ["ndarray", str(obj.dtype), list(obj.shape), hashlib.sha256(np.ascontiguousarray(obj).tobytes())
+                .hexdigest()]
+    if isinstance(obj, types.ModuleType):
+        return ["module", obj.__name__]
+    module = getattr(obj, "__module__", None) or ""
+    qualname = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    if module.split(".")[0] in _LIBRARY_MODULES and not isinstance(obj, types.MethodType):
+        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+            return ["library", module, qualname]
+    if id(obj) in seen or depth <= 0:
+        return ["ref", module, qualname]
+    seen = seen | {id(obj)}
+    if isinstance(obj, types.MethodType):
+        return ["method", _describe(obj.__func__, depth, seen), _describe(obj.__self__, depth - 1, seen)]
+    if isinstance(obj, types.FunctionType):
+        return ["function", module, qualname, _describe_code(obj.__code__),
+                _describe(obj.__defaults__, depth, seen), _describe(obj.__kwdefaults__, depth, seen),
+                [_describe(cell.cell_contents, depth - 1, seen) if cell.cell_contents is not obj else "self"
+                 for cell in (obj.__closure__ or ())],
+                sorted((name, _describe(obj.__globals__[name], depth - 1, seen))
+                       for name in _global_names(obj.__code__) if name in obj.__globals__)]
+    if callable(getattr(obj, "config", None)):  # a model: its config identifies it
+        try:
+            return ["configured", module, qualname, _describe(obj.config(), depth - 1, seen)]
+        except Exception:  # a config that fails says nothing: fall through to the object's state
+            pass
+    if isinstance(obj, type):
+        return ["class", module, qualname]
+    state = getattr(obj, "__dict__", None)
+    if isinstance(obj, torch.nn.Module):
+        state = {"parameters": dict(obj.state_dict())}
+    if state is not None:
+        call = type(obj).__dict__.get("__call__")
+        return ["object", module, qualname, _describe(call, depth - 1, seen) if call is not None else None,
+                _describe(dict(state), depth - 1, seen)]
+    return ["value", module, qualname, repr(obj)]
+
+
+def _describe_code(code: types.CodeType) -> list:
+    return [code.co_code.hex(), list(code.co_names), list(code.co_varnames),
+            [_describe_code(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]]
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def program_fingerprint(program: Any, *, name: str | None = None, version: str | None = None) -> str:
+    """A short hash that changes whenever ``program`` would: its code (bytecode, constants, names), defaults,
+    the values its closure holds and the globals it reads (numbers, tensors, arrays, models by their config,
+    helper functions followed a few calls deep; library functions by name). With ``name`` and ``version`` the
+    fingerprint is theirs alone (the user says when the program changed)."""
+    if version is not None:
+        text = json.dumps(["named", name or getattr(program, "__qualname__", repr(program)), str(version)])
+    else:
+        text = json.dumps(_describe(program, _FINGERPRINT_DEPTH, set()), sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

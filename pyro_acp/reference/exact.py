@@ -4,11 +4,19 @@ For N <= 10 points there are at most Bell(10) = 115,975 partitions. A conjugate 
 with its exact collapsed joint ``log p(partition) + log p(x | partition)`` (cluster parameters integrated
 out), and normalising in log space gives the posterior exactly. This is the ground truth every
 approximate method (ACP guides, Gibbs, NUTS) is checked against.
+
+A Pyro program (any callable with a partition site and an observed site, or a model that declares
+``estimate_log_joint``, e.g. :class:`~pyro_acp.models.ProgramModel`) has no closed form: for N <= 7 points
+every partition is enumerated and log p(partition, x) is estimated by importance sampling over the
+program's other latents (vectorised over particles), so the result is exact up to a Monte-Carlo error that
+it reports (:class:`EstimatedExactPosterior`).
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,13 +24,69 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import bell_number, enumerate_partitions
 from pyro_acp.posteriors.posterior import ExactPosterior
-from pyro_acp.protocols import CollapsedModel, require_collapsed
+from pyro_acp.protocols import ClusteringModel, CollapsedModel, has_collapsed_likelihood, require_collapsed
 from pyro_acp.validation import check_positive_int
 
 MAX_EXACT_POINTS = 10
+MAX_PROGRAM_POINTS = 7  # Bell(7) = 877 partitions, each scored by importance sampling
 DEFAULT_CHUNK_SIZE = 8192
+DEFAULT_PARTICLES = 4096
 
-__all__ = ["MAX_EXACT_POINTS", "exact_posterior"]
+__all__ = ["MAX_EXACT_POINTS", "MAX_PROGRAM_POINTS", "EstimatedExactPosterior", "exact_posterior"]
+
+
+class EstimatedExactPosterior(ExactPosterior):
+    """An enumerated posterior whose log joints are Monte-Carlo estimates, with their errors.
+
+    ``log_joint_error`` (M,): the standard error of each estimated log p(partition, x) in nats;
+    ``probs_error`` (M,): the delta-method standard error of each probability,
+    Var(p_i) ≈ p_i² [(1 - p_i)² r_i² + Σ_{j≠i} p_j² r_j²] with r the log-joint errors; ``tv_error``: the
+    expected total variation to the true posterior from that error alone, about 0.5 Σ_i sd(p_i) · √(2/π).
+    """
+
+    exact_log_prob = False
+
+    def __init__(self, partitions: Any, probs: Any, *, log_joint_error: Any = None, **kwargs: Any) -> None:
+        super().__init__(partitions, probs, **kwargs)
+        error = torch.as_tensor(log_joint_error, dtype=torch.float64).cpu()
+        if error.shape != self.probs.shape:
+            raise ValueError(f"log_joint_error must have shape {tuple(self.probs.shape)}, got {tuple(error.shape)}")
+        self.log_joint_error = error
+        p = self.probs
+        spread = (p.square() * error.square()).sum()
+        self.probs_error = p * ((1 - p).square() * error.square() + spread - p.square() * error.square()).sqrt()
+        self.tv_error = float(0.5 * self.probs_error.sum() * math.sqrt(2 / math.pi))
+
+
+def _is_program(model: Any) -> bool:
+    """A Pyro program to wrap (a callable that is not a clustering model), or a model that estimates its log
+    joint by importance sampling (``estimate_log_joint``)."""
+    return callable(getattr(model, "estimate_log_joint", None)) or (
+        callable(model) and not isinstance(model, ClusteringModel))
+
+
+def _program_posterior(model: Any, x: Any, num_particles: int, seed: int | None) -> EstimatedExactPosterior:
+    from pyro_acp.models.program import as_clustering_model
+
+    began = time.perf_counter()
+    model = as_clustering_model(model, x)
+    data = model.check_data(x)
+    num_points = int(model.num_points_of(data))
+    if num_points > MAX_PROGRAM_POINTS:
+        raise ValueError(
+            f"exact enumeration of a program is limited to N <= {MAX_PROGRAM_POINTS} points (Bell("
+            f"{MAX_PROGRAM_POINTS}) = {bell_number(MAX_PROGRAM_POINTS)} partitions, each scored by importance "
+            f"sampling); this data set has N = {num_points}. Use pyro_acp.mcmc.nuts(program, x) for a finite "
+            "mixture, or pyro_acp.infer"
+        )
+    partitions = enumerate_partitions(num_points)
+    log_joint, error = model.estimate_log_joint(data, partitions, num_particles=num_particles, seed=seed)
+    if torch.isnan(log_joint).any():
+        raise ValueError("the program's estimated log joint is NaN for some partition; check the data and priors")
+    return EstimatedExactPosterior.from_log_joint(
+        partitions, log_joint, log_joint_error=error, method="exact-is", wall_time=time.perf_counter() - began,
+        x=x, model=model,
+    )
 
 
 def _scores(model: Any, data: Tensor, partitions: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
@@ -37,7 +101,8 @@ def _scores(model: Any, data: Tensor, partitions: Tensor, chunk_size: int) -> tu
     return torch.cat(joints), torch.cat(likelihoods)
 
 
-def exact_posterior(model: CollapsedModel, x: Any, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> ExactPosterior:
+def exact_posterior(model: CollapsedModel | Callable, x: Any, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                    num_particles: int = DEFAULT_PARTICLES, seed: int | None = None) -> ExactPosterior:
     """The exact posterior p(partition | x) over all Bell(N) partitions of N <= 10 points.
 
     ``model`` must be conjugate (``log_marginal_likelihood``, ``log_joint``); ``x`` is one data set as the
@@ -46,7 +111,14 @@ def exact_posterior(model: CollapsedModel, x: Any, *, chunk_size: int = DEFAULT_
     ``chunk_size`` partitions at a time. Returns an
     :class:`~pyro_acp.posteriors.posterior.ExactPosterior` with ``.partitions`` (M, N), ``.probs`` (M,), the log
     likelihood and log joint of every partition, and method "exact".
+
+    A Pyro program (see the module docstring) gets an :class:`EstimatedExactPosterior` (method "exact-is")
+    for N <= 7: ``num_particles`` importance samples per labelling of its partition site, ``seed`` as
+    everywhere (an integer: reproducible, global RNG untouched), and the estimates' errors
+    (``log_joint_error``, ``probs_error``, ``tv_error``).
     """
+    if not has_collapsed_likelihood(model) and _is_program(model):
+        return _program_posterior(model, x, check_positive_int(num_particles, "num_particles"), seed)
     require_collapsed(model, "exact_posterior")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     began = time.perf_counter()

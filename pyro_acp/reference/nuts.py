@@ -11,6 +11,12 @@ For every posterior draw the labels are then sampled from p(z | β, μ, x) with
 partitions, so label switching between components does not matter. With T comfortably above the number
 of occupied clusters the truncation error is negligible (the expected left-over stick mass after T-1
 sticks is (α / (1 + α))^(T-1) for the CRP).
+
+A user's Pyro program whose partition site is a finite ``Categorical`` in a plate (a finite mixture, a
+truncated stick-breaking form) runs the same way, generically: the partition site is enumerated in parallel
+(``poutine.infer_config``, Pyro's ``config_enumerate`` for that one site), NUTS samples every continuous
+latent, and ``infer_discrete`` draws the labels of each posterior draw. A program with a partition
+distribution (a CRP: unboundedly many clusters) cannot be enumerated and is refused.
 """
 
 from __future__ import annotations
@@ -105,6 +111,84 @@ def _stick_parameters(model: Any) -> tuple[float, float, StickBreakingForm]:
     return float(alpha), float(discount), StickBreakingForm(float(form.sigma), float(form.mean_scale))
 
 
+def _is_program(model: Any) -> bool:
+    """A Pyro program (a callable that is not a clustering model) or a model wrapping one (``partition_site_kind``)."""
+    from pyro_acp.protocols import ClusteringModel
+
+    return hasattr(model, "partition_site_kind") or (callable(model) and not isinstance(model, ClusteringModel))
+
+
+def _program_nuts(program: Any, x: Any, *, num_samples: int, warmup_steps: int, num_chains: int, seed: int | None,
+                  progress_bar: bool, jit_compile: bool) -> ClusteringPosterior:
+    """NUTS over a program's continuous latents with its Categorical partition site enumerated out (the
+    potential JIT-compiled when ``jit_compile``, about twice as fast; a program the JIT cannot trace runs
+    without it, with a warning)."""
+    from pyro_acp.models.program import as_clustering_model
+
+    model = as_clustering_model(program, x)
+    site = model.labels_site
+    if model.partition_site_kind != "categorical":
+        raise TypeError(
+            f"nuts needs a finite Categorical partition site to enumerate; the site {site!r} of "
+            f"{model.program_name} is a partition distribution (a CRP-like prior over unboundedly many clusters). "
+            "Write the model as a truncated stick-breaking mixture (sticks ~ Beta, labels ~ Categorical(weights) "
+            "in a plate over the points), or use pyro_acp.mcmc.gibbs for a conjugate model"
+        )
+    if model.sites.discrete_latents:
+        raise TypeError(f"nuts enumerates only the partition site {site!r}; the program {model.program_name} has "
+                        f"other discrete latent sites: {', '.join(model.sites.discrete_latents)}")
+    data = model.check_data(x).to(torch.get_default_dtype())
+    obs, num_points, nesting = model.program_data(data), data.shape[0], model.max_plate_nesting
+
+    def conditioned() -> Any:
+        return model.program(num_points, obs)
+
+    enumerated = poutine.infer_config(conditioned, lambda msg: {"enumerate": "parallel"} if msg["name"] == site
+                                      else {})
+    seed = resolve_seed(seed)
+    began = time.perf_counter()
+    labels = []
+    for chain in range(num_chains):
+        with forked_rng(seed + 7919 * chain, data.device):
+            draws = _run_nuts(enumerated, nesting, num_samples, warmup_steps, progress_bar, jit_compile)
+            with torch.no_grad(), poutine.block():
+                for s in range(num_samples):
+                    fixed = poutine.condition(enumerated, data={name: value[s] for name, value in draws.items()})
+                    sampler = infer_discrete(fixed, first_available_dim=-(nesting + 1), temperature=1)
+                    trace = poutine.trace(sampler).get_trace()
+                    labels.append(trace.nodes[site]["value"].reshape(num_points))
+    return ClusteringPosterior(
+        canonicalize(torch.stack(labels).long().cpu()),
+        chain=torch.arange(num_chains).repeat_interleave(num_samples),
+        method="nuts",
+        wall_time=time.perf_counter() - began,
+        x=x,
+        model=model,
+    )
+
+
+def _run_nuts(program: Any, nesting: int, num_samples: int, warmup_steps: int, progress_bar: bool,
+              jit_compile: bool) -> dict[str, Tensor]:
+    """Posterior draws of a program's continuous latents (its discrete site enumerated) from one NUTS chain."""
+    state = torch.get_rng_state()
+    for jit in (True, False) if jit_compile else (False,):
+        torch.set_rng_state(state)  # the same chain with or without the JIT
+        kernel = NUTS(program, max_plate_nesting=nesting, jit_compile=jit, ignore_jit_warnings=True)
+        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, disable_progbar=not progress_bar)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
+                mcmc.run()
+        except Exception as err:  # the JIT could not trace the program: run it plainly
+            if not jit:
+                raise
+            warnings.warn(f"nuts could not JIT-compile the program ({type(err).__name__}: {err}); running it "
+                          "without jit_compile (slower)", UserWarning, stacklevel=4)
+            continue
+        return mcmc.get_samples()
+    raise AssertionError("unreachable")
+
+
 def _initial_values(x: Tensor, alpha: float, discount: float, truncation: int, generator: torch.Generator) -> dict:
     """A data-driven start: component means at randomly chosen data points, sticks at their prior means."""
     index = torch.randint(0, x.shape[0], (truncation,), generator=generator)
@@ -135,12 +219,19 @@ def nuts(
     :class:`~pyro_acp.posteriors.posterior.ClusteringPosterior` (method "nuts") with num_chains × num_samples canonical
     partitions, chain ids, the exact collapsed log likelihood and log joint of each partition under
     ``model``, and the wall time.
+
+    ``model`` may also be a Pyro program with a finite ``Categorical`` partition site (see the module
+    docstring; ``truncation`` and ``jit_compile`` do not apply): its posterior has no closed-form log joint,
+    so ``log_joint`` is None.
     """
-    alpha, discount, form = _stick_parameters(model)
     num_samples = check_int(num_samples, "num_samples", 1)
     warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
-    truncation = check_int(truncation, "truncation", 2)
     num_chains = check_int(num_chains, "num_chains", 1)
+    if not callable(getattr(model, "stick_breaking_form", None)) and _is_program(model):
+        return _program_nuts(model, x, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
+                             seed=seed, progress_bar=progress_bar, jit_compile=jit_compile)
+    alpha, discount, form = _stick_parameters(model)
+    truncation = check_int(truncation, "truncation", 2)
     seed = resolve_seed(seed)
     data = model.check_data(x).to(torch.get_default_dtype())
     began = time.perf_counter()
