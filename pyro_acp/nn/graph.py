@@ -102,6 +102,8 @@ class GatedGCNLayer(nn.Module):
         self.edge_norm = NodeBatchNorm(hidden_dim)
 
     def forward(self, graph: BlockDiagonalGraph, h: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+        """``e`` (E, H), or (H,) when every edge has the same features (the first layer): C e is then
+        computed once instead of once per edge."""
         gate_logits = self.edge_own(e) + self.edge_dst(h).index_select(0, graph.dst) \
             + self.edge_src(h).index_select(0, graph.src)
         gates = torch.sigmoid(gate_logits)
@@ -183,7 +185,7 @@ class GraphEncoder(nn.Module):
         if node_labels is not None and self.label_embedding is not None:
             known = graph.nodes_of(node_labels.unsqueeze(-1)).squeeze(-1)
             h = h + self.label_embedding(known.clamp(min=0)) * (known >= 0).unsqueeze(-1).to(h.dtype)
-        e = None if self.edge_init is None else self.edge_init.expand(graph.dst.numel(), -1)
+        e = self.edge_init  # (H,): one learned vector for every edge, broadcast by the first layer
         for layer in self.layers:
             h, e = layer(graph, h, e)
         return graph.padded(h)
