@@ -21,7 +21,8 @@ batches with masks and variable N, ``check_data``, ``config``) by running the pr
 - The observed site draws one vector (D,) or one value () per point; data with one value per point may be
   given as shape (N,) or (N, 1). The guide always sees (N, D) floats.
 - Simulation runs B copies of the program at once under an outer ``pyro.plate`` at dim
-  -(max_plate_nesting + 1) when the program allows it (one run per distinct N in the batch). That is
+  -(max_plate_nesting + 1) when the program allows it (one run per N that several data sets of the batch
+  share; all at once at the largest N for a program declared ``projective``). That is
   *verified*, not assumed: the trace shapes must split into B per-copy traces, and the joint density of each
   copy's values under the vectorised run must equal the density the plain program gives them when replayed
   with ``poutine.condition``. A program that fails (e.g. ``loc[labels]`` indexing the copy dimension) runs
@@ -247,9 +248,12 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _worker_draw(task: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+def _worker_draw(task: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """One data set drawn in a worker, sent back as NumPy arrays (pickled by value: torch would move tensors
+    through shared-memory files, which costs more than the draw)."""
     token, num_points, seed = task
-    return _WORKER_MODELS[token]._draw_one(num_points, seed)
+    labels, x = _WORKER_MODELS[token]._draw_one(num_points, seed)
+    return labels.numpy(), x.numpy()
 
 
 def _close_pool(pool: Any) -> None:
@@ -275,6 +279,10 @@ class ProgramModel(GenerativeModel):
             when a probe run verifies it works; False never does.
         workers: processes for simulating programs that do not vectorise (default: min(4, CPU count));
             0 runs them in this process.
+        projective: the user's promise that the program's first n points are distributed as the program run
+            at n (true of exchangeable partition priors and i.i.d. likelihoods whose hyperparameters do not
+            depend on N). A vectorised batch is then one run at the largest N, each data set cut to its own
+            N and relabelled canonically, instead of one run per distinct N.
     """
 
     data_kind = "vector"
@@ -284,7 +292,7 @@ class ProgramModel(GenerativeModel):
     def __init__(self, program: Callable, *, labels_site: str = "labels", obs_site: str = "x",
                  data_dim: int | None = None, num_points_range: tuple[int, int] | None = None,
                  name: str | None = None, version: str | None = None, vectorize: bool | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, projective: bool = False):
         if not callable(program):
             raise TypeError(f"program must be a callable Pyro program program(num_points, x=None), got "
                             f"{type(program).__name__}")
@@ -307,6 +315,7 @@ class ProgramModel(GenerativeModel):
         self._data_dim = width
         self.workers = min(4, os.cpu_count() or 1) if workers is None else check_int(workers, "workers", 0)
         self.vectorize = vectorize
+        self.projective = bool(projective)
         self._simulation_vectorised = None if vectorize is None else False
         self._particles_vectorised: bool | None = None if vectorize is None else False
         self._labels_vectorised = False
@@ -399,8 +408,9 @@ class ProgramModel(GenerativeModel):
         if self.workers < 2 or len(tasks) < 2 or multiprocessing.current_process().daemon:
             return [self._draw_one(n, s) for n, s in tasks]
         pool = self._worker_pool()
-        return pool.map(_worker_draw, [(id(self), n, s) for n, s in tasks],
-                        chunksize=max(1, len(tasks) // (4 * self.workers)))
+        drawn = pool.map(_worker_draw, [(id(self), n, s) for n, s in tasks],
+                         chunksize=max(1, len(tasks) // (2 * self.workers)))
+        return [(torch.from_numpy(labels), torch.from_numpy(x)) for labels, x in drawn]
 
     def _worker_pool(self):
         if self._pool is None:
@@ -503,13 +513,22 @@ class ProgramModel(GenerativeModel):
         labels = torch.full((batch, width), -1, dtype=torch.long)
         x = torch.zeros(batch, width, self.data_dim)
         sizes_list = sizes.tolist()
-        if self.simulation_vectorised:
-            for n in sorted(set(sizes_list)):
-                rows = [b for b, size in enumerate(sizes_list) if size == n]
-                lab, xs = self._draw_vectorised(n, len(rows), seeds[rows[0]])
-                labels[rows, :n], x[rows, :n] = lab, xs
-        else:
-            for b, (lab, xs) in enumerate(self._draw_many(list(zip(sizes_list, seeds, strict=True)))):
+        if self.simulation_vectorised and self.projective:  # one run at the largest N, cut to each data set's N
+            lab, xs = self._draw_vectorised(width, batch, seeds[0])
+            for b, n in enumerate(sizes_list):
+                labels[b, :n], x[b, :n] = canonicalize(lab[b, :n]), xs[b, :n]
+        else:  # vectorised: one run per N shared by several data sets; the others one run each
+            groups: dict[int, list[int]] = {}
+            for b, n in enumerate(sizes_list):
+                groups.setdefault(n, []).append(b)
+            single = []
+            for n, rows in sorted(groups.items()):
+                if self.simulation_vectorised and len(rows) > 1:
+                    labels[rows, :n], x[rows, :n] = self._draw_vectorised(n, len(rows), seeds[rows[0]])
+                else:
+                    single.extend(rows)
+            drawn = self._draw_many([(sizes_list[b], seeds[b]) for b in single])
+            for b, (lab, xs) in zip(single, drawn, strict=True):
                 labels[b, : sizes_list[b]], x[b, : sizes_list[b]] = lab, xs
         return {"x": x.to(mask.device), "labels": labels.to(mask.device)}
 
