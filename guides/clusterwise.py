@@ -20,7 +20,7 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import pyro
@@ -34,7 +34,7 @@ from pyro_acp.data.batch import Batch
 from pyro_acp.nn.attention import PMA, pooled, pooled_by_dataset
 from pyro_acp.nn.encoders import MLPEncoder, mlp
 from pyro_acp.nn.graph import CONVOLUTIONS, NODE_FEATURES, GraphEncoder
-from pyro_acp.validation import check_choice, check_positive_int
+from pyro_acp.validation import check_choice, check_int, check_positive_int
 
 MIN_SCALE = 1e-4
 
@@ -121,6 +121,7 @@ class ClusterwiseGuide(nn.Module):
         center: bool = True,
         encoder: str = "mlp",
         node_features: str = "laplacian",
+        label_slots: int = 0,
     ):
         super().__init__()
         data_dim = check_positive_int(data_dim, "data_dim")
@@ -133,6 +134,9 @@ class ClusterwiseGuide(nn.Module):
         encoder_layers = check_positive_int(encoder_layers, "encoder_layers")
         encoder = check_choice(encoder, "encoder", ("mlp", *CONVOLUTIONS))
         node_features = check_choice(node_features, "node_features", NODE_FEATURES)
+        label_slots = check_int(label_slots, "label_slots", minimum=0)
+        if label_slots and encoder == "mlp":
+            raise ValueError("label_slots (semi-supervised training) needs a graph encoder, e.g. encoder='gatedgcn'")
         if hidden_dim % num_heads:  # every variant pools clusters with multihead attention (PMA)
             raise ValueError(f"num_heads={num_heads} does not divide hidden_dim={hidden_dim}: the attention splits "
                              "the width into equal heads; pick a hidden_dim that is a multiple of num_heads")
@@ -154,12 +158,17 @@ class ClusterwiseGuide(nn.Module):
         }
         if encoder != "mlp":  # recorded only for graph guides, so point guides' configs are unchanged
             self.config.update(encoder=encoder, node_features=node_features)
+        if label_slots:
+            self.config["label_slots"] = label_slots
+        #: semi-supervised guides: how many labelled classes the encoder tells apart (0: none; see
+        #: :meth:`labelled_view`)
+        self.label_slots = label_slots
         self.data_dim, self.hidden_dim, self.z_dim = data_dim, hidden_dim, z_dim
         h = hidden_dim
         #: True when the guide reads graphs: its data are adjacencies (B, N, N), ``data_dim`` the node input width
         self.encodes_graphs = encoder != "mlp"
         if self.encodes_graphs:
-            self.encoder = GraphEncoder(data_dim, h, encoder_layers, encoder, node_features)
+            self.encoder = GraphEncoder(data_dim, h, encoder_layers, encoder, node_features, label_slots)
         else:
             self.encoder = MLPEncoder(data_dim, h, encoder_layers, center)
         # finished-cluster summaries G = sum_j g(PMA(h(enc), s_j))
@@ -222,25 +231,70 @@ class ClusterwiseGuide(nn.Module):
         if not torch.isfinite(batch.x).all():
             raise ValueError("batch.x contains NaN or inf")
 
-    def encode_data(self, x: Tensor, mask: Tensor, features: Tensor | None = None) -> DataEncoding:
+    def encode_data(self, x: Tensor, mask: Tensor, features: Tensor | None = None,
+                    node_labels: Tensor | None = None) -> DataEncoding:
         """Per-data-set encodings computed once and shared by all cluster steps (training and sampling).
 
         ``x``: points (B, N, D), or for a graph guide adjacencies (B, N, N); ``features`` (B, N, D): node
-        inputs a training batch carries already (graph guides; computed from ``x`` when None).
+        inputs a training batch carries already (graph guides; computed from ``x`` when None);
+        ``node_labels`` (B, N): label slots of labelled nodes, -1 elsewhere (semi-supervised guides; by
+        default the labels of :meth:`with_anchors`, if any).
         """
         if self.encodes_graphs:
             if x.dim() != 3 or x.shape[-1] != x.shape[-2]:
                 raise ValueError(f"this guide reads graphs: x must be adjacencies (B, N, N), got {tuple(x.shape)}")
-            enc = self.encoder(x, mask, features)
+            anchors = getattr(self, "_anchors", None)
+            if node_labels is None and anchors is not None and self.label_slots:
+                node_labels = anchors["labels"].to(x.device).expand(x.shape[0], -1)
+            enc = self.encoder(x, mask, features, node_labels)
         else:
             enc = self.encoder(x, mask)
         return DataEncoding(enc, self.dataset_features(enc, mask), self.cluster_point_net(enc))
 
-    def encode_batch_data(self, batch: Batch) -> DataEncoding:
+    def encode_batch_data(self, batch: Batch, node_labels: Tensor | None = None) -> DataEncoding:
         """:meth:`encode_data` of a training batch: its points, or its graphs with their node inputs."""
         if self.encodes_graphs:
-            return self.encode_data(batch.adjacency, batch.mask, features=batch.x)
+            return self.encode_data(batch.adjacency, batch.mask, features=batch.x, node_labels=node_labels)
         return self.encode_data(batch.x, batch.mask)
+
+    def labelled_view(self, batch: Batch) -> tuple[Batch, Tensor]:
+        """The batch as a semi-supervised guide trains on it, and the label slots (B, N) of its labelled nodes.
+
+        As in the semi-supervised setting of the ACP paper (CLUSTER), up to ``label_slots`` clusters of each
+        data set are labelled through one node each, their anchor (uniform among the members): those
+        clusters come first, in a uniformly random order, the others after them in the batch's order, and
+        the labelled anchors carry label slots in a random permutation (so a slot says which nodes share a
+        label, not when the cluster is visited). The randomness comes from a generator seeded by the
+        batch's own anchors, so the model and the guide of one SVI step see the same view.
+        """
+        device = batch.mask.device
+        anchors = batch.anchor.flatten().nonzero().flatten()
+        generator = torch.Generator(device).manual_seed(int((anchors * 2654435761).sum()) % 2**62)
+        num_sets, num_steps = batch.step_mask.shape
+        keys = torch.rand(num_sets, num_steps, generator=generator, device=device)
+        chosen = (keys.masked_fill(~batch.step_mask, 2.0).argsort(-1).argsort(-1) < self.label_slots)
+        chosen &= batch.step_mask
+        index = torch.arange(num_steps, device=device, dtype=keys.dtype)
+        order = torch.where(chosen, keys, 1.0 + index).argsort(-1)  # order[b, k]: old step now visited k-th
+
+        def reordered(masks: Tensor) -> Tensor:
+            return masks.gather(1, order.unsqueeze(-1).expand_as(masks))
+
+        members, anchor, step_mask = reordered(batch.members), reordered(batch.anchor), batch.step_mask.gather(1, order)
+        counts = members.long()
+        assigned = (counts.cumsum(1) - counts).bool() & step_mask.unsqueeze(-1)
+        available = batch.mask.unsqueeze(1) & ~assigned & ~anchor & step_mask.unsqueeze(-1)
+        position = order.argsort(-1)
+        labels = torch.where(batch.labels >= 0, position.gather(1, batch.labels.clamp(min=0)), batch.labels)
+        slots = torch.rand(num_sets, self.label_slots, generator=generator, device=device).argsort(-1)
+        width = min(self.label_slots, num_steps)
+        step_slot = torch.full((num_sets, num_steps), -1, dtype=torch.long, device=device)
+        step_slot[:, :width] = torch.where(chosen.sum(-1, keepdim=True) > torch.arange(width, device=device),
+                                           slots[:, :width], -1)
+        node_labels = ((step_slot + 1).unsqueeze(-1) * anchor).sum(1) - 1
+        view = replace(batch, labels=labels, anchor=anchor, available=available, members=members,
+                       assigned=assigned, step_mask=step_mask)
+        return view, node_labels
 
     def cluster_summaries(self, cluster_points: Tensor, dataset: Tensor, members: Tensor) -> Tensor:
         """g(PMA(h(enc), members)) from per-data-set h(enc) (B, N, H) and member masks (S, N) -> (S, H)."""
@@ -251,11 +305,14 @@ class ClusterwiseGuide(nn.Module):
         if self._cache is not None and id(batch) in self._cache:
             return self._cache[id(batch)]
         self.check_batch(batch)
+        key, node_labels = id(batch), None
+        if self.label_slots:
+            batch, node_labels = self.labelled_view(batch)
         dataset, step = batch.step_mask.nonzero(as_tuple=True)
         anchor = batch.anchor[dataset, step]
         available = batch.available[dataset, step]
         targets = available & batch.members[dataset, step]
-        data = self.encode_batch_data(batch)
+        data = self.encode_batch_data(batch, node_labels)
         summaries = self.cluster_summaries(data.cluster_points, dataset, batch.members[dataset, step])
         per_step = summaries.new_zeros(batch.batch_size, batch.max_clusters, self.hidden_dim)
         per_step = per_step.index_put((dataset, step), summaries)
@@ -272,7 +329,7 @@ class ClusterwiseGuide(nn.Module):
             shared_points=self.shares_points,
         )
         if self._cache is not None:
-            self._cache[id(batch)] = encoding
+            self._cache[key] = encoding
         return encoding
 
     @contextlib.contextmanager
@@ -324,6 +381,9 @@ class ClusterwiseGuide(nn.Module):
         present = (rows.unsqueeze(-1) == torch.arange(classes, device=rows.device)).any(-2)  # (B, L)
         if not present.all():
             raise ValueError(f"anchor classes must be numbered 0..{classes - 1} with a labelled point each")
+        if self.label_slots and classes > self.label_slots:
+            raise ValueError(f"{classes} labelled classes, but this guide tells apart at most {self.label_slots} "
+                             f"(its label_slots)")
         anchored = copy.copy(self)
         anchored._anchors = {"labels": labels.reshape(-1, labels.shape[-1]), "new_clusters": bool(new_clusters),
                              "order": None}
