@@ -96,6 +96,9 @@ def test_batched_and_one_hot_inputs():
     assert scores.mean() == {"compositional": 1.0, "structural": 0.75, "valid_order": 0.5}
     one_hot = torch.nn.functional.one_hot(torch.tensor(first[0]), 3).float()
     assert om.structural_score(one_hot, first[1], RULES) == 0.5
+    samples = torch.tensor([first[1], [3, 3, 2, 2, 1, 1, 0, 0]])  # two predictions of one catalog; the second
+    # walks groups 2, 3, 3, 1: three sections follow, the last (back to group 1) is a violation
+    assert torch.equal(om.structural_score(one_hot, samples, RULES), torch.tensor([0.5, 0.75], dtype=torch.float64))
 
 
 def test_simulated_catalogs_follow_their_rules_and_a_reversed_order_does_not():

@@ -142,8 +142,10 @@ def _section_groups(colours: Any, positions_pred: Any, rules: Any) -> tuple[Tens
     """(order group of each predicted section (B, K), -1 if not an allowed section; real sections (B, K); single)."""
     r = _rules_of(rules)
     num_colours = len(r.colours)
-    colour, position, single = _pair(_colour_indices(colours, num_colours), positions_pred,
-                                     ("colours", "positions_pred"))
+    colour, position = _colour_indices(colours, num_colours), _as_labels(positions_pred, "positions_pred")
+    if colour.dim() == 1 and position.dim() == 2:  # one catalog, many predictions (posterior samples)
+        colour = colour.expand_as(position)
+    colour, position, single = _pair(colour, position, ("colours", "positions_pred"))
     valid = colour != PAD_LABEL
     k = int(position.max()) + 1
     slot = position.masked_fill(~valid, k) * num_colours + colour.clamp(min=0)
@@ -191,7 +193,8 @@ def catalog_scores(colours: Any, positions_pred: Any, rules: Any, *, skip_unmatc
 
     ``colours``: the tokens' colours (indices (N,) / (B, N), -1 padding, or one-hot rows as ``x`` of a
     :class:`~pyro_acp.models.ProceduralCatalog`); ``positions_pred``: predicted ordered partitions, the
-    position of each token's section; ``rules``: the model (its ``.rules``), parsed rules, a dict or a path.
+    position of each token's section, (N,) or (B, N) (with colours (N,): B predictions of one catalog);
+    ``rules``: the model (its ``.rules``), parsed rules, a dict or a path.
     """
     compositional, structural, valid_order, _ = _shares(colours, positions_pred, rules, skip_unmatched)
     return CatalogScores(compositional, structural, valid_order)
