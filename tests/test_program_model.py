@@ -204,3 +204,25 @@ def test_the_config_fingerprint_follows_the_code_and_the_values_it_closes_over()
     assert named.fingerprint == ProgramModel(_scaled_program(3.0), name="mine", version="1").fingerprint
     assert named.fingerprint != ProgramModel(_scaled_program(2.0), name="mine", version="2").fingerprint
     assert named.config()["program"] == "mine"
+
+
+# ---------------------------------------------------------------------------------------------- train and infer
+def test_train_and_infer_accept_the_wrapped_program():
+    """pyro_acp.train / infer on the wrapper object (the one-line as_clustering_model call they will make)."""
+    import pyro_acp
+    from pyro_acp.guides import ACPS
+    from pyro_acp.pretrained.registry import check_guide_matches, on_demand_path
+
+    x = torch.tensor([-3.0, -2.6, 0.2, 0.5, 3.1, 2.7])
+    model = as_clustering_model(finite_mixture, x)
+    torch.manual_seed(0)
+    guide = ACPS(model.data_dim, hidden_dim=16)
+    history = pyro_acp.train(model, guide, steps=4, batch_size=4, num_particles=2, seed=0, progress_bar=False,
+                             validate_every=0)
+    assert len(history.loss) == 4 and guide.trained_for == model.config()
+    post = pyro_acp.infer(model, x, guide=guide, num_samples=8, seed=0, progress_bar=False, check_prior=False)
+    assert post.samples.shape == (8, 6) and post.log_joint is None
+    changed = as_clustering_model(_scaled_program(2.0), x.reshape(-1, 1))
+    with pytest.raises(ValueError, match="was trained for"):
+        check_guide_matches(changed, guide)
+    assert on_demand_path(model) != on_demand_path(changed)  # a changed program never finds the old guide

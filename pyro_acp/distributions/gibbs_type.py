@@ -100,12 +100,12 @@ class GibbsPartition(TorchDistribution):
     size_shift: float = 0.0
 
     def __init__(self, num_points: int, dtype: torch.dtype, device: torch.device,
-                 validate_args: bool | None = None):
+                 validate_args: bool | None = None, batch_shape: torch.Size = torch.Size()):  # noqa: B008
         self.num_points = check_positive_int(num_points, "num_points")
         self._dtype = dtype
         self._device = device
         self._tables: dict[torch.device, Tensor] = {}
-        super().__init__(torch.Size(), torch.Size((self.num_points,)), validate_args=validate_args)
+        super().__init__(torch.Size(batch_shape), torch.Size((self.num_points,)), validate_args=validate_args)
 
     # ------------------------------------------------------------------ pieces every subclass provides
     def log_v(self, n: Tensor, k: Tensor, bound: int) -> Tensor:
@@ -179,7 +179,14 @@ class GibbsPartition(TorchDistribution):
         return out.expand(shape)
 
     def enumerate_support(self, expand: bool = True) -> Tensor:
-        """All Bell(N) canonical partitions, shape (Bell(N), *batch_shape, N); N <= 12 only."""
+        """All Bell(N) canonical partitions, shape (Bell(N), *batch_shape, N); N <= 12 only.
+
+        Refused inside Pyro's own enumeration (``pyro.infer.NUTS`` / ``TraceEnum_ELBO`` / ``infer_discrete`` on a
+        program with this site): the partition would be one discrete variable with Bell(N) values on which the
+        number of cluster parameters depends, which no parallel enumeration can broadcast. The error points to
+        the samplers that handle partitions.
+        """
+        _refuse_pyro_enumeration(type(self).__name__, self.num_points)
         if self.num_points > MAX_ENUMERATE_POINTS:
             raise ValueError(f"enumerate_support needs num_points <= {MAX_ENUMERATE_POINTS}, "
                              f"got {self.num_points}")
@@ -299,6 +306,21 @@ class GibbsPartition(TorchDistribution):
         """E[K] for N points (default ``num_points``)."""
         probs = self.num_clusters_distribution(num_points)
         return float((probs * torch.arange(probs.shape[0], dtype=torch.float64)).sum())
+
+
+def _refuse_pyro_enumeration(name: str, num_points: int) -> None:
+    """ValueError when Pyro's enumeration (an active ``EnumMessenger``) asks for every partition."""
+    from pyro.poutine.enum_messenger import EnumMessenger
+    from pyro.poutine.runtime import _PYRO_STACK
+
+    if any(isinstance(handler, EnumMessenger) for handler in _PYRO_STACK):
+        raise ValueError(
+            f"Pyro cannot enumerate a {name} partition site (Bell({num_points}) partitions as one discrete variable, "
+            "with as many cluster parameters as each has clusters), so pyro.infer.NUTS, TraceEnum_ELBO and "
+            "infer_discrete do not apply to it. Use pyro_acp.mcmc.gibbs(model, x) (collapsed Gibbs) or "
+            "pyro_acp.mcmc.nuts(model, x) (NUTS on the truncated stick-breaking form, or on a program with a finite "
+            "Categorical partition site), and pyro_acp.exact_posterior(model, x) for small N"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- Pitman-Yor
