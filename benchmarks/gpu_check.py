@@ -64,6 +64,20 @@ def _within_yardstick(device_gap: float, cpu_gap: float, floor: float) -> bool:
     return device_gap <= 2 * cpu_gap + floor
 
 
+def _against_cpu(device, run: Callable[[torch.device, int], torch.Tensor], distance: Callable[[torch.Tensor], float]
+                 ) -> tuple[float, float, dict[str, torch.Tensor]]:
+    """``run(where, seed)`` on CPU with seeds 0 and 1 and on the device with seed 0: (device-to-CPU distance,
+    CPU-to-CPU distance: the Monte-Carlo yardstick, the three results)."""
+    cpu = torch.device("cpu")
+    runs = {name: run(where, seed).cpu() for name, where, seed in (("cpu0", cpu, 0), ("cpu1", cpu, 1),
+                                                                    ("device", device, 0))}
+    return distance(runs["device"] - runs["cpu0"]), distance(runs["cpu0"] - runs["cpu1"]), runs
+
+
+def _max_abs(t: torch.Tensor) -> float:
+    return t.abs().max().item()
+
+
 def check_training_gradients(device, sizes) -> dict:
     import pyro
     import pyro.distributions as dist
@@ -138,15 +152,13 @@ def check_sampling(device, sizes) -> dict:
     from pyro_acp.inference.sampling import sample_partitions
 
     _, x = _data(sizes["points"], seed=1)
-    runs = {}
-    for name, where, seed in (("cpu0", torch.device("cpu"), 0), ("cpu1", torch.device("cpu"), 1),
-                              ("device", device, 0)):
-        guide = _shipped_guide(where)
+
+    def run(where, seed):
         generator = torch.Generator(device=where).manual_seed(seed)
-        runs[name] = _coclustering(sample_partitions(guide, x.to(where).unsqueeze(0), sizes["samples"],
-                                                     generator=generator)[0])
-    cpu_gap = (runs["cpu0"] - runs["cpu1"]).abs().max().item()
-    device_gap = (runs["device"] - runs["cpu0"]).abs().max().item()
+        return _coclustering(sample_partitions(_shipped_guide(where), x.to(where).unsqueeze(0), sizes["samples"],
+                                               generator=generator)[0])
+
+    device_gap, cpu_gap, _ = _against_cpu(device, run, _max_abs)
     return {"passed": _within_yardstick(device_gap, cpu_gap, 0.01),
             "details": f"co-clustering max |device - CPU| {device_gap:.3f}, CPU seed 0 vs 1 {cpu_gap:.3f}"}
 
@@ -156,17 +168,19 @@ def check_log_prob(device, sizes) -> dict:
     from pyro_acp.inference.log_prob import estimate_log_prob
 
     _, x = _data(sizes["small_points"], seed=2)
-    labels = enumerate_partitions(x.shape[0]).unsqueeze(0)  # every partition: likely and unlikely ones
-    runs = {}
-    for name, where, seed in (("cpu0", torch.device("cpu"), 0), ("cpu1", torch.device("cpu"), 1),
-                              ("device", device, 0)):
-        runs[name] = estimate_log_prob(_shipped_guide(where), x.to(where).unsqueeze(0), labels.to(where),
-                                       generator=torch.Generator(device=where).manual_seed(seed)).cpu()
-    likely = runs["cpu0"][0].topk(50).indices  # the improbable ones' estimates are noisy by nats: left out
-    cpu_gap = (runs["cpu0"][0, likely] - runs["cpu1"][0, likely]).abs().mean().item()
-    device_gap = (runs["device"][0, likely] - runs["cpu0"][0, likely]).abs().mean().item()
+    cpu = torch.device("cpu")
+    every = enumerate_partitions(x.shape[0]).unsqueeze(0)
+
+    def run(where, seed, labels):
+        return estimate_log_prob(_shipped_guide(where), x.to(where).unsqueeze(0), labels.to(where),
+                                 generator=torch.Generator(device=where).manual_seed(seed))[0]
+
+    # compared on the 50 likeliest partitions (the improbable ones' estimates are noisy by nats)
+    likely = every[:, run(cpu, 2, every).topk(50).indices]
+    device_gap, cpu_gap, _ = _against_cpu(device, lambda where, seed: run(where, seed, likely),
+                                          lambda gap: gap.abs().mean().item())
     return {"passed": _within_yardstick(device_gap, cpu_gap, 1e-3),
-            "details": f"the 50 likeliest of all {labels.shape[1]} partitions of N = {x.shape[0]}: mean |log q "
+            "details": f"the 50 likeliest of all {every.shape[1]} partitions of N = {x.shape[0]}: mean |log q "
                        f"device - CPU| {device_gap:.4f}, CPU seed 0 vs 1 {cpu_gap:.4f}"}
 
 
@@ -174,13 +188,12 @@ def check_gibbs(device, sizes) -> dict:
     import pyro_acp
 
     model, x = _data(sizes["points"], seed=3)
-    runs = {}
-    for name, where, seed in (("cpu0", "cpu", 0), ("cpu1", "cpu", 1), ("device", device, 0)):
-        post = pyro_acp.mcmc.gibbs(model, x.to(where), num_samples=sizes["gibbs"], warmup_steps=sizes["gibbs"] // 4,
-                                   num_chains=2, seed=seed, progress_bar=False)
-        runs[name] = post.coclustering().cpu()
-    cpu_gap = (runs["cpu0"] - runs["cpu1"]).abs().max().item()
-    device_gap = (runs["device"] - runs["cpu0"]).abs().max().item()
+
+    def run(where, seed):
+        return pyro_acp.mcmc.gibbs(model, x.to(where), num_samples=sizes["gibbs"], warmup_steps=sizes["gibbs"] // 4,
+                                   num_chains=2, seed=seed, progress_bar=False).coclustering()
+
+    device_gap, cpu_gap, _ = _against_cpu(device, run, _max_abs)
     return {"passed": _within_yardstick(device_gap, cpu_gap, 0.02),
             "details": f"co-clustering max |device - CPU| {device_gap:.3f}, CPU seed 0 vs 1 {cpu_gap:.3f}"}
 
@@ -189,19 +202,19 @@ def check_infer(device, sizes) -> dict:
     import pyro_acp
 
     model, x = _data(sizes["infer_points"], seed=4)
-    runs, seconds = {}, {}
-    for name, where, seed in (("cpu0", torch.device("cpu"), 0), ("cpu1", torch.device("cpu"), 1),
-                              ("device", device, 0)):
+    seconds: dict[str, float] = {}
+
+    def run(where, seed):
         pyro_acp.infer(model, x, num_samples=2, seed=seed, device=where, train=False)  # warm
-        post, seconds[name] = _timed(lambda w=where, s=seed: pyro_acp.infer(model, x, num_samples=100, seed=s,
-                                                                            device=w, train=False), where)
-        runs[name] = post.coclustering().cpu()
-    cpu_gap = (runs["cpu0"] - runs["cpu1"]).abs().max().item()
-    device_gap = (runs["device"] - runs["cpu0"]).abs().max().item()
+        post, seconds[f"{where}:{seed}"] = _timed(
+            lambda: pyro_acp.infer(model, x, num_samples=100, seed=seed, device=where, train=False), where)
+        return post.coclustering()
+
+    device_gap, cpu_gap, _ = _against_cpu(device, run, _max_abs)
+    device_s, cpu_s = seconds[f"{device}:0"], seconds["cpu:0"]
     return {"passed": _within_yardstick(device_gap, cpu_gap, 0.02), "seconds": seconds,
-            "details": f"N = {x.shape[0]}, 100 samples: {seconds['device']:.3f} s on {device} vs "
-                       f"{seconds['cpu0']:.3f} s on CPU; co-clustering max |device - CPU| {device_gap:.3f}, "
-                       f"CPU seed 0 vs 1 {cpu_gap:.3f}"}
+            "details": f"N = {x.shape[0]}, 100 samples: {device_s:.3f} s on {device} vs {cpu_s:.3f} s on CPU; "
+                       f"co-clustering max |device - CPU| {device_gap:.3f}, CPU seed 0 vs 1 {cpu_gap:.3f}"}
 
 
 CHECKS = {"training gradients": check_training_gradients, "training steps": check_training_steps,
