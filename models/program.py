@@ -68,7 +68,7 @@ from pyro_acp.validation import check_int, check_positive_int, check_vectors
 from .base import GenerativeModel
 
 __all__ = ["ProgramError", "ProgramModel", "as_clustering_model", "compare_sampler_with_program", "inspect_program",
-           "program_draws", "training_range"]
+           "load_program", "program_draws", "training_range"]
 
 _SEED_BOUND = 2**62
 _COPIES = "_pyro_acp_copies"  # name of the outer plate that vectorises a program
@@ -691,6 +691,39 @@ def compare_sampler_with_program(model: Any, *, num_points: int, num_datasets: i
 
 
 # ---------------------------------------------------------------------------------------------- entry point
+
+
+def load_program(spec: str) -> Callable:
+    """The callable named by ``"module:function"`` (``pyro-acp train --program module:function``); the module
+    may be a dotted import path or a ``.py`` file. ValueError naming what is missing."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise ValueError(f"a program is named 'module:function' (e.g. my_models:crp_mixture), got {spec!r}")
+    module_name, attribute = spec.split(":")
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise ValueError(f"program file {module_name} does not exist")
+        loader = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(f"cannot import the program's module {module_name!r}: {err}") from None
+    program = module
+    for part in attribute.split("."):
+        if not hasattr(program, part):
+            raise ValueError(f"module {module_name!r} has no {attribute!r}")
+        program = getattr(program, part)
+    if not callable(program):
+        raise ValueError(f"{spec} is a {type(program).__name__}, not a callable Pyro program")
+    return program
+
 
 
 def as_clustering_model(obj: Any, x: Any = None, **options: Any) -> ClusteringModel:

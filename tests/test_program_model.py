@@ -226,3 +226,26 @@ def test_train_and_infer_accept_the_wrapped_program():
     with pytest.raises(ValueError, match="was trained for"):
         check_guide_matches(changed, guide)
     assert on_demand_path(model) != on_demand_path(changed)  # a changed program never finds the old guide
+
+
+def test_load_program_names_a_module_function_and_its_errors(tmp_path):
+    from pyro_acp.models.program import load_program
+
+    assert load_program("pyro_acp.models.program:training_range") is training_range
+    file = tmp_path / "mine.py"
+    file.write_text("def program(num_points, x=None):\n    pass\n")
+    assert callable(load_program(f"{file}:program"))
+    for spec, message in (("nocolon", "module:function"), ("no_such_module_xyz:f", "cannot import"),
+                          ("pyro_acp.models.program:missing", "has no 'missing'"),
+                          ("pyro_acp.models.program:_COPIES", "not a callable"),
+                          (f"{tmp_path}/absent.py:f", "does not exist")):
+        with pytest.raises(ValueError, match=message):
+            load_program(spec)
+
+
+def test_the_cache_file_of_a_program_carries_its_name_and_fingerprint():
+    from pyro_acp.pretrained.registry import model_key, on_demand_path
+
+    model = ProgramModel(issue_program)
+    assert on_demand_path(model).name == f"ProgramModel-issue_program-{model_key(model)}.pt"
+    assert on_demand_path(CRPGaussianMixture()).name.startswith("CRPGaussianMixture-")

@@ -4,8 +4,10 @@ A guide's card records the ``config()`` of the model it was trained for and its 
 serves a model only when both match exactly. A guide object carries the same record in ``guide.trained_for``
 (set by :func:`pyro_acp.train` and :func:`pyro_acp.load_guide`) and is checked the same way; a guide with no
 record (fresh, untrained) is served with a ``UserWarning``. Guides trained on demand are cached under
-``$PYRO_ACP_CACHE`` (or ``~/.cache/pyro_acp``), named by the model's class and a hash of its config; only
-complete ones (the card's ``training.completed_steps`` equal to its ``training.steps``) are served.
+``$PYRO_ACP_CACHE`` (or ``~/.cache/pyro_acp``), named by the model's class and a hash of its config (for a
+Pyro program also its name; its config holds :func:`program_fingerprint`, so a changed program never finds the
+guide of the old one); only complete ones (the card's ``training.completed_steps`` equal to its
+``training.steps``) are served.
 """
 
 from __future__ import annotations
@@ -126,9 +128,17 @@ def pretrained_guides() -> list[Path]:
     return sorted(Path(str(p)) for p in folder.iterdir() if str(p).endswith(".pt"))
 
 
+def _cache_stem(model) -> str:
+    """``<class>-<config hash>``; a wrapped Pyro program adds its name (``ProgramModel-my_model-<hash>``), and its
+    config holds the program's fingerprint, so a changed program gets a new file, never the stale guide."""
+    name = getattr(model, "program_name", None)
+    label = "".join(c if c.isalnum() or c in "_." else "_" for c in name)[:40] if isinstance(name, str) else None
+    return "-".join(part for part in (type(model).__name__, label, model_key(model)) if part)
+
+
 def on_demand_path(model) -> Path:
     """Where the guide trained on demand for ``model`` is cached."""
-    return cache_dir() / f"{type(model).__name__}-{model_key(model)}.pt"
+    return cache_dir() / f"{_cache_stem(model)}.pt"
 
 
 def _as_json(config: Any) -> Any:
@@ -158,7 +168,7 @@ def serves(card: dict[str, Any], model) -> bool:
 
 def find_guide(model) -> Path | None:
     """A shipped or cached guide trained (to the end of its planned steps) for exactly this model, if any."""
-    candidates = pretrained_guides() + sorted(cache_dir().glob(f"{type(model).__name__}-{model_key(model)}*.pt"))
+    candidates = pretrained_guides() + sorted(cache_dir().glob(f"{_cache_stem(model)}*.pt"))
     for path in candidates:
         try:
             card = read_card(path)
