@@ -212,7 +212,14 @@ def process_group_from_environment(device: str | torch.device | None = None,
     cuda = torch.device(device).type == "cuda" if device is not None else False
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    backend = "nccl" if cuda else "gloo"
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    except RuntimeError as err:  # e.g. a rank that never came within the timeout
+        raise ProcessLostError(
+            f"rank {os.environ.get('RANK', '?')} could not set up the {backend} process group of {world_size} "
+            f"processes within {timeout_s:g} s ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+        ) from None
     _timeouts[id(dist.group.WORLD)] = timeout_s
     try:
         yield True

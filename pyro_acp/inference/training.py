@@ -159,7 +159,8 @@ def train(
         compile: fuse the join network with ``torch.compile`` while training (about 1.3x faster steps on
             CPU after a few seconds of compiling; needs a C++ compiler, falls back with a warning otherwise).
         callback: called as ``callback(step, history)`` after every step (e.g. for evaluation); on every
-            rank in data-parallel training.
+            rank in data-parallel training (an exception on one rank alone stops it, and the others then end
+            with a ``ProcessLostError`` at their next step).
         reinitialize: whether the guide's weights are redrawn before training. ``None`` (default): when
             ``seed`` is an integer, the guide is untrained (``guide.trained_for is None``: no training
             recorded on it) and ``resume`` is False. The weights become those its constructor draws with
