@@ -241,7 +241,9 @@ def program_draws(program: Callable, num_points: int, seeds: list[int], *, label
 
 # ---------------------------------------------------------------------------------------------- worker processes
 
-_WORKER_MODELS: dict[int, ProgramModel] = {}  # read by forked workers (inherited memory, nothing pickled)
+# read by forked workers (inherited memory, nothing pickled); weak, so a model no longer used is collected and its
+# finalizer stops its workers
+_WORKER_MODELS: weakref.WeakValueDictionary[int, ProgramModel] = weakref.WeakValueDictionary()
 
 
 def _worker_init() -> None:
@@ -278,7 +280,8 @@ class ProgramModel(GenerativeModel):
         vectorize: None (default) vectorises simulation and importance sampling over copies of the program
             when a probe run verifies it works; False never does.
         workers: processes for simulating programs that do not vectorise (default: min(4, CPU count));
-            0 runs them in this process.
+            0 runs them in this process. They are forked on first use and hold a copy of the program as it
+            was then; they stop with :meth:`close`, when the model is garbage-collected, or at exit.
         projective: the user's promise that the program's first n points are distributed as the program run
             at n (true of exchangeable partition priors and i.i.d. likelihoods whose hyperparameters do not
             depend on N). A vectorised batch is then one run at the largest N, each data set cut to its own
@@ -420,7 +423,6 @@ class ProgramModel(GenerativeModel):
             _WORKER_MODELS[id(self)] = self
             self._pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=_worker_init)
             weakref.finalize(self, _close_pool, self._pool)
-            weakref.finalize(self, _WORKER_MODELS.pop, id(self), None)
         return self._pool
 
     def close(self) -> None:
