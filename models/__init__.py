@@ -21,7 +21,7 @@ from .graphs import (
 )
 from .mixtures import CRPGaussianMixture, GaussianMixture, MFMGaussianMixture, PitmanYorGaussianMixture
 from .program import ProgramModel, as_clustering_model
-from .sbm import SBM, GraphModel, LogDegreeSBM, PlantedPartition
+from .sbm import SBM, GraphModel, LabelledDatasets, LogDegreeSBM, PlantedPartition
 
 __all__ = [
     "BalancedPartition",
@@ -30,6 +30,7 @@ __all__ = [
     "GaussianMixture",
     "GenerativeModel",
     "GraphModel",
+    "LabelledDatasets",
     "LogDegreeSBM",
     "MFMGaussianMixture",
     "OrderedGaussianCatalog",

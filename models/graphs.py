@@ -468,3 +468,39 @@ def from_networkx(graph: nx.Graph, label_attribute: str = LABEL_ATTRIBUTE) -> tu
     if not all(present):
         raise ValueError(f"only some nodes carry the '{label_attribute}' attribute")
     return adjacency, check_labels(torch.as_tensor(values), label_attribute)
+
+
+# ---------------------------------------------------------------------------------------------- labelled data sets
+
+
+def label_ids(labels: Any, nodes: list | None, n: int, name: str) -> Tensor:
+    """(N,) integer labels 0..K-1 (by first appearance) from a sequence of hashable labels, or for a
+    networkx graph a dict {node: label} covering every node."""
+    if isinstance(labels, dict):
+        if nodes is None:
+            raise ValueError(f"{name}: a dict of labels needs a networkx graph (whose nodes it names)")
+        missing = [node for node in nodes if node not in labels]
+        if missing:
+            raise ValueError(f"{name}: node {missing[0]!r} has no label")
+        labels = [labels[node] for node in nodes]
+    elif torch.is_tensor(labels) or isinstance(labels, np.ndarray):
+        labels = labels.tolist()
+    labels = list(labels)
+    if len(labels) != n:
+        raise ValueError(f"{name}: {len(labels)} labels for {n} points")
+    ids: dict[Any, int] = {}
+    try:
+        return torch.tensor([ids.setdefault(label, len(ids)) for label in labels], dtype=torch.long)
+    except TypeError as err:
+        raise TypeError(f"{name}: labels must be hashable (e.g. ints or strings)") from err
+
+
+def data_fingerprint(tensors: list[Tensor]) -> str:
+    """A short SHA-256 of the data sets' values and shapes: which collection a guide was trained on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

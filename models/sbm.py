@@ -5,6 +5,8 @@
   for i < j. The probabilities are conjugate, so p(graph | partition) is exact (Beta-Bernoulli).
 - :class:`LogDegreeSBM` — the symmetric SBM with ``num_blocks`` equal blocks and edge probabilities
   p = a log N / N within and q = b log N / N between (the exact-recovery regime).
+- :class:`LabelledDatasets` — a collection of labelled graphs or point sets as the training distribution
+  (no simulator), with a held-out split.
 - :class:`PlantedPartition` — the CLUSTER benchmark's recipe: a fixed number of blocks of uniformly random
   sizes, edge probabilities p_in within and p_out between.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -27,7 +30,15 @@ from pyro_acp.data.batch import Batch, random_point_order
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.distributions import CRP
 from pyro_acp.seeding import generator_rng, make_generator
-from pyro_acp.validation import check_beta_pair, check_positive, check_positive_int, check_scalar
+from pyro_acp.validation import (
+    check_beta_pair,
+    check_choice,
+    check_int,
+    check_positive,
+    check_positive_int,
+    check_scalar,
+    check_vectors,
+)
 
 from .base import ExactLikelihood, GenerativeModel
 from .conjugate import (
@@ -41,9 +52,12 @@ from .graphs import (
     BalancedPartition,
     SizedBlocksPartition,
     SymmetricAdjacency,
+    as_adjacency,
     check_adjacency,
     check_block_sizes,
+    data_fingerprint,
     from_networkx,
+    label_ids,
     laplacian_positional_encoding,
     sized_block_labels,
     to_networkx,
@@ -306,3 +320,118 @@ class PlantedPartition(GraphModel):
         """log p(graph | partition) with p_in, p_out known; labels (..., N) -> (...,)."""
         adjacency, labels = self._check_data_labels(adjacency, labels)
         return two_probability_log_likelihood(adjacency, labels, self.p_in, self.p_out)
+
+
+class LabelledDatasets(GenerativeModel):
+    """A collection of labelled data sets used as the training distribution instead of a simulator.
+
+    "All we need for training are labeled datasets" (the ACP paper's SNAP experiment): ``datasets`` is a
+    sequence of ``(x, labels)`` pairs, all graphs (networkx graphs, scipy sparse or dense adjacencies, read
+    by :func:`~pyro_acp.models.graphs.as_adjacency`) or all point sets (N, D). ``labels`` are any hashable
+    values, one per node / point in order (for a networkx graph also a dict {node: label}); only which
+    nodes share a label matters.
+
+    A fraction ``held_out`` of the data sets (at least one when there are two or more), drawn with
+    ``seed``, is kept out of training: :meth:`simulate` draws training batches uniformly with replacement
+    from the others, and :attr:`held_out_datasets` returns the held-out ones for evaluation. Graph batches
+    get their nodes in a random order and Laplacian encodings with random sign flips, as simulated graphs
+    do; point batches a random point order.
+
+    There is no generative program (no prior, no likelihood): ``model()``, ``partition_prior`` and the
+    exact references are not available, and ``infer`` uses the guide alone. ``config()`` identifies the
+    collection by a fingerprint of its data, so a cached guide is matched to the same collection only.
+    """
+
+    ordered = False
+
+    def __init__(self, datasets: Any, *, kind: str | None = None, held_out: float = 0.2, seed: int = 0):
+        pairs = list(datasets)
+        if not pairs:
+            raise ValueError("datasets is empty: give a sequence of (x, labels) pairs")
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(f"datasets[{i}] must be an (x, labels) pair")
+        if kind is None:
+            first = pairs[0][0]
+            kind = "graph" if hasattr(first, "number_of_nodes") or hasattr(first, "tocoo") else "vector"
+        self.data_kind = check_choice(kind, "kind", ("graph", "vector"))
+        held_out = check_scalar(held_out, "held_out")
+        if not 0.0 <= held_out < 1.0:
+            raise ValueError(f"held_out must be a fraction in [0, 1), got {held_out}")
+        xs, labels = [], []
+        dim = None if self.data_kind == "graph" else int(np.shape(pairs[0][0])[-1])
+        for i, (x, y) in enumerate(pairs):
+            if self.data_kind == "graph":
+                graph = as_adjacency(x, f"datasets[{i}] graph")
+                xs.append(graph.adjacency.to(torch.get_default_dtype()))
+                labels.append(label_ids(y, graph.nodes, xs[-1].shape[0], f"datasets[{i}]"))
+            else:
+                xs.append(check_vectors(x, dim, f"datasets[{i}] x").to(torch.get_default_dtype()))
+                labels.append(label_ids(y, None, xs[-1].shape[0], f"datasets[{i}]"))
+        self._xs, self._labels = xs, labels
+        count = len(pairs)
+        num_held = min(count - 1, max(1, round(held_out * count))) if held_out > 0 and count > 1 else 0
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(check_int(seed, "seed")))
+        self._held, self._train = sorted(order[:num_held].tolist()), sorted(order[num_held:].tolist())
+        self._dim = POSITIONAL_ENCODING_DIM if dim is None else dim
+        sizes = [int(x.shape[0]) for x in xs]
+        self.default_num_points = (min(sizes), max(sizes) + 1)
+        super().__init__(kind=self.data_kind, num_datasets=count, held_out=held_out, seed=seed,
+                         fingerprint=data_fingerprint(xs + labels))
+
+    @property
+    def data_dim(self) -> int:
+        return self._dim
+
+    @property
+    def held_out_datasets(self) -> list[tuple[Tensor, Tensor]]:
+        """The held-out (x, labels) pairs: adjacencies or points as tensors, labels 0..K-1."""
+        return [(self._xs[i], self._labels[i]) for i in self._held]
+
+    @property
+    def training_datasets(self) -> list[tuple[Tensor, Tensor]]:
+        """The (x, labels) pairs training batches are drawn from."""
+        return [(self._xs[i], self._labels[i]) for i in self._train]
+
+    def check_data(self, x: Any) -> Tensor:
+        if self.data_kind == "graph":
+            return check_adjacency(x, "graph")
+        return check_vectors(x, self._dim)
+
+    def partition_prior(self, num_points: int):
+        raise NotImplementedError("a collection of labelled data sets has no prior over partitions")
+
+    def _program(self, num_points: int, obs: Tensor | None) -> Tensor:
+        raise NotImplementedError("a collection of labelled data sets has no generative program; it serves "
+                                  "training batches (simulate) only")
+
+    def simulate(self, batch_size: int, num_points: int | tuple[int, int] | None = None, seed: int | None = None,
+                 device: str | torch.device | None = None) -> Batch:
+        """``batch_size`` training data sets drawn uniformly with replacement (those with N in ``num_points``
+        when given), padded, in random point order, with teacher-forcing masks."""
+        batch_size = check_positive_int(batch_size, "batch_size")
+        lo, hi = self.check_num_points_range(num_points)
+        pool = [i for i in self._train if lo <= self._xs[i].shape[0] < hi]
+        if not pool:
+            raise ValueError(f"no training data set has N in [{lo}, {hi})")
+        device = torch.device("cpu" if device is None else device)
+        generator = make_generator(seed, device)
+        picks = torch.randint(len(pool), (batch_size,), generator=generator, device=device).tolist()
+        chosen = [pool[p] for p in picks]
+        sizes = torch.tensor([self._xs[i].shape[0] for i in chosen], device=device)
+        n = int(sizes.max())
+        mask = torch.arange(n, device=device) < sizes.unsqueeze(-1)
+        labels = torch.full((batch_size, n), -1, dtype=torch.long, device=device)
+        width = n if self.data_kind == "graph" else self._dim
+        data = torch.zeros(batch_size, n, width, device=device)
+        for row, i in enumerate(chosen):  # copying B tensors of different shapes into one padded block
+            m = self._xs[i].shape[0]
+            data[row, :m, : self._xs[i].shape[1]] = self._xs[i].to(device)
+            labels[row, :m] = self._labels[i].to(device)
+        if self.data_kind == "vector":
+            return Batch.from_labels(data, labels, mask=mask, generator=generator)
+        perm = random_point_order(mask, generator)
+        labels = labels.gather(1, perm)
+        data = data.gather(1, perm.unsqueeze(-1).expand_as(data)).gather(2, perm.unsqueeze(1).expand_as(data))
+        pe = laplacian_positional_encoding(data, mask, POSITIONAL_ENCODING_DIM, sign_flip_generator=generator)
+        return Batch.from_labels(pe, labels, mask=mask, adjacency=data, shuffle=False, generator=generator)

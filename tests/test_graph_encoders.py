@@ -79,7 +79,8 @@ def _gatedgcn_reference(encoder: GraphEncoder, adj: torch.Tensor, features: torc
             message = sum((g * layer.node_message(h[j]) for g, j in zip(gates, neighbours, strict=True)),
                           torch.zeros_like(h[i]))
             new_h.append(h[i] + torch.relu(bn(layer.node_norm, layer.node_self(h[i]) + message / (total + 1e-6))))
-        e = {key: e[key] + torch.relu(bn(layer.edge_norm, hat[key])) for key in e}
+        if layer.edge_norm is not None:  # the last layer's edge features are never read
+            e = {key: e[key] + torch.relu(bn(layer.edge_norm, hat[key])) for key in e}
         h = new_h
     return torch.stack(h)
 

@@ -89,9 +89,12 @@ class BlockDiagonalGraph:
 
 
 class GatedGCNLayer(nn.Module):
-    """One residual GatedGCN layer on node (M, H) and edge (E, H) features (see the module docstring)."""
+    """One residual GatedGCN layer on node (M, H) and edge (E, H) features (see the module docstring).
 
-    def __init__(self, hidden_dim: int):
+    ``update_edges=False`` (the last layer, whose edge features nothing reads) returns no edge features.
+    """
+
+    def __init__(self, hidden_dim: int, update_edges: bool = True):
         super().__init__()
         self.node_self = nn.Linear(hidden_dim, hidden_dim)  # A
         self.node_message = nn.Linear(hidden_dim, hidden_dim)  # B
@@ -99,9 +102,9 @@ class GatedGCNLayer(nn.Module):
         self.edge_dst = nn.Linear(hidden_dim, hidden_dim)  # D
         self.edge_src = nn.Linear(hidden_dim, hidden_dim)  # E
         self.node_norm = NodeBatchNorm(hidden_dim)
-        self.edge_norm = NodeBatchNorm(hidden_dim)
+        self.edge_norm = NodeBatchNorm(hidden_dim) if update_edges else None
 
-    def forward(self, graph: BlockDiagonalGraph, h: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, graph: BlockDiagonalGraph, h: Tensor, e: Tensor) -> tuple[Tensor, Tensor | None]:
         """``e`` (E, H), or (H,) when every edge has the same features (the first layer): C e is then
         computed once instead of once per edge."""
         gate_logits = self.edge_own(e) + self.edge_dst(h).index_select(0, graph.dst) \
@@ -110,14 +113,15 @@ class GatedGCNLayer(nn.Module):
         messages = gates * self.node_message(h).index_select(0, graph.src)
         aggregated = graph.sum_into_dst(messages) / (graph.sum_into_dst(gates) + GATE_EPS)
         h_new = h + F.relu(self.node_norm(self.node_self(h) + aggregated))
-        e_new = e + F.relu(self.edge_norm(gate_logits))
-        return h_new, e_new
+        if self.edge_norm is None:
+            return h_new, None
+        return h_new, e + F.relu(self.edge_norm(gate_logits))
 
 
 class GraphSAGELayer(nn.Module):
     """One residual GraphSAGE layer (mean aggregator) on node features (M, H)."""
 
-    def __init__(self, hidden_dim: int):
+    def __init__(self, hidden_dim: int, update_edges: bool = True):
         super().__init__()
         self.linear = nn.Linear(2 * hidden_dim, hidden_dim)
         self.norm = NodeBatchNorm(hidden_dim)
@@ -151,7 +155,7 @@ class GraphEncoder(nn.Module):
         self.embed = nn.Linear(self.input_dim, hidden_dim)
         self.label_embedding = nn.Embedding(num_label_slots, hidden_dim) if num_label_slots > 0 else None
         layer = GatedGCNLayer if self.conv == "gatedgcn" else GraphSAGELayer
-        self.layers = nn.ModuleList(layer(hidden_dim) for _ in range(num_layers))
+        self.layers = nn.ModuleList(layer(hidden_dim, update_edges=k + 1 < num_layers) for k in range(num_layers))
         self.edge_init = nn.Parameter(torch.zeros(hidden_dim)) if self.conv == "gatedgcn" else None
 
     def node_inputs(self, adjacency: Tensor, mask: Tensor, features: Tensor | None = None) -> Tensor:

@@ -1,0 +1,171 @@
+"""Graph guides: ``pyro_acp.infer`` on one 300-node SBM graph with 100 samples (after import and a warm-up
+call), and one training step on 16 graphs with N in [50, 300), with time and peak memory, each against a
+baseline in the same run: the same guide with an MLP encoder on 2-D points of the same sizes.
+
+Each training variant runs in a fresh child process after a warm-up step on another batch; its peak memory
+is the highest resident set size sampled every millisecond during the timed step minus the size just before
+it (CPU), or ``torch.cuda.max_memory_allocated`` during the step minus the memory allocated before (CUDA).
+
+    python benchmarks/bench_graphs.py [--device cpu|cuda] [--guide PATH] [--repeats 5] [--threads 1]
+                                      [--only infer|training]
+
+``--guide`` times a trained graph guide (a checkpoint of ACP/ACPS/CCP with a graph encoder, for SBM());
+without it the guide is untrained (width 128, 4 GatedGCN layers), which draws more clusters than a trained
+one and so more sampling rounds: an upper bound on the sampling time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import threading
+import time
+
+import torch
+
+import pyro_acp
+from pyro_acp.guides import ACPS
+from pyro_acp.inference.elbo import ClusterwiseIWAE
+from pyro_acp.models import SBM, CRPGaussianMixture
+
+TRAINING_VARIANTS = {
+    "ACPS + GatedGCN (graphs)": {"encoder": "gatedgcn"},
+    "ACPS + GraphSAGE (graphs)": {"encoder": "graphsage"},
+    "ACPS + MLP (2-D points, baseline)": {},
+}
+
+
+def _median_time(call, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def bench_infer(device: str, guide_path: str | None, repeats: int) -> None:
+    graph_model, point_model = SBM(), CRPGaussianMixture()
+    if guide_path is None:
+        with pyro_acp.seeding.forked_rng(0):
+            graph_guide = ACPS(20, encoder="gatedgcn")
+        graph_guide.trained_for = graph_model.config()
+    else:
+        graph_guide = pyro_acp.load_guide(guide_path, map_location=device)[0]
+    with pyro_acp.seeding.forked_rng(0):
+        point_guide = ACPS(2)
+    point_guide.trained_for = point_model.config()
+    graph_guide, point_guide = graph_guide.to(device).eval(), point_guide.to(device).eval()
+    adjacency = graph_model.simulate(1, num_points=300, seed=0).adjacency[0]
+    points, _ = point_model.simulate(1, num_points=300, seed=0).unpadded(0)
+    cases = {
+        "graph, default": (graph_model, adjacency, graph_guide, {}),
+        "graph, no log-prob estimates": (graph_model, adjacency, graph_guide, {"estimate_log_prob": False}),
+        "points (baseline), default": (point_model, points, point_guide, {"check_prior": False}),
+        "points (baseline), no log-prob estimates": (point_model, points, point_guide,
+                                                     {"check_prior": False, "estimate_log_prob": False}),
+    }
+    print(f"infer, N = 300, 100 samples, median of {repeats} after a warm-up call ({device}):")
+    for name, (model, x, guide, options) in cases.items():
+        def call(model=model, x=x, guide=guide, options=options):
+            return pyro_acp.infer(model, x, guide=guide, num_samples=100, seed=0, progress_bar=False,
+                                  device=device, **options)
+        post = call()
+        seconds = _median_time(call, repeats)
+        print(f"  {name:42s} {seconds:7.3f} s   (mean K of the samples {post.num_clusters.double().mean():.1f})")
+    with torch.no_grad():
+        x, mask = adjacency.unsqueeze(0).to(device), torch.ones(1, 300, dtype=torch.bool, device=device)
+        encode = _median_time(lambda: graph_guide.encode_data(x, mask), repeats)
+    print(f"  of which the graph encoding (Laplacian eigenvectors + 4 GatedGCN layers) {encode:.3f} s")
+
+
+class _RSSSampler:
+    """The peak of the process's resident set size above its size at start, sampled every millisecond
+    (``/proc/self/statm``, Linux) by a background thread."""
+
+    def __init__(self):
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._start = self._rss()
+        self._peak = self._start
+        self._running = True
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _watch(self) -> None:
+        while self._running:
+            self._peak = max(self._peak, self._rss())
+            time.sleep(0.001)
+
+    def stop(self) -> int:
+        self._running = False
+        self._thread.join()
+        return max(self._peak, self._rss()) - self._start
+
+
+def _training_step(name: str, options: dict, device: str, threads: int | None, queue) -> None:
+    """One SVI-bound step (forward + backward) of a fresh guide on a 16-graph batch, in a child process."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = SBM() if options else CRPGaussianMixture()
+    guide = ACPS(model.data_dim, **options).to(device)
+    loss = ClusterwiseIWAE(num_particles=8)
+    warm = model.simulate(16, num_points=(50, 300), seed=1, device=device)
+    batch = model.simulate(16, num_points=(50, 300), seed=2, device=device)
+    loss.differentiable_loss(guide.model, guide.guide, warm).backward()  # warm-up: allocator, lazy init
+    guide.zero_grad()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    sampler = _RSSSampler()
+    began = time.perf_counter()
+    loss.differentiable_loss(guide.model, guide.guide, batch).backward()
+    seconds = time.perf_counter() - began
+    rss_peak = sampler.stop()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+    else:
+        peak = rss_peak / 2**20
+    queue.put((name, seconds, peak, int(batch.num_points.sum()), int(batch.num_clusters.sum())))
+
+
+def bench_training(device: str, threads: int | None) -> None:
+    print(f"one training step (bound + gradients, 8 particles), 16 data sets with N in [50, 300) ({device}):")
+    context = multiprocessing.get_context("spawn")
+    for name, options in TRAINING_VARIANTS.items():
+        queue = context.Queue()
+        child = context.Process(target=_training_step, args=(name, options, device, threads, queue))
+        child.start()
+        name, seconds, peak, points, steps = queue.get()
+        child.join()
+        memory = "peak allocated" if device == "cuda" else "peak RSS above start"
+        print(f"  {name:36s} {seconds:7.3f} s   {memory} {peak:8.1f} MiB   ({points} nodes, {steps} cluster steps)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--guide", default=None, help="checkpoint of a trained graph guide for SBM()")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--only", choices=("infer", "training"), default=None, help="run one part only")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.only != "training":
+        bench_infer(args.device, args.guide, args.repeats)
+    if args.only != "infer":
+        bench_training(args.device, args.threads)
+
+
+if __name__ == "__main__":
+    main()
