@@ -96,7 +96,7 @@ def _worker(rank: int, port: int, folder: str, scenario: str, timeout_s: float) 
                             os._exit(3)
                         time.sleep(120)
             history = train(GlobalBatches(), PointMassACPS(2, 16), steps=2 if scenario == "same" else 4,
-                            checkpoint=out / "guide.pt", callback=callback, **SETTINGS)
+                            checkpoint=out / "guide.pt", callback=callback, resume=scenario == "resume", **SETTINGS)
             (out / f"loss{rank}.json").write_text(json.dumps(history.loss))
     except BaseException as err:  # noqa: BLE001 - reported to the test
         (out / f"error{rank}.txt").write_text(f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
@@ -185,6 +185,23 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_processes, tmp_path
     assert history.loss == pytest.approx(reference.loss, rel=1e-5)
     _close(resumed, straight)
     assert read_card(tmp_path / "guide.pt")["training"]["completed_steps"] == 4
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumes_in_two_processes(tmp_path):
+    """2 steps in 1 process, 2 more in 2 processes: where 4 steps in 1 process end (rank 1, which the
+    checkpoint holds no RNG state for, starts from its own stream)."""
+    torch.set_num_threads(1)
+    train(GlobalBatches(), PointMassACPS(2, 16), steps=2, checkpoint=tmp_path / "guide.pt", **SETTINGS)
+    codes = _run(tmp_path, "resume")
+    errors = [f.read_text() for f in tmp_path.glob("error*.txt")]
+    assert codes == {0: 0, 1: 0} and not errors, (codes, errors)
+    straight = PointMassACPS(2, 16)
+    reference = train(GlobalBatches(), straight, steps=4, **SETTINGS)
+    resumed, card = load_guide(tmp_path / "guide.pt", PointMassACPS(2, 16))
+    assert card["training"]["completed_steps"] == 4 and card["training"]["world_size"] == 2
+    assert json.loads((tmp_path / "loss0.json").read_text()) == pytest.approx(reference.loss, rel=1e-5)
+    _close(resumed, straight)
 
 
 @pytest.mark.slow
