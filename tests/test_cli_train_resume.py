@@ -76,3 +76,18 @@ def test_resume_refuses_another_model(checkpoint, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"pyro-acp train: error: cannot resume {checkpoint}: the guide was trained for"), err
     assert "'alpha': 0.3" in err and "\n" not in err
+
+
+def test_resuming_to_a_larger_total_equals_training_to_it_straight(checkpoint, tmp_path):
+    """2 steps, then --resume to 3 in all: the weights of 3 steps straight, bit for bit (the first resumed
+    step takes its learning rate from the 3-step schedule, not the rate the 2-step run's schedule ended on)."""
+    import torch
+
+    assert main(["train", "--resume", "--steps", "3", "--output", str(checkpoint), *SMALL]) == 0
+    straight = tmp_path / "straight.pt"
+    assert main(["train", "--guide", "ACP", "--hidden-dim", "16", "--steps", "3", "--output", str(straight),
+                 *SMALL]) == 0
+    resumed, _ = load_guide(checkpoint)
+    reference, _ = load_guide(straight)
+    for name, value in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name

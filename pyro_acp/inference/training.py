@@ -10,7 +10,8 @@ Under a torch.distributed process group of P > 1 processes training is data-para
 No global state: training runs in a scope of its own of Pyro's parameter store (the user's own
 ``pyro.param`` s are put aside and restored, and nothing of the guide's is left behind: its weights live in
 the module) and on a forked torch RNG (seeded from the seed stream, restored afterwards), so the global RNG
-is left as it was.
+is left as it was. With an integer seed an untrained guide's initial weights come from the seed stream too
+(:func:`redraw_initial_weights`), so a seeded run is reproducible from the guide's construction on.
 """
 
 from __future__ import annotations
@@ -320,8 +321,11 @@ def _save(path, guide, model, optimizer, history, settings, step, device, rng_st
 
 
 def _continue_schedule(state: dict[str, Any], schedule: Callable[[int], float]) -> dict[str, Any]:
-    """One parameter's saved (scheduler, optimiser) state with the rate ``LambdaLR`` would set at its step."""
-    scheduler = state["scheduler"]
+    """One parameter's saved (scheduler, optimiser) state with the rate ``LambdaLR`` would set at its step
+    (a state without a scheduler is returned as it is)."""
+    scheduler = state.get("scheduler") if isinstance(state, dict) else None
+    if scheduler is None or "optimizer" not in state:
+        return state
     rates = [base * schedule(scheduler["last_epoch"]) for base in scheduler["base_lrs"]]
     scheduler["_last_lr"] = rates
     for group, rate in zip(state["optimizer"]["param_groups"], rates, strict=True):
