@@ -127,8 +127,9 @@ def _run(program: Callable, num_points: int, obs: Tensor | None, *, condition: d
     except ProgramError:
         raise
     except Exception as err:  # the user's code: report what it raised, and where
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""  # Pyro appends its shape tables
         raise ProgramError(f"the program {name} raised {type(err).__name__} when run with num_points={num_points}"
-                           f"{'' if obs is None else ' and observed data'}: {err}") from err
+                           f"{'' if obs is None else ' and observed data'}: {first}") from err
 
 
 def _per_copy(value: Tensor, event_dim: int, dim: int, count: int, shape: torch.Size) -> Tensor:
@@ -278,7 +279,7 @@ class ProgramModel(GenerativeModel):
         name, version: identify the program in ``config()`` instead of its code fingerprint (a guide cached
             for a program is reused only while its fingerprint, or name and version, stay the same).
         vectorize: None (default) vectorises simulation and importance sampling over copies of the program
-            when a probe run verifies it works; False never does.
+            when a probe run verifies it works; False never does; True raises a ValueError where it does not.
         workers: processes for simulating programs that do not vectorise (default: min(4, CPU count));
             0 runs them in this process. They are forked on first use and hold a copy of the program as it
             was then; they stop with :meth:`close`, when the model is garbage-collected, or at exit.
@@ -319,8 +320,8 @@ class ProgramModel(GenerativeModel):
         self.workers = min(4, os.cpu_count() or 1) if workers is None else check_int(workers, "workers", 0)
         self.vectorize = vectorize
         self.projective = bool(projective)
-        self._simulation_vectorised = None if vectorize is None else False
-        self._particles_vectorised: bool | None = None if vectorize is None else False
+        self._simulation_vectorised = None if vectorize is not False else False
+        self._particles_vectorised: bool | None = None if vectorize is not False else False
         self._labels_vectorised = False
         self._pool = None
         from pyro_acp.pretrained.registry import program_fingerprint
@@ -489,7 +490,14 @@ class ProgramModel(GenerativeModel):
         """Whether simulation runs copies of the program under an outer plate (probed once, then cached)."""
         if self._simulation_vectorised is None:
             self._simulation_vectorised = self._probe(_PROBE_POINTS, None, None)
+            self._insist("simulation", self._simulation_vectorised)
         return self._simulation_vectorised
+
+    def _insist(self, what: str, works: bool) -> None:
+        if self.vectorize and not works:
+            raise ValueError(f"vectorize=True but {what} of the program {self.program_name} does not vectorise over "
+                             "copies under an outer plate (the per-copy densities differ from the plain program's, or "
+                             "it raised); pass vectorize=None to fall back to one run per copy")
 
     @property
     def particles_vectorised(self) -> bool | None:
@@ -593,6 +601,7 @@ class ProgramModel(GenerativeModel):
             self._labels_vectorised = self._particles_vectorised and self._probe(
                 data.shape[0], obs, {self.labels_site: self._batched_labels(probe, 1)},
                 reference_condition={self.labels_site: one_cluster})
+            self._insist("importance sampling", self._particles_vectorised)
         if not self._particles_vectorised:
             return "loop"
         return "batched" if self._labels_vectorised else "particles"

@@ -249,3 +249,10 @@ def test_the_cache_file_of_a_program_carries_its_name_and_fingerprint():
     model = ProgramModel(issue_program)
     assert on_demand_path(model).name == f"ProgramModel-issue_program-{model_key(model)}.pt"
     assert on_demand_path(CRPGaussianMixture()).name.startswith("CRPGaussianMixture-")
+
+
+def test_vectorize_true_insists_and_false_never_tries():
+    with pytest.raises(ValueError, match="vectorize=True but simulation of the program issue_program does not"):
+        ProgramModel(issue_program, vectorize=True).simulate(2, seed=0)
+    assert ProgramModel(finite_mixture, vectorize=True).simulation_vectorised
+    assert not ProgramModel(finite_mixture, vectorize=False).simulation_vectorised
