@@ -10,9 +10,11 @@
 - :class:`PlantedPartition` — the CLUSTER benchmark's recipe: a fixed number of blocks of uniformly random
   sizes, edge probabilities p_in within and p_out between.
 
-The observed site "x" is the (N, N) adjacency (a tensor, array or networkx graph is accepted); the guide
-inputs in a simulated :class:`~pyro_acp.data.Batch` are 20-D Laplacian positional encodings and
-``Batch.adjacency`` holds the graphs.
+The observed site "x" is the (N, N) adjacency (a networkx graph, scipy sparse matrix, array or tensor is
+accepted); a simulated :class:`~pyro_acp.data.Batch` holds the graphs in ``Batch.adjacency`` and their 20-D
+Laplacian positional encodings (with random sign flips) in ``Batch.x``. Guides with a graph encoder
+(``ACPS(20, encoder="gatedgcn")``, :mod:`pyro_acp.nn.graph`) read both in training and the adjacency alone at
+inference, computing its encodings themselves.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ class GraphModel(ExactLikelihood, GenerativeModel):
         return POSITIONAL_ENCODING_DIM
 
     def check_data(self, x: Any) -> Tensor:
-        """A validated (N, N) float adjacency from a tensor, array or networkx graph."""
+        """A validated (N, N) float adjacency from a networkx graph, a scipy sparse matrix or a dense array /
+        tensor; :func:`~pyro_acp.models.graphs.as_adjacency` says what is handled and what is refused."""
         return check_adjacency(x, "adjacency")
 
     to_networkx = staticmethod(to_networkx)
