@@ -409,14 +409,16 @@ class LabelledDatasets(GenerativeModel):
                                   "training batches (simulate) only")
 
     def simulate(self, batch_size: int, num_points: int | tuple[int, int] | None = None, seed: int | None = None,
-                 device: str | torch.device | None = None) -> Batch:
-        """``batch_size`` training data sets drawn uniformly with replacement (those with N in ``num_points``
-        when given), padded, in random point order, with teacher-forcing masks."""
+                 device: str | torch.device | None = None, *, split: str = "train") -> Batch:
+        """``batch_size`` data sets drawn uniformly with replacement from the training part (``split="held_out"``:
+        from the held-out part, for evaluation), those with N in ``num_points`` when given; padded, in random
+        point order, with teacher-forcing masks."""
         batch_size = check_positive_int(batch_size, "batch_size")
         lo, hi = self.check_num_points_range(num_points)
-        pool = [i for i in self._train if lo <= self._xs[i].shape[0] < hi]
+        part = self._train if check_choice(split, "split", ("train", "held_out")) == "train" else self._held
+        pool = [i for i in part if lo <= self._xs[i].shape[0] < hi]
         if not pool:
-            raise ValueError(f"no training data set has N in [{lo}, {hi})")
+            raise ValueError(f"no {split.replace('_', '-')} data set has N in [{lo}, {hi})")
         device = torch.device("cpu" if device is None else device)
         generator = make_generator(seed, device)
         picks = torch.randint(len(pool), (batch_size,), generator=generator, device=device).tolist()
