@@ -100,7 +100,16 @@ def cap_cluster_size(anchor: Tensor, joins: Tensor, logits: Tensor, max_size: Te
 
 
 class ClusterwiseGuide(nn.Module):
-    """Base class: encoders, prior, encoder q and join network of the clusterwise posterior."""
+    """Base class: encoders, prior, encoder q and join network of the clusterwise posterior.
+
+    The data encoder is chosen by ``encoder``: ``"mlp"`` (points (N, D), ``data_dim`` = D, the default) or a
+    graph network, ``"gatedgcn"`` / ``"graphsage"`` (:mod:`pyro_acp.nn.graph`; ``encoder_layers`` layers of
+    width ``hidden_dim``), whose data are adjacencies (B, N, N) and whose ``data_dim`` is the width of the
+    node inputs, ``node_features`` ``"laplacian"`` (20 eigenvectors) or ``"random"``. ``label_slots`` > 0
+    (graph encoders only) makes a semi-supervised guide that reads up to that many known labels
+    (:meth:`labelled_view`, :meth:`with_anchors`). Everything after the encoder is the same for points and
+    graphs.
+    """
 
     variant = "base"
     #: True when step_encodings returns per-data-set points (B, N, H) shared by all steps

@@ -222,3 +222,19 @@ def test_semi_supervised_guides_train_and_read_the_labels_at_inference(graph):
         guide.with_anchors(torch.arange(14) % 4)
     with pytest.raises(ValueError, match="graph encoder"):
         ACPS(20, label_slots=2)
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_true_classes():
+    from pyro_acp.posteriors.graph import balanced_accuracy
+
+    nodes = ["a", "b", "c", "d", "e", "f"]
+    # clusters {a, b, c}, {d, e}, {f}; labelled: a is "x", d is "y"; f's cluster holds no labelled node
+    post = GraphClusteringPosterior(torch.tensor([[0, 0, 0, 1, 1, 2]]), nodes=nodes, labelled={"a": "x", "d": "y"})
+    truth = {"a": "x", "b": "x", "c": "y", "d": "y", "e": "y", "f": "x"}
+    # class x: a, b right, f wrong -> 2/3; class y: c wrong, d, e right -> 2/3
+    assert balanced_accuracy(post, truth) == pytest.approx(2 / 3)
+    assert balanced_accuracy(post, [truth[n] for n in nodes]) == pytest.approx(2 / 3)
+    truth["f"] = "z"  # a class no cluster carries: recall 0
+    assert balanced_accuracy(post, truth) == pytest.approx((1 + 2 / 3 + 0) / 3)
+    with pytest.raises(ValueError, match="no label for node 'f'"):
+        balanced_accuracy(post, {n: "x" for n in nodes[:5]})

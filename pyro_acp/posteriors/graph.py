@@ -26,7 +26,7 @@ from pyro_acp.posteriors.plots import plot_posterior
 from pyro_acp.posteriors.point_estimate import check_loss
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 
-__all__ = ["GraphClusteringPosterior", "infer_graph", "labelled_classes"]
+__all__ = ["GraphClusteringPosterior", "balanced_accuracy", "infer_graph", "labelled_classes"]
 
 #: architecture and schedule of graph guides trained on demand (the schedule is infer's own)
 ON_DEMAND_GRAPH_GUIDE = {"hidden_dim": 64, "encoder": "gatedgcn"}
@@ -125,6 +125,26 @@ def labelled_classes(posterior: GraphClusteringPosterior, labels: Tensor | None 
     labels = posterior.map if labels is None else torch.as_tensor(labels)
     cluster_class = {int(labels[posterior.node_index(node)]): value for node, value in posterior.labelled.items()}
     return {node: cluster_class.get(int(label)) for node, label in zip(posterior.nodes, labels.tolist(), strict=True)}
+
+
+def balanced_accuracy(posterior: GraphClusteringPosterior, truth: Mapping[Hashable, Hashable] | Any,
+                      labels: Tensor | None = None) -> float:
+    """Class-balanced accuracy of a partition (default the MAP) conditioned on labelled nodes: the mean over
+    the true classes of the share of their nodes whose cluster carries their label (the CLUSTER benchmark's
+    metric, Dwivedi et al.). Nodes in clusters that hold no labelled node count as wrong.
+
+    ``truth``: {node: true label} for every node, or a sequence of labels in ``posterior.nodes`` order.
+    """
+    predicted = labelled_classes(posterior, labels)
+    if not isinstance(truth, Mapping):
+        truth = dict(zip(posterior.nodes, list(truth), strict=True))
+    missing = [node for node in posterior.nodes if node not in truth]
+    if missing:
+        raise ValueError(f"truth has no label for node {missing[0]!r}")
+    recall: dict[Hashable, list[bool]] = {}
+    for node in posterior.nodes:
+        recall.setdefault(truth[node], []).append(predicted[node] == truth[node])
+    return float(np.mean([np.mean(hits) for hits in recall.values()]))
 
 
 # ---------------------------------------------------------------------------------------------- infer's graph path
