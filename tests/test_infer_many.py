@@ -111,29 +111,37 @@ def _files(folder):
     return content
 
 
-def test_an_interrupted_run_resumes_to_the_uninterrupted_outputs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["_write_result", "_atomic_write"])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_outputs(tmp_path, monkeypatch, where):
+    """Interrupted after two data sets, before the third's files (``_write_result``) or between them, its
+    summary about to be written (``_atomic_write``): the rerun redoes only the unfinished ones and ends with
+    the files of an uninterrupted run, no temporary file left."""
     options = {"seed": 2, **QUICK}
     infer_many(MODEL, XS, output=tmp_path / "whole", **options)
-    write, written = many._write_result, []
+    original, finished = getattr(many, where), []
 
-    def fail_after_two(folder, *args):
-        if len(written) == 2:
-            raise KeyboardInterrupt
-        written.append(folder.name)
-        return write(folder, *args)
+    def interrupt_third(path, *args):
+        if where == "_write_result":
+            if len(finished) == 2:
+                raise KeyboardInterrupt
+            finished.append(path.name)
+        elif path.name == "summary.json":
+            if len(finished) == 2:
+                assert (path.parent / "posterior.npz").exists()  # the third data set is half written
+                raise KeyboardInterrupt
+            finished.append(path.parent.name)
+        return original(path, *args)
 
-    monkeypatch.setattr(many, "_write_result", fail_after_two)
+    monkeypatch.setattr(many, where, interrupt_third)
     with pytest.raises(KeyboardInterrupt):
         infer_many(MODEL, XS, output=tmp_path / "resumed", **options)
-    finished = sorted(p.parent.name for p in (tmp_path / "resumed").glob("*/summary.json"))
-    assert finished == sorted(written) and len(finished) == 2
-    monkeypatch.setattr(many, "_write_result", write)
-    prepared = []
-    prepare = many._prepare
+    assert sorted(p.parent.name for p in (tmp_path / "resumed").glob("*/summary.json")) == sorted(finished)
+    monkeypatch.setattr(many, where, original)
+    prepared, prepare = [], many._prepare
     monkeypatch.setattr(many, "_prepare", lambda model, entry, *args: prepared.append(entry.name) or prepare(
         model, entry, *args))
     folders = infer_many(MODEL, XS, output=tmp_path / "resumed", **options)
-    assert sorted(prepared) == sorted(set(f"{i:05d}" for i in range(5)) - set(finished))  # finished ones not redone
+    assert sorted(prepared) == sorted({f"{i:05d}" for i in range(5)} - set(finished))  # finished ones not redone
     assert folders == [tmp_path / "resumed" / f"{i:05d}" for i in range(5)]
     assert _files(tmp_path / "resumed") == _files(tmp_path / "whole")
     assert not list((tmp_path / "resumed").rglob("*.tmp"))
@@ -153,6 +161,11 @@ def test_streamed_results_read_back_as_the_in_memory_posteriors(tmp_path):
         record = json.loads((folder / "summary.json").read_text())
         assert record["seed"] == dataset_seed(4, record["index"])
         assert record["summary"]["k_mean"] == pytest.approx(posterior.summary().k_mean)
+
+
+def test_figures_are_drawn_on_request(tmp_path):
+    folder = infer_many(MODEL, XS[:1], output=tmp_path, figures=True, **QUICK)[0]
+    assert (folder / "posterior.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_other_settings_in_the_same_folder_are_refused_unless_overwrite(tmp_path):

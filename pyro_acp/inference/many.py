@@ -1,7 +1,7 @@
 """``pyro_acp.infer_many(model, datasets)``: posteriors of many data sets, batched on the device, streamed to disk.
 
-Data sets of different sizes are sorted by size and cut into chunks that fill a budget of sampled points
-(threads x padded points); each chunk is sampled in one batched run of the guide
+Data sets of different sizes are sorted by size and cut into chunks that fill a budget of work (padded points
+times sampler threads and encoded data rows, :func:`_chunks`); each chunk is sampled in one batched run of the guide
 (:func:`~pyro_acp.inference.sampling.sample_partitions`, variable N with masks), and every data set then gets
 what :func:`pyro_acp.infer` gives it: the log-probability estimates, the exact log joint, importance weights.
 
@@ -48,7 +48,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from pyro_acp.data.partitions import canonicalize
-from pyro_acp.diagnostics.importance import weight_diagnostics
+from pyro_acp.diagnostics.importance import ImportanceWeightWarning, weight_diagnostics
 from pyro_acp.diagnostics.prior_check import PriorPredictiveWarning, prior_predictive_check
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.inference.frames import framed, frames_for
@@ -76,9 +76,13 @@ RESULT_FILES = ("posterior.npz", "labels.csv", "summary.json")
 FIGURE_FILE = "posterior.png"
 #: the run's settings, in the output folder
 MANIFEST = "infer_many.json"
-#: default budget of sampled points (threads x padded points) per chunk, by device type: on a CPU the cost is
-#: arithmetic and larger chunks only add memory traffic (benchmarks/bench_infer_many.py)
-BATCH_POINTS = {"cpu": 2**15, "cuda": 2**21}
+#: default budget of work per chunk (padded width x (threads + ROW_COST x data rows)), by device type. On a CPU
+#: the work is arithmetic and chunks past its caches only add memory traffic (benchmarks/bench_infer_many.py);
+#: the CUDA figure is a guess, untested here
+BATCH_POINTS = {"cpu": 2**16, "cuda": 2**22}
+#: a data row (a data set in one frame) costs this many threads: it is encoded in full, and its keys and values
+#: are projected again every round, where a thread only pools and scores its own candidates
+ROW_COST = 16
 #: data sets read (and checked) ahead of the work, and sorted by size into chunks, at a time
 WINDOW = 4096
 # SeedStream purposes of per-data-set seeds: by index (lists, iterators) and by name (folders, mappings)
@@ -100,7 +104,7 @@ def read_points_file(path: str | Path) -> np.ndarray:
     """Points (N, D) from a ``.npy`` file or a numeric CSV (an optional header line is skipped); a ValueError
     naming the file when it holds anything else."""
     path = Path(path)
-    if path.suffix == ".npy":
+    if path.suffix.lower() == ".npy":
         try:
             data = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as err:
@@ -261,7 +265,8 @@ class _PerDataSetDraws(TorchFunctionMode):
             if size is None:
                 size = args[0] if len(args) == 1 and not isinstance(args[0], int) else args
             size = tuple(size)
-            return self._route(size, size, lambda gen, rows, cut, shape: func(shape, **{**kwargs, "generator": gen}))
+            return self._route(size, size, lambda gen, rows, cut, shape: func(shape, **{**kwargs, "generator": gen}),
+                               pad=1.0 if func is torch.rand else 0.0)  # padding: a uniform that never joins
         if func in self._MULTINOMIAL or func in self._ELEMENTWISE:
             source, rest = args[0], args[1:]
             out = None if func in self._MULTINOMIAL else tuple(source.shape)
@@ -271,9 +276,9 @@ class _PerDataSetDraws(TorchFunctionMode):
             f"infer_many gives each data set its own random stream, but the guide drew with {func.__name__}, which "
             "it cannot route (torch.rand, randn, multinomial and bernoulli only); call pyro_acp.infer per data set")
 
-    def _route(self, shape: tuple[int, ...], out_shape: tuple[int, ...] | None, draw) -> Tensor:
+    def _route(self, shape: tuple[int, ...], out_shape: tuple[int, ...] | None, draw, pad: float = 0.0) -> Tensor:
         """``draw(generator, rows, cut, shape)`` per data set, assembled into one (T, ...) tensor: ``out_shape``
-        with the cut dimensions padded (zeros), or (None) the parts' own trailing shape."""
+        with the cut dimensions padded with ``pad``, or (None) the parts' own trailing shape."""
         total = sum(count for _, count in self.owner)
         if shape[0] != total:
             raise NotImplementedError(f"infer_many routes draws with one row per running thread ({total} rows), but "
@@ -285,7 +290,7 @@ class _PerDataSetDraws(TorchFunctionMode):
             own = (count, *(self.sizes[b] if self.points and d == self.width else d for d in shape[1:]))
             part = draw(self.generators[b], rows, (slice(None), *cut), own)
             if out is None:
-                out = part.new_zeros(out_shape if out_shape is not None else (total, *part.shape[1:]))
+                out = part.new_full(out_shape if out_shape is not None else (total, *part.shape[1:]), pad)
             if out_shape is not None:
                 out[(rows, *cut)] = part
             else:
@@ -365,14 +370,17 @@ def _sample_chunk(guide: ClusterwiseGuide, jobs: list[_Job], options: _Options, 
 
 
 def _chunks(jobs: list[_Job], budget: int, num_samples: int) -> Iterator[list[_Job]]:
-    """Jobs sorted by size, cut greedily into chunks of at most ``budget`` sampled points (threads x padded
-    width; a data set larger than the budget gets a chunk of its own)."""
+    """Jobs sorted by size, cut greedily into chunks whose work, padded width x (threads + ROW_COST x data rows),
+    is within ``budget`` (a data set over the budget gets a chunk of its own)."""
     chunk: list[_Job] = []
+    load = 0
     for job in sorted(jobs, key=lambda job: job.num_points):  # stable: equal sizes keep their order
-        if chunk and (len(chunk) + 1) * num_samples * job.num_points > budget:
+        own = num_samples + ROW_COST * (1 if job.frames is None else job.frames.shape[0])
+        if chunk and (load + own) * job.num_points > budget:
             yield chunk
-            chunk = []
+            chunk, load = [], 0
         chunk.append(job)
+        load += own
     if chunk:
         yield chunk
 
@@ -396,7 +404,7 @@ class _Options:
     figures: bool
 
 
-def posterior_of_samples(model: ClusteringModel, guide: ClusterwiseGuide, job: _Job, labels: Tensor,
+def _posterior_of_samples(model: ClusteringModel, guide: ClusterwiseGuide, job: _Job, labels: Tensor,
                          options: _Options, ordered: bool, wall_time: float) -> ClusteringPosterior:
     """What ``infer`` makes of one data set's sampled labels (S, N): canonical samples, the guide's log q
     estimates (on the data set's own generator, right after its sampling draws, as in ``infer``), the exact
@@ -406,8 +414,7 @@ def posterior_of_samples(model: ClusteringModel, guide: ClusterwiseGuide, job: _
     if options.estimate_log_prob and not ordered:
         settings = log_prob_settings(job.num_points, reweight=options.reweight, num_anchors=options.num_anchors,
                                      num_z=options.num_z, num_orders=options.num_orders)
-        estimate = _estimate_log_q(guide, model, job.x, samples, settings, symmetrize=options.symmetrize,
-                                   generator=job.generator)
+        estimate = _estimate_log_q(guide, job.x, samples, job.frames, settings, job.generator)
     log_joint = exact_log_joint(model, job.x, samples)
     if options.reweight:
         weights = importance_weights(log_joint, estimate.log_prob).cpu()
@@ -422,12 +429,12 @@ def posterior_of_samples(model: ClusteringModel, guide: ClusterwiseGuide, job: _
 
 def _finish(model, guide, job: _Job, labels: Tensor, options: _Options, ordered: bool,
             share: float) -> ClusteringPosterior:
-    """:func:`posterior_of_samples`, with the warnings it raises kept as the data set's notes (reported once
+    """:func:`_posterior_of_samples`, with the warnings it raises kept as the data set's notes (reported once
     for the run, not once per data set)."""
     began = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        posterior = posterior_of_samples(model, guide, job, labels, options, ordered, 0.0)
+        posterior = _posterior_of_samples(model, guide, job, labels, options, ordered, 0.0)
     job.notes.extend(f"{w.category.__name__}: {w.message}" for w in caught)
     posterior.wall_time = share + time.perf_counter() - began
     return posterior
@@ -565,8 +572,8 @@ def infer_many(
             streamed run records it, and a rerun into the same folder reuses it).
         figures: also write each data set's ``posterior.png`` (streamed runs).
         loss: the point estimate written to ``labels.csv`` ("vi" or "binder").
-        batch_points: the most sampled points (threads x padded points) per batched chunk; default by device
-            (:data:`BATCH_POINTS`). It changes speed and memory, never the results.
+        batch_points: the most work per batched chunk, padded points x (sampler threads + :data:`ROW_COST` x
+            data rows); default by device (:data:`BATCH_POINTS`). It changes speed and memory, never the results.
         progress_bar: a tqdm bar over the data sets.
 
     Data sets are read and checked :data:`WINDOW` at a time, ahead of the work on them: a bad one (unreadable,
@@ -644,8 +651,9 @@ def _chain_end(entries: Iterator[_Entry]) -> Iterator[_Entry | None]:
 
 def _report(notes: dict[str, list[str]], total: int) -> None:
     """One warning per kind of per-data-set warning, naming (up to 5 of) the data sets."""
-    categories = {"PriorPredictiveWarning": PriorPredictiveWarning}
+    categories = {kind.__name__: kind for kind in (PriorPredictiveWarning, ImportanceWeightWarning)}
     for kind, names in notes.items():
+        names = sorted(names)
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         warnings.warn(f"{kind} for {len(names)} of {total} data sets ({shown}); each data set's warnings are in its "
                       "summary (summary.json 'warnings')", categories.get(kind, UserWarning), stacklevel=3)
