@@ -100,3 +100,25 @@ def test_refuses_unordered_models_and_large_data():
         exact_ordered_posterior(OrderedGaussianCatalog(), torch.randn(8, 2))
     with pytest.raises(ValueError, match="integration_error"):
         OrderedExactPosterior(torch.tensor([[0, 1]]), torch.tensor([1.0]), integration_error=-1.0)
+
+
+def test_plot_order_draws_points_by_position_and_catalogs_as_sections(tmp_path):
+    from pyro_acp.models import ProceduralCatalog
+    from pyro_acp.posteriors import OrderedClusteringPosterior
+
+    x = torch.tensor([[1.2, 0.9], [0.8, 0.0], [-0.8, 0.0], [4.0, 4.0]], dtype=torch.float64)
+    post = exact_ordered_posterior(OrderedGaussianCatalog(mean_scale=3.0), x)
+    fig = post.plot_order(path=tmp_path / "order.png")
+    assert (tmp_path / "order.png").stat().st_size > 0
+    points, precedence = fig.axes[:2]
+    assert len(points.collections[0].get_offsets()) == 4  # one dot per point
+    assert precedence.images[0].get_array().shape == (4, 4)
+    rules = {"colours": ["red", "blue"], "section_size": [2, 2], "num_tokens": [4, 8],
+             "sections": {"r2": {"red": 2}, "b2": {"blue": 2}},
+             "compositions": {"rb": {"colours": ["red", "blue"], "order": [["r2"], ["b2"]]}}}
+    model = ProceduralCatalog(rules)
+    tokens = model.check_data(torch.tensor([0, 1, 0, 1]))
+    catalog = OrderedClusteringPosterior(torch.tensor([[0, 1, 0, 1], [1, 0, 1, 0]]), x=tokens, model=model)
+    sections = catalog.plot_order().axes[0]
+    assert len(sections.patches) == 4  # every token drawn once, in its section's row
+    assert {tuple(p.get_facecolor()[:3]) for p in sections.patches} == {(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)}

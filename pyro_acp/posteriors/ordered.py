@@ -19,6 +19,7 @@ the point estimate minimises an order-free loss and numbers its clusters by thei
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -111,6 +112,64 @@ class OrderedClusteringPosterior(ClusteringPosterior):
         sizes = torch.zeros(num_clusters, dtype=torch.float64).index_add_(0, estimate, torch.ones_like(mean_position))
         rank = (totals / sizes).argsort(stable=True).argsort()
         return rank[estimate]
+
+    def plot_order(self, ax: Any = None, path: str | Path | None = None) -> Any:
+        """Two panels: the MAP ordered partition, and the precedence matrix P(i before j) with the points
+        sorted by their MAP position (then index). Points (2-D, or 1-D against the index) are coloured by
+        their cluster's position (viridis, 0 = first); one-hot catalogs (rows with a single 1) are drawn as
+        their sections in order, one row per section, each token a square in its colour (the model's
+        ``rules.colours`` when they name matplotlib colours). ``ax``: two Axes (else a new figure); saved to
+        ``path`` when given; returns the figure (no pyplot state)."""
+        import numpy as np
+        from matplotlib.figure import Figure
+
+        if ax is None:
+            fig = Figure(figsize=(10, 4), layout="constrained")
+            axes = fig.subplots(1, 2)
+        else:
+            axes = list(np.ravel(ax))
+            if len(axes) != 2:
+                raise ValueError(f"ax must be two matplotlib Axes, got {len(axes)}")
+            fig = axes[0].figure
+        position = self.map.numpy()
+        x = None if self.x is None else np.asarray(self.x.detach().cpu() if torch.is_tensor(self.x) else self.x,
+                                                    dtype=float)
+        one_hot = x is not None and x.ndim == 2 and np.isin(x, (0, 1)).all() and (x.sum(1) == 1).all()
+        if one_hot:
+            self._draw_sections(axes[0], position, x.argmax(1))
+        elif x is not None and x.ndim == 2 and x.shape[1] <= 2:
+            coords = x if x.shape[1] == 2 else np.stack([x[:, 0], np.arange(len(x))], 1)
+            dots = axes[0].scatter(coords[:, 0], coords[:, 1], c=position, cmap="viridis", s=18)
+            fig.colorbar(dots, ax=axes[0], fraction=0.046, label="position in the order (MAP)")
+            axes[0].set_title("MAP ordered partition")
+        else:
+            axes[0].set_title("no 2-D view of the data")
+        order = np.lexsort((np.arange(len(position)), position))
+        image = axes[1].imshow(self.precedence().numpy()[np.ix_(order, order)], vmin=0, vmax=1, cmap="magma")
+        fig.colorbar(image, ax=axes[1], fraction=0.046)
+        axes[1].set_title("P(i's cluster before j's), sorted by MAP position")
+        if path is not None:
+            fig.savefig(path, dpi=110)
+        return fig
+
+    def _draw_sections(self, ax: Any, position: Any, colour: Any) -> None:
+        """The catalog as its sections in order: row p = the section at position p, its tokens as squares."""
+        import matplotlib as mpl
+        import numpy as np
+
+        names = list(getattr(getattr(self.model, "rules", None), "colours", ()))
+        palette = [name if mpl.colors.is_color_like(name) else mpl.colormaps["tab10"](i % 10)
+                   for i, name in enumerate(names)] or [mpl.colormaps["tab10"](i % 10) for i in range(colour.max() + 1)]
+        for p in range(int(position.max()) + 1):
+            tokens = np.sort(colour[position == p])
+            for j, c in enumerate(tokens):
+                ax.add_patch(mpl.patches.Rectangle((j, -p - 0.4), 0.9, 0.8, color=palette[int(c) % len(palette)]))
+        ax.set_xlim(-0.5, max(int(np.bincount(position).max()), 1) + 0.5)
+        ax.set_ylim(-int(position.max()) - 1, 1)
+        ax.set_yticks(-np.arange(int(position.max()) + 1), [str(p) for p in range(int(position.max()) + 1)])
+        ax.set_xlabel("tokens of the section")
+        ax.set_ylabel("section position (MAP)")
+        ax.set_title("MAP catalog, sections in order")
 
     def to_arviz(self, num_draws: int | None = None, seed: int = 0) -> Any:
         """As the base class, ``labels`` being positions; the posterior group's ``labels`` attribute says so."""
