@@ -1,8 +1,8 @@
 """A briefly trained graph guide against the exact SBM posterior on tiny graphs (N = 6: 203 partitions).
 
 Measured on this machine (ACPS + GatedGCN, width 16, 150 steps on N in [3, 8), 4,000 samples per graph):
-total variation to the exact posterior 0.50, 0.56, 0.40, 0.34 on the four graphs below, against 0.77,
-0.68, 0.59, 0.53 for draws from the CRP prior alone, and the guide's MAP (ranked by the exact log joint)
+total variation to the exact posterior 0.50, 0.56, 0.41, 0.35 on the four graphs below, against 0.76,
+0.69, 0.59, 0.53 for draws from the CRP prior alone, and the guide's MAP (ranked by the exact log joint)
 is the exact MAP on all four. With 4,000 draws over at most 203 partitions the Monte-Carlo error of a
 total variation is about 0.03, so the bounds below leave room for it and still fail for a guide that
 learned nothing (whose TV is the prior's, or worse).
