@@ -56,6 +56,8 @@ class EstimatedExactPosterior(ExactPosterior):
         spread = (p.square() * error.square()).sum()
         self.probs_error = p * ((1 - p).square() * error.square() + spread - p.square() * error.square()).sqrt()
         self.tv_error = float(0.5 * self.probs_error.sum() * math.sqrt(2 / math.pi))
+        # the error of log p_i, as the posteriors' summaries report it (NaN where p_i = 0)
+        self._log_prob_error = torch.where(p > 0, self.probs_error / p.clamp(min=1e-300), math.nan)
 
 
 def _is_program(model: Any) -> bool:
