@@ -7,3 +7,4 @@ from pyro_acp.guides.clusterwise import ClusterwiseGuide, StepEncoding
 GUIDES = {cls.__name__: cls for cls in (ACP, ACPS, CCP)}
 
 __all__ = ["ACP", "ACPS", "CCP", "ClusterwiseGuide", "StepEncoding", "GUIDES"]
+from pyro_acp.guides.noc import NOC as NOC  # noqa: E402  (last: NOC builds on ACP and registers in GUIDES)

@@ -1,0 +1,259 @@
+"""NOC (Neural Ordered Clusters): ACP clustering, a cardinality head and a pointer network over the clusters.
+
+The catalog problem: group the points, then order the groups. NOC is an :class:`~pyro_acp.guides.acp.ACP`
+with two more heads, trained jointly with it on simulated ordered partitions:
+
+- **cardinality head**: at every cluster step, from the step's context cat(D, U, G) (anchor, available
+  points, finished clusters), a regression t_k >= 0 of the number of *other* points that join the anchor.
+  At sampling time the cluster keeps the anchor and at most ceil(t_k) of its joiners, the most probable
+  ones (:func:`~pyro_acp.guides.clusterwise.cap_cluster_size`), and never more than ``max_cluster_size``.
+- **pointer network** over the K finished clusters: a cluster embedding c_k = MLP(mean of a point network
+  over its members, the mean and mean square of its (scaled) inputs, log |s_k|), set attention over the
+  clusters (MAB(C, C)), a GRU decoder started from the pooled set (PMA) and fed the previously placed
+  cluster, and additive pointer attention a_{p,k} = v^T tanh(W_1 c_k + W_2 h_p) over the clusters not yet
+  placed: p(order | clusters) = prod_p softmax_k(a_{p,k})[order_p]. Teacher-forced in training (the decoder is
+  fed the true previous cluster); at sampling the order is drawn from it (``sample_order``) or taken greedily.
+
+Training objective (one Pyro model/guide pair, trained with :func:`pyro_acp.train`): the clusterwise IWAE
+bound of ACP plus two ``pyro.factor`` sites in the same steps plate (each data set has as many order
+positions as cluster steps), so the bound maximised is
+
+    clustering bound + ordering_weight * log p(true order | true clusters) - cardinality_weight * sum_k (t_k - n_k)^2,
+
+i.e. loss = clustering + lambda_o * ordering + lambda_k * cardinality, with the defaults lambda_o = 4 and
+lambda_k = 0.003 of the NOC paper for ordered Gaussians (15 and 0.1 for procedural catalogs). The factors do
+not depend on z, so they add to the per-step IWAE bound exactly.
+
+Cluster steps in training follow the clusters' first appearance in the batch's (uniformly shuffled) point
+order, the size-biased order the sampler's uniform anchors produce, not the catalog order (an ordered
+batch numbers its clusters by position); each cluster keeps the batch's anchor. Points are not centred
+(``center=False``): an order by distance from the origin needs absolute positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import replace
+
+import pyro
+import torch
+from pyro import poutine
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from pyro_acp.data.batch import Batch
+from pyro_acp.data.partitions import canonicalize
+from pyro_acp.guides import GUIDES
+from pyro_acp.guides.acp import ACP
+from pyro_acp.guides.clusterwise import DataEncoding, FinishedClusters, StepEncoding, cap_cluster_size
+from pyro_acp.nn.attention import MAB, PMA, pooled
+from pyro_acp.nn.encoders import mlp
+from pyro_acp.validation import check_positive_int, check_scalar
+
+__all__ = ["NOC", "creation_order"]
+
+
+def creation_order(batch: Batch) -> tuple[Batch, Tensor]:
+    """The batch's cluster steps renumbered by first appearance in its point order, and (B, K) the order
+    position of each renumbered cluster (-1 beyond K_b). Anchors stay those of the batch."""
+    labels = canonicalize(batch.labels)
+    num_sets, num_points = labels.shape
+    k = batch.max_clusters
+    valid = labels >= 0
+    slot = labels.masked_fill(~valid, k)
+    position = torch.full((num_sets, k + 1), -1, dtype=torch.long, device=labels.device).scatter_reduce(
+        1, slot, batch.labels.masked_fill(~valid, -1), "amax")[:, :k]
+    step_mask = position >= 0
+    members = labels.unsqueeze(1) == torch.arange(k, device=labels.device).view(1, -1, 1)
+    anchor = batch.anchor.gather(1, position.clamp(min=0).unsqueeze(-1).expand(-1, -1, num_points))
+    anchor = anchor & step_mask.unsqueeze(-1)
+    counts = members.long()
+    assigned = (counts.cumsum(1) - counts).bool() & step_mask.unsqueeze(-1)
+    available = batch.mask.unsqueeze(1) & ~assigned & ~anchor & step_mask.unsqueeze(-1)
+    steps = replace(batch, anchor=anchor, available=available, members=members, assigned=assigned,
+                    step_mask=step_mask)
+    return steps, position
+
+
+class NOC(ACP):
+    """Neural Ordered Clusters: ACP + cardinality head + pointer network (module docstring).
+
+    Args (besides ACP's): ``ordering_weight`` (lambda_o), ``cardinality_weight`` (lambda_k),
+    ``max_cluster_size`` (a hard cap at sampling time, e.g. the model's; None: the predicted sizes only),
+    ``sample_order`` (draw the order from the pointer network at sampling time; False: greedy).
+    """
+
+    variant = "noc"
+    orders_clusters = True
+
+    def __init__(self, data_dim: int, hidden_dim: int = 128, *, ordering_weight: float = 4.0,
+                 cardinality_weight: float = 0.003, max_cluster_size: int | None = None,
+                 sample_order: bool = True, center: bool = False, **kwargs):
+        super().__init__(data_dim, hidden_dim, center=center, **kwargs)
+        self.ordering_weight = check_scalar(ordering_weight, "ordering_weight")
+        self.cardinality_weight = check_scalar(cardinality_weight, "cardinality_weight")
+        if self.ordering_weight < 0 or self.cardinality_weight < 0:
+            raise ValueError("ordering_weight and cardinality_weight must be non-negative")
+        self.max_cluster_size = None if max_cluster_size is None else check_positive_int(
+            max_cluster_size, "max_cluster_size")
+        self.sample_order = bool(sample_order)
+        self.config.update(ordering_weight=self.ordering_weight, cardinality_weight=self.cardinality_weight,
+                           max_cluster_size=self.max_cluster_size, sample_order=self.sample_order)
+        h, heads, d = hidden_dim, self.config["num_heads"], data_dim
+        self.cardinality_net = mlp(3 * h, h, 1, 2)
+        self.order_point_net = mlp(h + 2 * d, h, h, 2)
+        self.order_cluster_net = mlp(h + 2 * d + 1, h, h, 2)
+        self.order_attention = MAB(h, h, h, heads)
+        self.order_pool = PMA(h, h, 1, heads)
+        self.order_start = nn.Parameter(torch.zeros(h))
+        self.order_init = nn.Linear(h, h)
+        self.order_decoder = nn.GRU(h, h, batch_first=True)
+        self.pointer_cluster = nn.Linear(h, h, bias=False)
+        self.pointer_query = nn.Linear(h, h)
+        self.pointer_score = nn.Linear(h, 1, bias=False)
+
+    # ------------------------------------------------------------------ encodings
+    def encode_data(self, x: Tensor, mask: Tensor, *args, **kwargs) -> DataEncoding:
+        """ACP's encodings, with the scaled inputs [x / r, (x / r)^2] (B, N, 2D) appended to ``feats``, r the
+        data set's root mean square norm (the pointer's input; the order by norm is scale-free)."""
+        data = super().encode_data(x, mask, *args, **kwargs)
+        weights = mask.unsqueeze(-1).to(x.dtype)
+        rms = ((x.square().sum(-1, keepdim=True) * weights).sum(-2, keepdim=True)
+               / weights.sum(-2, keepdim=True).clamp(min=1.0)).sqrt().clamp(min=1e-6)
+        scaled = x / rms
+        raw = torch.cat([scaled, scaled.square()], -1) * weights
+        return data._replace(feats=torch.cat([data.feats, raw], -1))
+
+    def step_encodings(self, enc, feats, dataset, anchor, available) -> tuple[Tensor, Tensor, Tensor]:
+        """ACP's, on ACP's own features (the pointer's inputs stripped)."""
+        return super().step_encodings(enc, feats[..., : -2 * self.data_dim], dataset, anchor, available)
+
+    def encode(self, batch: Batch) -> StepEncoding:
+        """ACP's teacher-forced encodings, with cluster steps in first-appearance order (:func:`creation_order`)."""
+        if self._cache is not None and id(batch) in self._cache:
+            return self._cache[id(batch)]
+        self.check_batch(batch)
+        saved, self._cache = self._cache, None  # the renumbered batch is a temporary: cache by the batch given
+        try:
+            encoding = super().encode(creation_order(batch)[0])
+        finally:
+            self._cache = saved
+        if self._cache is not None:
+            self._cache[id(batch)] = encoding
+        return encoding
+
+    def cardinality(self, context: Tensor) -> Tensor:
+        """Predicted number of other members t_k >= 0 (S,) of each step from its context cat(D, U, G) (S, 3H)."""
+        return F.softplus(self.cardinality_net(context)).squeeze(-1)
+
+    def cluster_embeddings(self, data: DataEncoding, dataset: Tensor, members: Tensor) -> Tensor:
+        """Pointer inputs c_k (T, K, H) of clusters given by member masks (T, K, N) of data sets ``dataset`` (T,)."""
+        raw = data.feats[..., -2 * self.data_dim:]  # (B, N, 2D)
+        points = self.order_point_net(torch.cat([data.enc, raw], -1))  # (B, N, H)
+        weights = members.to(points.dtype)
+        size = weights.sum(-1, keepdim=True)  # (T, K, 1)
+        mean = torch.einsum("tkn,tnh->tkh", weights, torch.cat([points, raw], -1)[dataset]) / size.clamp(min=1.0)
+        features = torch.cat([mean, size.clamp(min=1.0).log()], -1)
+        return self.order_cluster_net(features) * (size > 0).to(points.dtype)
+
+    def pointer_context(self, clusters: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """(clusters in context (T, K, H), the decoder's initial state (1, T, H)) from embeddings and (T, K) mask."""
+        context = self.order_attention(clusters, clusters, valid)
+        start = torch.tanh(self.order_init(pooled(self.order_pool, context, valid)))
+        return context, start.unsqueeze(0)
+
+    def pointer_logits(self, context: Tensor, queries: Tensor) -> Tensor:
+        """Additive pointer attention (T, P, K) of decoder states (T, P, H) over clusters (T, K, H)."""
+        hidden = self.pointer_cluster(context).unsqueeze(-3) + self.pointer_query(queries).unsqueeze(-2)
+        return self.pointer_score(torch.tanh(hidden)).squeeze(-1)
+
+    def order_log_prob(self, batch: Batch) -> Tensor:
+        """log p(true order | true clusters) per order position (B, K): the teacher-forced pointer network
+        (0 beyond K_b), clusters numbered as in :func:`creation_order`."""
+        steps, position = creation_order(batch)
+        valid = steps.step_mask
+        data = self.encode_data(steps.x, steps.mask)
+        dataset = torch.arange(batch.batch_size, device=valid.device)
+        context, start = self.pointer_context(self.cluster_embeddings(data, dataset, steps.members), valid)
+        k = valid.shape[1]
+        target = position.masked_fill(~valid, k).argsort(-1)  # (B, K): the cluster at position p
+        placed = context.gather(1, target.unsqueeze(-1).expand_as(context))
+        inputs = torch.cat([self.order_start.expand(batch.batch_size, 1, -1), placed[:, :-1]], 1)
+        queries, _ = self.order_decoder(inputs, start)
+        logits = self.pointer_logits(context, queries)  # (B, P, K)
+        later = position.unsqueeze(1) >= torch.arange(k, device=valid.device).view(1, -1, 1)  # not yet placed
+        open_ = later & valid.unsqueeze(1)
+        open_ = open_ | ~open_.any(-1, keepdim=True)  # positions beyond K_b: anything finite (masked below)
+        logits = logits.masked_fill(~open_, -math.inf)
+        chosen = logits.log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return chosen.masked_fill(~valid, 0.0)
+
+    @torch.no_grad()
+    def order_log_prob_of(self, x: Tensor, positions: Tensor) -> Tensor:
+        """log p(order | clusters, x) (S,) under the pointer network of ordered partitions ``positions`` (S, N)
+        (labels = cluster positions) of one data set ``x`` (N, D): exact for the guide (no estimation), the
+        order's part of log q(ordered partition) = log q(partition) + log p(order | partition)."""
+        positions = torch.as_tensor(positions, dtype=torch.long, device=x.device)
+        positions = positions.unsqueeze(0) if positions.dim() == 1 else positions
+        points = x.unsqueeze(0).expand(positions.shape[0], *x.shape)
+        batch = Batch.from_labels(points, positions, ordered=True, shuffle=False,  # anchors unused: fixed seed
+                                  generator=torch.Generator(device=x.device).manual_seed(0))
+        return self.order_log_prob(batch).sum(-1)
+
+    # ------------------------------------------------------------------ Pyro model
+    def model(self, batch: Batch) -> None:
+        """ACP's model plus the ordering and cardinality terms as ``pyro.factor`` sites in the steps plate."""
+        shared = self.reuse_encoding() if self._cache is None else contextlib.nullcontext()
+        with shared:
+            super().model(batch)
+            enc = self.encode(batch)
+        order = self.order_log_prob(batch)[creation_order(batch)[0].step_mask]  # (S,), data set by data set
+        squared = (self.cardinality(enc.context) - enc.targets.sum(-1).to(enc.context.dtype)).square()
+        # a plate of its own over the same steps (a plate name is used once per trace), on the steps' dim
+        with poutine.scale(scale=1.0 / batch.batch_size), pyro.plate("head_steps", enc.available.shape[0], dim=-1):
+            pyro.factor("ordering", self.ordering_weight * order)
+            pyro.factor("cardinality", -self.cardinality_weight * squared)
+
+    # ------------------------------------------------------------------ sampling hooks
+    def select_members(self, anchor: Tensor, joins: Tensor, logits: Tensor, enc: StepEncoding) -> Tensor:
+        """The anchor and at most ceil(t_k) of the joiners (the most probable ones), capped at ``max_cluster_size``.
+
+        Rounded up, not to the nearest integer (the NOC paper): t_k regresses the *mean* number of joiners, so a
+        cap below it would cut clusters the posterior allows (measured: more clusters than the exact posterior
+        at N <= 6 after a short training)."""
+        size = self.cardinality(enc.context).ceil().long() + 1
+        if self.max_cluster_size is not None:
+            size = size.clamp(max=self.max_cluster_size)
+        return cap_cluster_size(anchor, joins, logits, size)
+
+    def order_clusters(self, clusters: FinishedClusters, generator: torch.Generator | None = None) -> Tensor:
+        """(T, K) the pointer network's order of every thread's clusters, position by position: drawn from its
+        softmax (Gumbel-max with ``generator``) or greedy; each thread's empty slots K_t..K-1 come last."""
+        num_threads, k = clusters.summaries.shape[:2]
+        device = clusters.labels.device
+        slots = torch.arange(k, device=device)
+        members = clusters.labels.unsqueeze(1) == slots.view(1, -1, 1)  # (T, K, N)
+        valid = slots < clusters.num_clusters.unsqueeze(-1)
+        context, state = self.pointer_context(self.cluster_embeddings(clusters.data, clusters.dataset, members),
+                                              valid)
+        placed = torch.zeros_like(valid)
+        order = torch.empty(num_threads, k, dtype=torch.long, device=device)
+        feed = self.order_start.expand(num_threads, 1, -1)
+        rows = torch.arange(num_threads, device=device)
+        for p in range(k):
+            query, state = self.order_decoder(feed, state)
+            logits = self.pointer_logits(context, query).squeeze(-2)  # (T, K)
+            if self.sample_order:
+                uniform = torch.rand(logits.shape, generator=generator, device=device, dtype=logits.dtype)
+                logits = logits - (-uniform.clamp(min=1e-12).log()).log()
+            open_ = valid & ~placed
+            pick = logits.masked_fill(~open_, -math.inf).argmax(-1)
+            pick = torch.where(open_.any(-1), pick, (~placed).to(torch.int8).argmax(-1))  # empty slots in order
+            order[:, p] = pick
+            placed[rows, pick] = True
+            feed = context[rows, pick].unsqueeze(1)
+        return order
+
+
+GUIDES[NOC.__name__] = NOC  # build_guide / load_guide rebuild NOC checkpoints from their cards
