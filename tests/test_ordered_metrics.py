@@ -122,3 +122,32 @@ def test_ordered_total_variation_counts_the_order():
     assert om.ordered_total_variation(p, q) == pytest.approx(0.5 * (0.0 + 0.2 + 0.2))
     with pytest.raises(ValueError, match="over 3 points but q is over 2"):
         om.ordered_total_variation(p, both_orders)
+
+
+def _oracle(batch, transform=lambda labels: labels):
+    """A predictor that returns (a transform of) the true positions of the simulated data sets, in turn."""
+    truths = iter([transform(batch.unpadded(b)[1]) for b in range(batch.batch_size)])
+    return lambda x: next(truths)
+
+
+def test_ordered_scores_of_oracles_on_fresh_simulations():
+    from pyro_acp.models import OrderedGaussianCatalog
+
+    model = OrderedGaussianCatalog(max_cluster_size=5)
+    settings = {"num_datasets": 6, "num_points": (8, 15), "seed": 4}
+    batch = model.simulate(6, num_points=(8, 15), seed=4)
+    assert (batch.num_clusters >= 2).all()
+    truth = om.ordered_scores(model, _oracle(batch), **settings)
+    assert truth == {"v_measure": 1.0, "element_tau": 1.0, "cluster_order_tau": 1.0, "cap_adherence": 1.0}
+    backwards = om.ordered_scores(model, _oracle(batch, lambda labels: labels.max() - labels), **settings)
+    assert backwards["v_measure"] == pytest.approx(1.0) and backwards["cap_adherence"] == 1.0
+    assert backwards["element_tau"] == pytest.approx(-1.0) and backwards["cluster_order_tau"] == pytest.approx(-1.0)
+    lumped = om.ordered_scores(model, lambda x: torch.zeros(x.shape[0], dtype=torch.long), **settings)
+    assert lumped["v_measure"] == pytest.approx(0.0) and lumped["cap_adherence"] == 0.0  # N >= 8 > cap 5
+    assert math.isnan(lumped["cluster_order_tau"])  # one predicted cluster: no order to compare anywhere
+    catalogs = ProceduralCatalog(RULES)
+    batch = catalogs.simulate(5, num_points=(8, 9), seed=1)  # sections of two: an even N
+    scores = om.ordered_scores(catalogs, _oracle(batch), num_datasets=5, num_points=(8, 9), seed=1)
+    assert {scores[k] for k in ("compositional", "structural", "valid_order", "v_measure")} == {1.0}
+    with pytest.raises(ValueError, match="returned 1 labels"):
+        om.ordered_scores(model, lambda x: torch.zeros(1, dtype=torch.long), **settings)

@@ -23,6 +23,9 @@ returns a float for one partition and a float64 tensor (B,) for a batch.
   leaves such a section out of the count while the walk is not at the last group, and so over-scores
   (order groups 1, 3, 3, 2 score 1.0 there, 0.5 here). ``catalog_scores`` gives both shares and whether
   the whole order is valid.
+- ``ordered_scores(model, predict)``: the means of these scores over fresh simulations of an ordered model,
+  for any predictor x -> positions (a trained guide through ``guide_predictor``, or a baseline), with cap
+  adherence when the model declares ``max_cluster_size`` and the catalog scores when it has ``rules``.
 - ``ordered_total_variation(p, q)``: 1/2 sum |p - q| over ordered partitions, matched by their position
   labels (two orders of one clustering are different outcomes), for checking samples against
   :func:`pyro_acp.reference.exact_ordered.exact_ordered_posterior`.
@@ -30,6 +33,7 @@ returns a float for one partition and a float64 tensor (B,) for a batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +42,12 @@ import torch
 from torch import Tensor
 
 from pyro_acp.diagnostics.metrics import _as_labels, _pair, _rowwise, kendall_tau, total_variation, v_measure
-from pyro_acp.validation import PAD_LABEL, check_positive_int
+from pyro_acp.validation import PAD_LABEL, check_int, check_positive_int
 
 __all__ = [
     "CatalogScores",
+    "guide_predictor",
+    "ordered_scores",
     "cap_adherence",
     "catalog_scores",
     "cluster_order_kendall_tau",
@@ -210,6 +216,52 @@ def structural_score(colours: Any, positions_pred: Any, rules: Any, *, skip_unma
     """Share of the predicted sections that follow the structural rule in the predicted order (module docstring)."""
     _, value, _, single = _shares(colours, positions_pred, rules, skip_unmatched)
     return float(value[0]) if single else value
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def guide_predictor(model: Any, guide: Any, *, num_samples: int = 100, seed: int = 0) -> Callable[[Tensor], Tensor]:
+    """x -> the MAP ordered partition (N,) of ``pyro_acp.infer(model, x, guide=guide, ...)`` (seeded): the
+    most probable sampled ordered partition (the most frequent one when the posterior has no scores)."""
+    from pyro_acp.inference.infer import infer
+
+    def predict(x: Tensor) -> Tensor:
+        return infer(model, x, guide=guide, num_samples=num_samples, seed=seed, progress_bar=False,
+                     check_prior=False).map
+
+    return predict
+
+
+def ordered_scores(model: Any, predict: Callable[[Tensor], Any], *, num_datasets: int = 50,
+                   num_points: Any = None, seed: int = 0) -> dict[str, float]:
+    """Mean scores of ``predict(x)`` (positions (N,)) against the truth over ``num_datasets`` fresh simulations
+    ``model.simulate(num_datasets, num_points=num_points, seed=seed)``: v_measure, element_tau,
+    cluster_order_tau (mean over the data sets where it is defined), and, when the model declares them,
+    cap_adherence (``max_cluster_size``) and compositional / structural / valid_order (``rules``)."""
+    num_datasets = check_positive_int(num_datasets, "num_datasets")
+    batch = model.simulate(num_datasets, num_points=num_points, seed=check_int(seed, "seed", minimum=0))
+    truth = batch.labels
+    predicted = torch.full_like(truth, PAD_LABEL)
+    for b in range(num_datasets):
+        x, _ = batch.unpadded(b)
+        row = torch.as_tensor(predict(x)).reshape(-1).long().cpu()
+        if row.shape[0] != x.shape[0]:
+            raise ValueError(f"predict returned {row.shape[0]} labels for a data set of {x.shape[0]} points")
+        predicted[b, batch.mask[b]] = row
+    cluster_tau = cluster_order_kendall_tau(truth, predicted)
+    scores = {
+        "v_measure": float(v_measure(truth, predicted).mean()),
+        "element_tau": float(element_kendall_tau(truth, predicted).mean()),
+        "cluster_order_tau": float(cluster_tau[~cluster_tau.isnan()].mean()) if (~cluster_tau.isnan()).any()
+        else float("nan"),
+    }
+    cap = getattr(model, "max_cluster_size", None)
+    if cap is not None:
+        scores["cap_adherence"] = float(cap_adherence(predicted, cap).mean())
+    if getattr(model, "rules", None) is not None:
+        scores.update(catalog_scores(batch.x, predicted, model).mean())
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------- distributions
