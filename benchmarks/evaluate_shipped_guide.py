@@ -1,8 +1,8 @@
 """The shipped guide's accuracy figures, as recorded in its model card: held-out mean MAP AMI on fresh 2-D CRP
 mixtures (N in [50, 200), seeds never trained on), and total variation to the exact posterior at N = 7 on
 simulated data sets and on hand-made data sets with close clusters (2,000 samples each), for the guide's raw
-samples and for infer(..., reweight=True). Samples are drawn as ``infer`` draws them, each in a random rotated
-frame of the data (pyro_acp.inference.frames); the same figures for the data as given (symmetrize=False) are kept
+samples and for infer(..., reweight=True). Samples are drawn as ``infer`` draws them, in up to 16 random rotated
+frames of the data (pyro_acp.inference.frames); the same figures for the data as given (symmetrize=False) are kept
 beside them.
 
     python benchmarks/evaluate_shipped_guide.py [--update-card]
@@ -81,7 +81,7 @@ def main() -> None:
                     "exact log joint as infer does (guide-ranked: 20 samples); TV: 2,000 samples vs exact "
                     "enumeration, 20 simulated data sets (seeds 9000-9019) and 10 close-cluster data sets "
                     "(raw guide samples, and infer(..., reweight=True): the samples weighted by p(c, x) / q(c)); "
-                    "samples drawn as infer draws them, each in a random rotated frame of the data "
+                    "samples drawn as infer draws them, in up to 16 random rotated frames of the data "
                     "(pyro_acp.inference.frames); *_data_as_given: the same with symmetrize=False",
         "command": "python benchmarks/evaluate_shipped_guide.py --update-card",
     }

@@ -204,8 +204,10 @@ def check_partition_rows(samples: Any, name: str = "samples") -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- per-sample values
-def check_vector(value: Any, name: str, length: int, allow_neg_inf: bool = False) -> Tensor | None:
-    """Optional (length,) float64 vector with no NaN (and no inf unless ``allow_neg_inf`` permits -inf)."""
+def check_vector(value: Any, name: str, length: int, allow_neg_inf: bool = False,
+                 allow_nan: bool = False) -> Tensor | None:
+    """Optional (length,) float64 vector with no NaN unless ``allow_nan`` (and no inf unless ``allow_neg_inf``
+    permits -inf)."""
     if value is None:
         return None
     value = torch.as_tensor(value).detach().cpu()
@@ -214,7 +216,7 @@ def check_vector(value: Any, name: str, length: int, allow_neg_inf: bool = False
     value = value.to(torch.float64)
     if value.shape != (length,):
         raise ValueError(f"{name} must have shape ({length},) to match the samples, got {tuple(value.shape)}")
-    if torch.isnan(value).any():
+    if torch.isnan(value).any() and not allow_nan:
         raise ValueError(f"{name} contains NaN")
     bad = torch.isposinf(value) | (torch.isneginf(value) & (not allow_neg_inf))
     if bad.any():

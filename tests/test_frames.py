@@ -25,10 +25,10 @@ def test_random_frames_are_orthogonal_and_include_reflections():
 
 
 def test_frame_budget_and_policy():
-    assert num_frames(7, 2000) == 585 and num_frames(1000, 100) == 4 and num_frames(200, 100) == 20
+    assert num_frames(7, 2000) == 16 and num_frames(1000, 100) == 4 and num_frames(200, 100) == 16
     assert num_frames(5000, 100) == 1 and num_frames(7, 3) == 3
     mixture = CRPGaussianMixture()
-    assert frames_for(mixture, 7, 50).shape == (50, 2, 2)
+    assert frames_for(mixture, 7, 50).shape == (16, 2, 2)  # at most MAX_FRAMES
     assert frames_for(mixture, 7, 50, symmetrize=False) is None
     assert frames_for(mixture, 5000, 100) is None  # one frame fits: the data as given
     sbm = SBM()
@@ -49,8 +49,11 @@ def test_identity_frames_change_nothing_and_wrong_frames_are_refused():
     assert torch.equal(plain, identity)
     with pytest.raises(ValueError, match="frames must have shape"):
         sample_partitions(guide, x, 4, frames=torch.eye(3).expand(2, 3, 3))
-    with pytest.raises(ValueError, match="sample_frames"):
-        estimate_log_prob(guide, x, plain[0], frames=torch.eye(2).expand(4, 2, 2))
+    # frames without sample_frames: replicate r in frame r % F, here all the identity
+    in_frames = estimate_log_prob(guide, x, plain[0], frames=torch.eye(2).expand(4, 2, 2),
+                                  generator=torch.Generator().manual_seed(2))
+    as_given = estimate_log_prob(guide, x, plain[0], generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(in_frames, as_given, atol=1e-5)
 
 
 def test_each_sample_sees_its_own_frame():
@@ -107,20 +110,6 @@ def test_symmetrized_infer_does_not_depend_on_the_orientation_of_the_data():
     assert gap[True] < 0.15 and gap[False] > 0.5, gap  # 0.10 (Monte-Carlo noise) vs 0.82
     to_exact = {s: sum(total_variation(exact, post.samples) for post in runs[s]) / 2 for s in runs}
     assert to_exact[True] < to_exact[False] + 0.02, to_exact  # + Monte-Carlo slack
-
-
-def test_distinct_draws_per_partition_or_per_frame():
-    from pyro_acp.inference.infer import _distinct_draws
-
-    samples = torch.tensor([[0, 1], [0, 0], [0, 1], [0, 0], [0, 1]])
-    drawn_in = torch.tensor([0, 1, 2, 0, 1])
-    unique, frames, inverse = _distinct_draws(samples, drawn_in, per_frame=False)
-    assert unique.tolist() == [[0, 0], [0, 1]] and frames.tolist() == [1, 0]  # the frame of the first draw
-    assert torch.equal(unique[inverse], samples)
-    unique, frames, inverse = _distinct_draws(samples, drawn_in, per_frame=True)
-    assert sorted(zip(map(tuple, unique.tolist()), frames.tolist(), strict=True)) == [
-        ((0, 0), 0), ((0, 0), 1), ((0, 1), 0), ((0, 1), 1), ((0, 1), 2)]
-    assert torch.equal(unique[inverse], samples) and torch.equal(frames[inverse], drawn_in)
 
 
 def test_infer_without_log_prob_estimates():

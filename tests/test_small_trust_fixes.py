@@ -104,12 +104,12 @@ def test_importance_weighted_summary_keeps_ess_and_estimated():
     post = ClusteringPosterior(samples, log_prob=[-0.5, -2.0, -0.5, -1.5], weights=[0.4, 0.1, 0.4, 0.1])
     summary = post.summary()
     text = str(summary)
-    assert "(estimated)" in text and "exact" not in text
+    assert "(estimated" in text and "exact" not in text
     assert summary.effective_sample_size == pytest.approx(1 / (0.16 + 0.01 + 0.16 + 0.01))
     assert "effective sample size 2.9" in text
     assert not summary.map_probability_exact
     plain = str(ClusteringPosterior(samples, log_prob=[-0.5, -2.0, -0.5, -1.5]).summary())
-    assert "(estimated)" in plain and "effective sample size" not in plain
+    assert "(estimated" in plain and "effective sample size" not in plain
 
 
 # ---------------------------------------------------------------------------------------------- float64 data
@@ -181,3 +181,11 @@ def test_compare_with_an_exact_reference_still_announces_tv(case):
     iid = ClusteringPosterior(exact.sample(50, seed=1), method="iid")
     text = str(compare({"iid": iid}, reference=exact))
     assert "(tv and coclustering_error against reference (exact))" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_infer_on_a_missing_cuda_device_says_so_before_any_work():
+    """Item 8: infer(device="cuda") without CUDA used to fail loading the guide ("corrupt checkpoint")."""
+    model = CRPGaussianMixture()
+    with pytest.raises(ValueError, match="no CUDA device"):
+        pyro_acp.infer(model, torch.randn(6, 2), device="cuda", train=False, progress_bar=False)

@@ -135,7 +135,8 @@ def test_log_prob_estimates_sum_to_one_over_all_partitions(z_proposal):
 def test_encoder_proposal_keeps_importance_weights_healthy():
     """Prior draws of z give an unbiased but heavy-tailed estimate of q(c), whose logarithm underestimates
     rare partitions; as importance weights p(c, x) / q(c) those few then take all the weight. The encoder
-    q(z | joins) as proposal avoids it (shipped guide, a close-cluster set, N = 7)."""
+    q(z | joins), alone or in the defensive mixture with the prior (the default), avoids it (shipped guide, a
+    close-cluster set, N = 7, sampled cluster orders: ESS 8 with prior draws, 427 encoder, 488 mixture)."""
     from pyro_acp.diagnostics.evaluation import close_cluster_sets
     from pyro_acp.inference.infer import importance_weights, resolve_guide
     from pyro_acp.inference.log_prob import estimate_log_prob
@@ -147,12 +148,12 @@ def test_encoder_proposal_keeps_importance_weights_healthy():
     samples = sample_partitions(guide, x, 2000, generator=torch.Generator().manual_seed(2))[0]
     unique, inverse = samples.unique(dim=0, return_inverse=True)
     ess = {}
-    for proposal in ("prior", "encoder"):
+    for proposal in ("prior", "encoder", "mixture"):
         log_q = estimate_log_prob(guide, x, unique, num_anchors=None, num_z=8, num_orders=8, z_proposal=proposal,
-                                  generator=torch.Generator().manual_seed(0))[0][inverse]
+                                  orders="sample", generator=torch.Generator().manual_seed(0))[0][inverse]
         weights = importance_weights(model.log_joint(x, samples), log_q)
         ess[proposal] = 1.0 / (weights**2).sum().item()
-    assert ess["encoder"] > 100 and ess["encoder"] > 5 * ess["prior"], ess
+    assert min(ess["encoder"], ess["mixture"]) > 100 and ess["mixture"] > 5 * ess["prior"], ess
     with pytest.raises(ValueError, match="z_proposal"):
         estimate_log_prob(guide, x, unique, z_proposal="posterior")
 
@@ -217,7 +218,7 @@ def test_reweighted_infer_repairs_the_guide_on_close_clusters():
     for i in (3, 6, 7):  # the three sets where the raw (frame-averaged) guide is furthest off
         x = close_cluster_sets(10)[i]
         exact = pyro_acp.exact_posterior(model, x)
-        post = pyro_acp.infer(model, x, num_samples=2000, seed=i, reweight=True, train=False, progress_bar=False)
+        post = pyro_acp.infer(model, x, num_samples=1000, seed=i, reweight=True, train=False, progress_bar=False)
         assert post.method == "acp+is" and post.effective_sample_size > 5
         assert post.weights.sum().item() == pytest.approx(1.0)
         raw.append(total_variation(exact, post.samples))

@@ -29,10 +29,14 @@ def test_data_far_from_the_prior_warn_and_collapsed_weights_warn():
         pyro_acp.infer(model, x, num_samples=50, seed=0, progress_bar=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        weighted = pyro_acp.infer(model, x, num_samples=400, reweight=True, seed=0, progress_bar=False)
+        weighted = pyro_acp.infer(model, x, num_samples=200, reweight=True, seed=0, progress_bar=False)
     kinds = {type(w.message) for w in caught}
-    assert {PriorPredictiveWarning, ImportanceWeightWarning} <= kinds, kinds
-    assert weighted.effective_sample_size < 20
+    assert PriorPredictiveWarning in kinds, kinds
+    # the guide draws the one-cluster partition rarely; with the frame-averaged q as proposal the weights
+    # find it (before issue 15's estimator the per-frame weights collapsed to ESS 1.7 here): either the
+    # weighted answer is right or the weights are flagged
+    right = float(weighted.sample_weights[weighted.num_clusters == 1].sum()) > 0.95
+    assert right or ImportanceWeightWarning in kinds, (weighted.summary(), kinds)
 
 
 def test_data_the_prior_produces_raise_no_warning():

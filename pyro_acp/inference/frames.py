@@ -22,6 +22,10 @@ from torch import Tensor
 
 #: frames are used while (frames x points) stays within this many encoded points per data set
 FRAME_POINT_BUDGET = 4096
+#: and at most this many: the sampling distribution is then the exact mixture of the guide over these frames,
+#: q_F(c) = (1 / F) sum_f q(c | Q_f x), whose probabilities the estimator can sum frame by frame
+#: (:mod:`pyro_acp.inference.log_prob`); 16 random frames already average out the orientation bias
+MAX_FRAMES = 16
 
 
 def is_rotation_invariant(model: Any) -> bool:
@@ -31,8 +35,8 @@ def is_rotation_invariant(model: Any) -> bool:
 
 def num_frames(num_points: int, num_threads: int, budget: int = FRAME_POINT_BUDGET) -> int:
     """Frames for ``num_threads`` samples (or estimates) of a data set of ``num_points`` points: one each
-    while the budget lasts, at least 1 (a single frame means the data as given)."""
-    return max(1, min(num_threads, budget // max(num_points, 1)))
+    while the budget lasts and up to :data:`MAX_FRAMES`, at least 1 (a single frame means the data as given)."""
+    return max(1, min(num_threads, budget // max(num_points, 1), MAX_FRAMES))
 
 
 def random_frames(count: int, dim: int, generator: torch.Generator | None = None,

@@ -21,9 +21,11 @@ from pyro_acp.data.partitions import canonicalize
 from pyro_acp.diagnostics.importance import weight_diagnostics
 from pyro_acp.diagnostics.prior_check import PriorPredictiveWarning, prior_predictive_check
 from pyro_acp.guides import ACPS, ClusterwiseGuide
-from pyro_acp.inference.frames import frames_for, sample_frames
-from pyro_acp.inference.log_prob import estimate_log_prob as guide_log_prob
+from pyro_acp.inference.frames import frames_for
+from pyro_acp.inference.log_prob import AUTO, LogProbEstimate, log_prob_estimate, log_prob_settings
 from pyro_acp.inference.sampling import sample_partitions
+from pyro_acp.models.graphs import PreparedGraph
+from pyro_acp.posteriors.graph import infer_graph
 from pyro_acp.posteriors.ordered import OrderedClusteringPosterior
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.pretrained.checkpoint import build_guide, load_guide
@@ -37,17 +39,11 @@ from pyro_acp.pretrained.registry import (
 )
 from pyro_acp.protocols import ClusteringModel, exact_log_joint, has_collapsed_likelihood
 from pyro_acp.seeding import forked_rng, make_generator
-from pyro_acp.validation import check_positive_int
+from pyro_acp.validation import check_device, check_positive_int
 
 #: Architecture and schedule of guides trained on demand (sized for a CPU in minutes, not hours).
 ON_DEMAND_GUIDE = {"hidden_dim": 64}
 ON_DEMAND_TRAINING = {"steps": 3000, "batch_size": 32, "num_particles": 8, "lr": 1e-3}
-
-# when reweighting, q(c) is estimated with up to 10 anchors per cluster (all of them in clusters of <= 10) and at
-# least this many cluster orders and z draws (from the encoder): the noise of log q enters the weights directly
-REWEIGHT_ANCHORS = 10
-REWEIGHT_MIN_ORDERS = 8
-REWEIGHT_MIN_Z = 8
 
 _UNORDERED_GUIDE = ("{model} orders its clusters, so its posterior needs a guide that learns the order (a pointer "
                     "network, NOC); {guide} only finds the clusters. Pass such a guide with guide=")
@@ -147,24 +143,19 @@ def train_for_model(model: ClusteringModel, *, device: str | torch.device | None
     return guide
 
 
-def _distinct_draws(samples: Tensor, frames_drawn: Tensor, per_frame: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """The draws whose log q is estimated: distinct partitions (U, N), the frame each is estimated in (U,),
-    and each sample's row (S,).
+def _estimate_log_q(guide: ClusterwiseGuide, x: Tensor, samples: Tensor, frames: Tensor | None,
+                    settings: dict[str, Any], generator: torch.Generator) -> LogProbEstimate:
+    """log q of every sample (S,) with its standard error, one estimate per distinct partition.
 
-    ``per_frame``: every distinct (partition, frame drawn in) pair, so each sample's weight
-    p(c, x) / q(c | Q x) uses the frame it came from (needed for exact importance weights). Otherwise each
-    distinct partition once, in the frame of its first draw (an estimate of q(c | Q x) for a random frame,
-    whose mean over frames is the frame-averaged q): as many estimates as without frames.
+    q is the density the samples were drawn from: with frames, the mixture q_F(c) = (1 / F) sum_f q(c | Q_f x)
+    over the F sampling frames, estimated frame by frame (:mod:`pyro_acp.inference.log_prob`). As an
+    importance proposal, this marginal q_F gives weights p(c, x) / q_F(c) with less variance than per-frame
+    weights p(c, x) / q(c | Q x) (the frame integrated out), one estimate per distinct partition.
     """
-    if per_frame:
-        keyed = torch.cat([samples, frames_drawn.unsqueeze(-1)], -1)
-        unique, inverse = keyed.unique(dim=0, return_inverse=True)
-        return unique[:, :-1], unique[:, -1], inverse
     unique, inverse = samples.unique(dim=0, return_inverse=True)
-    order = torch.arange(samples.shape[0], device=samples.device)
-    first = torch.full((unique.shape[0],), samples.shape[0], device=samples.device).scatter_reduce(
-        0, inverse, order, reduce="amin")
-    return unique, frames_drawn[first], inverse
+    estimate = log_prob_estimate(guide, x, unique, generator=generator, frames=frames, **settings)
+    return LogProbEstimate(estimate.log_prob[0][inverse], estimate.standard_error[0][inverse],
+                           estimate.orders_enumerated[0][inverse])
 
 
 def infer(
@@ -178,14 +169,16 @@ def infer(
     seed: int | None = None,
     sample_z: bool = True,
     sample_joins: bool = True,
-    num_anchors: int | None = 3,
-    num_z: int = 1,
-    num_orders: int = 1,
+    num_anchors: int | None | str = AUTO,
+    num_z: int | str = AUTO,
+    num_orders: int | str = AUTO,
     reweight: bool = False,
     symmetrize: bool | None = None,
     estimate_log_prob: bool = True,
     check_prior: bool = True,
     progress_bar: bool = True,
+    labelled: dict[Any, Any] | None = None,
+    new_clusters: bool = True,
 ) -> ClusteringPosterior:
     """Posterior samples of the partition of ``x`` under ``model``.
 
@@ -195,7 +188,10 @@ def infer(
 
     Args:
         model: a generative model from :mod:`pyro_acp.models` (a :class:`~pyro_acp.protocols.ClusteringModel`).
-        x: one data set, (N, D) array or tensor.
+        x: one data set, (N, D) array or tensor; for a graph model (``data_kind == "graph"``) a networkx
+            graph, a scipy sparse matrix or a dense (N, N) adjacency, and the result is a
+            :class:`~pyro_acp.posteriors.GraphClusteringPosterior` readable by node
+            (:mod:`pyro_acp.posteriors.graph`).
         num_samples: number of partitions drawn (in parallel).
         guide: a trained guide or a checkpoint path; by default a matching pretrained or cached one.
         train: train (and cache) a guide when none matches; with False, raise instead.
@@ -203,25 +199,27 @@ def infer(
             fresh seed from the global RNG.
         sample_z, sample_joins: draw z from the learned prior / joins by Bernoulli (True), or use the
             prior mean / threshold 0.5 (False: fewer distinct samples, closer to a MAP search).
-        num_anchors, num_z, num_orders: anchors and prior draws per cluster, and random cluster orders per
-            sample, in the log-probability estimates. The order dominates their noise (tens of nats at
-            N = 200, benchmarks/bench_infer.py): raise ``num_orders`` (cost grows linearly) when ``log_prob``
-            itself matters, e.g. for reweighting. The MAP is ranked by the exact log joint when the model
-            has one, so it does not depend on these.
+        num_anchors, num_z, num_orders: the log-probability estimator (:mod:`pyro_acp.inference.log_prob`):
+            anchors per cluster (None: all), z draws per anchor, and the cluster-order budget (all orders are
+            summed exactly when 2^(K-1) fits in it, else that many random orders are averaged). "auto" picks
+            by N (``pyro_acp.inference.log_prob.LOG_PROB_SETTINGS``: exact anchors and orders for small data
+            sets, cheaper estimates as N grows). ``posterior.log_prob_error`` holds each estimate's standard
+            error in nats, and ``summary()`` says when the MAP's probability is not reliable. The MAP is
+            ranked by the exact log joint when the model has one, so it does not depend on these.
         reweight: use the guide as an importance proposal: weight each sample by p(partition, x) / q(partition)
             (self-normalised; needs a model with an exact log joint). Repairs the guide where it is off on
-            small data sets; check ``posterior.effective_sample_size``, which collapses on large ones. The
-            estimates of q then use up to 10 anchors per cluster and average at least 8 cluster orders and 8
-            z draws from the encoder q(z | joins); cost grows with N and the number of distinct samples
-            (100 samples: about 1 s at N = 30, 15 s at N = 100).
+            small data sets; check ``posterior.effective_sample_size`` and ``posterior.weight_diagnostics``
+            (ESS and Pareto k), which collapse on large ones. Beyond N = 12 the estimates of q are then more
+            precise than by default (``pyro_acp.inference.log_prob.REWEIGHT_SETTINGS``: at least 10 anchors
+            per cluster, 8 z draws and an order budget of 16).
         symmetrize: for models whose posterior is unchanged by rotating the data (the isotropic Gaussian
-            mixtures; default None: whenever the model says so), draw each sample in its own random
-            rotated / reflected frame of the data, up to a budget of 4,096 encoded points (all 100 samples
-            up to N = 40, 20 at N = 200, 4 at N = 1,000; :mod:`pyro_acp.inference.frames`). This removes the
-            network's orientation bias (N = 7 TV to the exact posterior 0.169 -> 0.124, gained on close
-            clusters; level on typical data). False: data as given.
-            ``log_prob`` then estimates log q(c | Q x) in the frame the partition was first drawn in (with
-            ``reweight``, in every frame it was drawn in, so each weight uses its own frame).
+            mixtures; default None: whenever the model says so), draw the samples in up to 16 random
+            rotated / reflected frames of the data, sample s in frame s % F, within a budget of 4,096 encoded
+            points (16 frames up to N = 256, 4 at N = 1,000; :mod:`pyro_acp.inference.frames`). This removes
+            the network's orientation bias (gained on close clusters; level on typical data). False: data as
+            given.
+            ``log_prob`` (and the importance weights of ``reweight``) then estimate the density of that
+            mixture over the frames, summing over the frames.
         check_prior: compare summary statistics of ``x`` with data sets simulated from the model (its prior
             predictive, which is all the guide was trained on) and warn (:class:`PriorPredictiveWarning`) when
             the data lie beyond them (:mod:`pyro_acp.diagnostics.prior_check`; about 40 ms at N = 200 on first
@@ -230,15 +228,20 @@ def infer(
         estimate_log_prob: False skips the guide's log-probability estimates (``posterior.log_prob`` is
             then None): the samples, co-clustering, K and the MAP (by the exact log joint) do not need them,
             and at N = 1,000 they are most of the cost.
+        labelled: graph models: {node: label} of nodes whose community is known; they anchor the clusters
+            of their labels (in a random order per sample) and the other nodes are clustered around them.
+        new_clusters: with ``labelled``, whether nodes may also form clusters that hold no labelled node.
     """
+    if getattr(model, "data_kind", "vector") == "graph" and not isinstance(x, PreparedGraph):
+        options = {key: value for key, value in locals().items() if key not in ("model", "x")}
+        return infer_graph(infer, model, x, **options)
+    if labelled is not None:
+        raise ValueError(f"labelled= is for graph models; {type(model).__name__} is not one")
     num_samples = check_positive_int(num_samples, "num_samples")
+    device = check_device(device)  # before any work: a missing CUDA is a one-line error, not a load failure
     x = model.check_data(x)
     if model.num_points_of(x) < 2:
         raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
-    if getattr(model, "data_kind", "vector") == "graph":
-        raise NotImplementedError(
-            f"amortized inference for {model.data_kind} models needs their encoder, which is not available yet"
-        )
     ordered = bool(getattr(model, "ordered", False))
     if reweight and not estimate_log_prob:
         raise ValueError("reweight=True needs the log-probability estimates; drop estimate_log_prob=False")
@@ -261,26 +264,22 @@ def infer(
     labels = sample_partitions(guide, x, num_samples, sample_z=sample_z, sample_joins=sample_joins,
                                generator=generator, frames=frames, ordered=ordered)[0]
     samples = labels if ordered else canonicalize(labels)  # ordered: labels are positions, already canonical
-    log_prob = None
+    estimate = None
     if estimate_log_prob and not ordered:  # the estimate is of the partition alone: an order needs its own term
-        if reweight:
-            num_anchors = REWEIGHT_ANCHORS
-            num_orders, num_z = max(num_orders, REWEIGHT_MIN_ORDERS), max(num_z, REWEIGHT_MIN_Z)
-        unique, unique_frames, inverse = _distinct_draws(samples, sample_frames(num_samples, frames, device),
-                                                         per_frame=reweight)
-        log_prob = guide_log_prob(guide, x, unique, num_anchors=num_anchors, num_z=num_z, num_orders=num_orders,
-                                  generator=generator, z_proposal="encoder" if reweight else "prior",
-                                  frames=frames, sample_frames=unique_frames)[0][inverse]
+        settings = log_prob_settings(num_points, reweight=reweight, num_anchors=num_anchors, num_z=num_z,
+                                     num_orders=num_orders)
+        estimate = _estimate_log_q(guide, x, samples, frames, settings, generator)
     log_joint = exact_log_joint(model, x, samples)
-    weights = None
+    weights = diagnostics = None
     if reweight:
-        weights = importance_weights(log_joint, log_prob)
-        weight_diagnostics(log_joint - log_prob)  # warns when the weights have collapsed
+        weights = importance_weights(log_joint, estimate.log_prob)
+        diagnostics = weight_diagnostics(log_joint - estimate.log_prob)  # warns when the weights have collapsed
     wall_time = time.perf_counter() - began
     posterior_type = OrderedClusteringPosterior if ordered else ClusteringPosterior
     return posterior_type(
-        samples.cpu(), log_prob=None if log_prob is None else log_prob.cpu(),
-        weights=None if weights is None else weights.cpu(),
+        samples.cpu(), log_prob=None if estimate is None else estimate.log_prob.cpu(),
+        log_prob_error=None if estimate is None else estimate.standard_error.cpu(),
+        weights=None if weights is None else weights.cpu(), weight_diagnostics=diagnostics,
         method="acp+is" if reweight else "acp", wall_time=wall_time, x=x.cpu(), model=model,
         log_joint=None if log_joint is None else log_joint.cpu(),
     )

@@ -1,123 +1,384 @@
-"""Log-probability estimates of sampled partitions under a trained clusterwise guide.
+"""Log-probability estimates of sampled partitions under a trained clusterwise guide, with their error.
 
-The probability of a sample. The sampler generates *ordered* cluster sequences, and a partition's
-probability is the sum over the orders of its clusters. Visiting the clusters in a size-biased random
-order sigma (the order the sampler itself favours, r(sigma) = prod_k |s_k| / |I_k|) gives the unbiased
-importance-sampling estimate p_gen(sigma) / r(sigma), which is, per step, paper eq. (33) with the 1/|I_k|
-anchor probability replaced by the mean over the cluster's members:
-    log p(s) ~= sum_k [ logsumexp_{d in anchors, j<M} log p(b_k | d, z_j) - log A_k - log M ]
-with anchors d drawn from s_k (all, or a random subset of A_k) and z_j ~ p(z | d, s_<k, x); several
-orders are averaged in probability space (logmeanexp).
+The sampler generates *ordered* cluster sequences sigma = (s_1, ..., s_K): at step k it draws an anchor d
+uniformly among the |I_k| points not yet assigned, a latent z_k from the guide's prior, and joins, so
+
+    p_gen(sigma) = prod_k (1 / |I_k|) sum_{d in s_k} integral p(b_k | d, z, s_<k, x) p(z | d, s_<k, x) dz,
+
+and a partition's probability is the sum over the K! orders of its clusters, q(s) = sum_sigma p_gen(sigma).
+Each factor is estimated without bias:
+
+- **orders**: summed exactly (all K! orders) when K! is within the order budget (``num_orders``), otherwise
+  ``num_orders`` orders are drawn size-biased, r(sigma) = prod_k |s_k| / |I_k| (the cluster of a uniformly
+  chosen point first), and p_gen(sigma) / r(sigma) is averaged;
+- **anchors**: every member of s_k (``num_anchors=None``: exact), or a uniform random subset of A_k of them
+  scaled by |s_k| / A_k;
+- **z**: ``num_z`` draws per anchor from the encoder q(z | joins) that training fitted, weighted by
+  p(z) / q(z | joins) (``z_proposal="encoder"``), or from the prior (``"prior"``: far noisier).
+
+An estimate is repeated as independent *replicates* (one sampled order each, or the full enumeration of orders
+repeated max(2, num_orders // K!) times), averaged in probability space (an unbiased estimate of q(s)); its
+standard error in nats is the delta-method sd of that mean, sd_r(q_r) / (sqrt(R) mean_r q_r).
+
+Frames (:mod:`pyro_acp.inference.frames`): sampling in F frames Q_f draws from the mixture
+q_F(s) = (1 / F) sum_f q(s | Q_f x). ``frames`` alone (the F sampling frames) puts replicate r in frame r % F,
+and where orders are summed exactly and the budget allows at least F replicates, their number is a multiple of
+F, so the mean is over every frame equally: an unbiased estimate of q_F itself, the density the samples were
+drawn from, with no noise from the frames. (The
+frame a partition happened to be drawn in must not be used alone: it favours that partition.) ``frames`` with
+``sample_frames`` estimates q(s | Q x) in the given frame of each partition.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from pyro_acp.data.partitions import PAD_LABEL
+from pyro_acp.data.partitions import PAD_LABEL, canonicalize
 from pyro_acp.guides.clusterwise import ClusterwiseGuide
 from pyro_acp.inference.frames import framed
 from pyro_acp.inference.sampling import padded_inputs
+from pyro_acp.validation import check_positive_int
+
+ORDER_MODES = ("auto", "sample", "enumerate")
+Z_PROPOSALS = ("mixture", "encoder", "prior")
+#: the exact sum over orders is done for at most this many clusters (K 2^(K-1) step rows each)
+MAX_ENUMERATED_CLUSTERS = 12
+
+
+#: the log-probability estimator by data-set size (first row whose bound N does not exceed): exact anchors and
+#: cluster orders where they are affordable, fewer as N grows so that infer at N = 200 with 100 samples stays
+#: under a second on a 2-core CPU (benchmarks/log_prob_calibration.py, benchmarks/bench_infer.py)
+LOG_PROB_SETTINGS = (
+    (12, {"num_anchors": None, "num_z": 4, "num_orders": 16}),
+    (40, {"num_anchors": 8, "num_z": 4, "num_orders": 8}),
+    (None, {"num_anchors": 3, "num_z": 2, "num_orders": 4}),
+)
+#: with reweight=True, at least these, by size as above (the noise of log q enters the weights directly; at small N
+#: all orders and anchors are summed in every sampling frame: a close-cluster set, N = 7, 2,000 samples: TV to
+#: exact 0.515 raw -> 0.047 reweighted; 16 z draws and budget 256 give 0.045 at 6.4x the time)
+REWEIGHT_SETTINGS = (
+    (12, {"num_anchors": None, "num_z": 8, "num_orders": 64}),
+    (None, {"num_anchors": 10, "num_z": 8, "num_orders": 16}),
+)
+AUTO = "auto"
+
+
+def log_prob_settings(num_points: int, *, reweight: bool = False, **given: Any) -> dict[str, Any]:
+    """The estimator options (``num_anchors``, ``num_z``, ``num_orders``) infer uses for an N-point data set:
+    :data:`LOG_PROB_SETTINGS` for N, raised to :data:`REWEIGHT_SETTINGS` when reweighting, and any option
+    given (not "auto") as given."""
+    settings = _for_size(LOG_PROB_SETTINGS, num_points)
+    if reweight:
+        floor = _for_size(REWEIGHT_SETTINGS, num_points)
+        settings["num_z"] = max(settings["num_z"], floor["num_z"])
+        settings["num_orders"] = max(settings["num_orders"], floor["num_orders"])
+        if settings["num_anchors"] is not None:
+            settings["num_anchors"] = None if floor["num_anchors"] is None else max(settings["num_anchors"],
+                                                                                    floor["num_anchors"])
+    for name, value in given.items():
+        if isinstance(value, str) and value == AUTO:
+            continue
+        if name == "num_anchors" and value is None:
+            settings[name] = None
+        else:
+            settings[name] = check_positive_int(value, name)
+    return settings
+
+
+def _for_size(table: tuple, num_points: int) -> dict[str, Any]:
+    return next(dict(options) for bound, options in table if bound is None or num_points <= bound)
+
+
+@dataclass(frozen=True)
+class LogProbEstimate:
+    """Estimates of log q(partition) (B, S), their standard errors in nats (NaN with one replicate), and
+    which partitions had all their cluster orders summed exactly."""
+
+    log_prob: Tensor
+    standard_error: Tensor
+    orders_enumerated: Tensor
+
+
+def estimate_log_prob(guide: ClusterwiseGuide, x: Tensor, labels: Tensor, mask: Tensor | None = None,
+                      **options) -> Tensor:
+    """log q(partition | x) estimates (B, S) for partitions (B, S, N) of data sets (B, N, D); the options of
+    :func:`log_prob_estimate`, which also returns the estimates' standard errors."""
+    return log_prob_estimate(guide, x, labels, mask, **options).log_prob
 
 
 @torch.no_grad()
-def estimate_log_prob(
+def log_prob_estimate(
     guide: ClusterwiseGuide,
     x: Tensor,
     labels: Tensor,
     mask: Tensor | None = None,
-    num_anchors: int | None = 10,
-    num_z: int = 1,
-    num_orders: int = 1,
+    num_anchors: int | None | str = AUTO,
+    num_z: int | str = AUTO,
+    num_orders: int | str = AUTO,
     generator: torch.Generator | None = None,
     chunk_size: int = 4096,
-    z_proposal: str = "prior",
+    z_proposal: str = "mixture",
     frames: Tensor | None = None,
     sample_frames: Tensor | None = None,
-) -> Tensor:
-    """log p(partition | x) estimates (B, S) for partitions (B, S, N) of data sets (B, N, D).
+    orders: str = "auto",
+) -> LogProbEstimate:
+    """Estimate log q(partition | x) for partitions (B, S, N) of data sets (B, N, D) (module docstring).
 
-    ``num_anchors=None`` uses every member as anchor (exact anchor marginalisation), otherwise a random
-    subset of at most ``num_anchors`` members per cluster; ``num_z`` draws of z per anchor and
-    ``num_orders`` size-biased cluster orders per partition are averaged (see the module docstring).
-    ``z_proposal="encoder"`` draws z from the encoder q(z | joins) that training fitted, weighted by
-    p(z) / q(z | joins): the same unbiased estimate with far less variance than prior draws (whose
-    logarithm underestimates the probability of partitions that need an unusual z).
-    ``frames`` (F, D, D) with ``sample_frames`` (S,) or (B, S): estimate each partition in the frame it was
-    drawn in, q(c | Q x): with the frame as an auxiliary variable, p(c, x) / q(c | Q x) is a valid importance
-    weight for samples of the frame-averaged guide (:mod:`pyro_acp.inference.frames`), and a less noisy one than an
-    estimate of the average over frames.
+    ``orders``: "auto" sums all orders of a partition exactly when 2^(K-1) <= ``num_orders`` (the sum costs
+    N 2^(K-1) anchor evaluations, :func:`_sum_over_orders`) and averages ``num_orders`` size-biased orders
+    otherwise; "sample" always samples; "enumerate" always sums (K <= 12).
+    ``num_anchors``: None uses every member as an anchor, otherwise at most that many per cluster.
+    "auto" (any of the three): :func:`log_prob_settings` for the data sets' size N.
+    ``frames`` (F, D, D): with ``sample_frames`` ((S,) or (B, S)) each partition is estimated in its own
+    frame; without, replicate r is estimated in frame r % F.
     """
-    if z_proposal not in ("prior", "encoder"):
-        raise ValueError(f"z_proposal must be 'prior' or 'encoder', got {z_proposal!r}")
+    if z_proposal not in Z_PROPOSALS:
+        raise ValueError(f"z_proposal must be one of {Z_PROPOSALS}, got {z_proposal!r}")
+    if orders not in ORDER_MODES:
+        raise ValueError(f"orders must be one of {ORDER_MODES}, got {orders!r}")
     x, mask = padded_inputs(x, mask)
     if labels.dim() == 2:
         labels = labels.unsqueeze(0)
     num_sets, num_samples, num_points = labels.shape
-    flat = size_biased_relabel(labels.repeat_interleave(num_orders, 1).reshape(-1, num_points), generator)
-    threads = num_samples * num_orders
-    dataset = torch.arange(num_sets, device=x.device).repeat_interleave(threads)
-    if frames is not None:
-        if sample_frames is None:
-            raise ValueError("frames need sample_frames: the frame each partition was drawn in")
-        thread_frames = sample_frames.to(x.device).expand(num_sets, num_samples).repeat_interleave(num_orders, 1)
-        x, mask, dataset = framed(x, mask, frames, dataset, thread_frames.reshape(-1))
+    settings = log_prob_settings(num_points, num_anchors=num_anchors, num_z=num_z, num_orders=num_orders)
+    num_anchors, num_z, num_orders = settings["num_anchors"], settings["num_z"], settings["num_orders"]
+    partitions = canonicalize(labels.reshape(-1, num_points).to(x.device))
+    units = _replicate_units(partitions, num_orders, orders, 1 if frames is None or sample_frames is not None
+                             else frames.shape[0])
+    unit_set = torch.div(units.partition, num_samples, rounding_mode="floor")
+    unit_frame = _unit_frames(units, frames, sample_frames, num_sets, num_samples, x.device)
+    x, mask, unit_dataset = framed(x, mask, frames, unit_set, unit_frame)
+    unit_labels = partitions[units.partition]
+    rows = _step_rows(units, unit_labels, generator)
+    log_step, log_share = _log_steps(guide, x, mask, unit_dataset, unit_labels, rows, num_anchors, num_z,
+                                     z_proposal, generator, chunk_size)
+    log_unit = log_step.new_empty(units.partition.shape[0])
+    sampled = ~units.enumerated[rows.unit]
+    per_order = log_step.new_zeros(units.partition.shape[0]).index_add(
+        0, rows.unit[sampled], (log_step - log_share)[sampled])  # p_gen(sigma) / r(sigma), sampled orders
+    log_unit[~units.enumerated] = per_order[~units.enumerated]
+    if units.enumerated.any():
+        log_unit[units.enumerated] = _sum_over_orders(log_step, rows, units)[units.enumerated]
+    log_prob, error = _mean_and_error(log_unit, units.partition, partitions.shape[0])
+    enumerated = torch.zeros(partitions.shape[0], dtype=torch.bool, device=x.device).index_fill(
+        0, units.partition[units.enumerated], True)
+    shape = (num_sets, num_samples)
+    return LogProbEstimate(log_prob.view(shape), error.view(shape), enumerated.view(shape))
+
+
+@dataclass(frozen=True)
+class _Units:
+    """The independent replicates of every partition's estimate: unit u estimates q(partition[u]) by the exact
+    sum over its orders (``enumerated[u]``) or by one size-biased order; ``replicate[u]`` numbers the units
+    of one partition (it picks the unit's frame)."""
+
+    partition: Tensor
+    replicate: Tensor
+    enumerated: Tensor
+    num_clusters: Tensor
+
+
+def _replicate_units(partitions: Tensor, num_orders: int, orders: str, num_frames: int = 1) -> _Units:
+    """``num_orders`` sampled-order units per partition, or max(2, num_orders // 2^(K-1)) enumerated ones;
+    an enumerated count of at least ``num_frames`` is rounded up to a multiple of it, so that every frame is
+    visited equally often (the frames then contribute no noise: the mean is over all of them)."""
+    num_clusters = partitions.max(-1).values + 1
+    subset_rows = 2 ** (num_clusters - 1)  # (S, c) pairs per cluster and partition in the exact sum, over N
+    if orders == "enumerate":
+        if int(num_clusters.max()) > MAX_ENUMERATED_CLUSTERS:
+            raise ValueError(f"orders='enumerate' sums over all cluster orders of partitions with at most "
+                             f"{MAX_ENUMERATED_CLUSTERS} clusters; one has {int(num_clusters.max())}: use "
+                             "orders='auto' or 'sample'")
+        enumerated = torch.ones_like(num_clusters, dtype=torch.bool)
+    elif orders == "auto":
+        enumerated = (subset_rows <= num_orders) & (num_clusters <= MAX_ENUMERATED_CLUSTERS)
+    else:
+        enumerated = torch.zeros_like(num_clusters, dtype=torch.bool)
+    exact_count = (num_orders // subset_rows).clamp(min=2)
+    stratified = (exact_count + num_frames - 1) // num_frames * num_frames
+    exact_count = torch.where(exact_count >= num_frames, stratified, exact_count)  # at most doubles the cost
+    count = torch.where(enumerated, exact_count, torch.full_like(num_clusters, num_orders))
+    partition = torch.arange(partitions.shape[0], device=partitions.device).repeat_interleave(count)
+    first = count.cumsum(0) - count
+    replicate = torch.arange(partition.shape[0], device=partitions.device) - first[partition]
+    return _Units(partition, replicate, enumerated[partition], num_clusters[partition])
+
+
+def _unit_frames(units: _Units, frames: Tensor | None, sample_frames: Tensor | None, num_sets: int,
+                 num_samples: int, device: torch.device) -> Tensor:
+    """The frame each unit reads: its partition's own (``sample_frames``) or its replicate's (fresh)."""
+    if frames is None:
+        return torch.zeros_like(units.partition)
+    if sample_frames is None:
+        return units.replicate % frames.shape[0]
+    return sample_frames.to(device).expand(num_sets, num_samples).reshape(-1)[units.partition]
+
+
+@dataclass(frozen=True)
+class _StepRows:
+    """Cluster steps to score: in unit ``unit``, cluster ``cluster`` built after the clusters in ``earlier``
+    (R, K_max) bool. An enumerated unit has a row for every (earlier set S, cluster c not in S), ``subset``
+    being the bit mask of S; a sampled one has the K steps of one size-biased order (``subset`` -1)."""
+
+    unit: Tensor
+    cluster: Tensor
+    earlier: Tensor
+    subset: Tensor
+
+
+def _step_rows(units: _Units, unit_labels: Tensor, generator: torch.Generator | None) -> _StepRows:
+    device = unit_labels.device
+    max_clusters = int(units.num_clusters.max())
+    pieces = []
+    for k in units.num_clusters[units.enumerated].unique().tolist():
+        unit = (units.enumerated & (units.num_clusters == k)).nonzero(as_tuple=True)[0]
+        subset = torch.arange(2**k, device=device)
+        members = (subset.unsqueeze(-1) & 2 ** torch.arange(k, device=device)) > 0  # (2^k, k)
+        pair_subset, pair_cluster = (~members).nonzero(as_tuple=True)  # every c not in S
+        earlier = torch.zeros(pair_subset.shape[0], max_clusters, dtype=torch.bool, device=device)
+        earlier[:, :k] = members[pair_subset]
+        pieces.append((unit.repeat_interleave(pair_subset.shape[0]), pair_cluster.repeat(unit.shape[0]),
+                       earlier.repeat(unit.shape[0], 1), pair_subset.repeat(unit.shape[0])))
+    sampled = (~units.enumerated).nonzero(as_tuple=True)[0]
+    if sampled.numel():
+        labels = unit_labels[sampled]
+        position = size_biased_relabel(labels, generator)  # (T, N): the step at which each point's cluster is built
+        cluster_step = torch.full((sampled.shape[0], max_clusters), max_clusters, dtype=torch.long, device=device)
+        cluster_step.scatter_(1, labels.clamp(min=0), torch.where(labels >= 0, position, max_clusters))
+        thread, cluster = (cluster_step < max_clusters).nonzero(as_tuple=True)
+        earlier = cluster_step[thread] < cluster_step[thread, cluster].unsqueeze(-1)
+        pieces.append((sampled[thread], cluster, earlier, torch.full_like(cluster, -1)))
+    unit, cluster, earlier, subset = (torch.cat(parts) for parts in zip(*pieces, strict=True))
+    return _StepRows(unit, cluster, earlier, subset)
+
+
+def _log_steps(guide: ClusterwiseGuide, x: Tensor, mask: Tensor, unit_dataset: Tensor, unit_labels: Tensor,
+               rows: _StepRows, num_anchors: int | None, num_z: int, z_proposal: str,
+               generator: torch.Generator | None, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """Per step row: the estimate of log[(1 / |I|) sum_{d in s_c} p(b_c | d, earlier clusters, x)], the
+    probability that the step picks an anchor in s_c and builds exactly s_c, and log(|s_c| / |I|), the
+    size-biased probability of visiting s_c next (|I|: points outside the earlier clusters)."""
+    num_points = unit_labels.shape[-1]
     data = guide.encode_data(x, mask)
-    num_clusters = int(flat.max()) + 1
-    steps = torch.arange(num_clusters, device=x.device)
-    members = flat.unsqueeze(1) == steps.view(1, -1, 1)  # (T, K, N)
-    counts = members.long()
-    assigned = (counts.cumsum(1) - counts).bool()
-    unassigned = mask[dataset].unsqueeze(1) & ~assigned  # I_k
-    valid = members.any(-1)  # (T, K)
-    # G_k from the true earlier clusters, all steps at once
-    thread, step = valid.nonzero(as_tuple=True)
-    summaries = guide.cluster_summaries(data.cluster_points, dataset[thread], members[thread, step])
-    per_step = summaries.new_zeros(*valid.shape, guide.hidden_dim).index_put((thread, step), summaries)
-    cluster_code = (per_step.cumsum(1) - per_step)[thread, step]
-    # anchors: every member, or a random subset of each cluster
-    scores = torch.rand(members[thread, step].shape, generator=generator, device=x.device)
-    scores = scores.masked_fill(~members[thread, step], -1.0)
-    cluster_size = members[thread, step].sum(-1)
+    labels = unit_labels[rows.unit]
+    valid = labels >= 0
+    cluster = (labels == rows.cluster.unsqueeze(-1))  # (R, N) s_c
+    assigned = rows.earlier.gather(1, labels.clamp(min=0)) & valid
+    unassigned = mask[unit_dataset[rows.unit]] & ~assigned  # I
+    dataset = unit_dataset[rows.unit]
+    # G: the summed summaries of the earlier clusters, from one summary per (unit, cluster)
+    max_clusters = rows.earlier.shape[1]
+    steps = torch.arange(max_clusters, device=x.device)
+    unit_members = unit_labels.unsqueeze(1) == steps.view(1, -1, 1)  # (U, K, N)
+    unit_index, cluster_index = unit_members.any(-1).nonzero(as_tuple=True)
+    summaries = guide.cluster_summaries(data.cluster_points, unit_dataset[unit_index],
+                                        unit_members[unit_index, cluster_index])
+    table = summaries.new_zeros(*unit_members.shape[:2], guide.hidden_dim).index_put(
+        (unit_index, cluster_index), summaries)
+    cluster_code = summaries.new_zeros(rows.unit.shape[0], guide.hidden_dim)
+    for k in range(max_clusters):  # sum over the earlier clusters, one (R, H) slice at a time
+        cluster_code += rows.earlier[:, k : k + 1].to(table.dtype) * table[rows.unit, k]
+    cluster_size = cluster.sum(-1)
     used = cluster_size if num_anchors is None else cluster_size.clamp(max=num_anchors)
-    order = scores.argsort(-1, descending=True)
-    rank = order.argsort(-1)
-    chosen = members[thread, step] & (rank < used.unsqueeze(-1))
-    row, anchor_point = chosen.nonzero(as_tuple=True)  # one row per (thread, step, anchor)
+    scores = torch.rand(cluster.shape, generator=generator, device=x.device).masked_fill(~cluster, -1.0)
+    rank = scores.argsort(-1, descending=True).argsort(-1)
+    row, anchor_point = (cluster & (rank < used.unsqueeze(-1))).nonzero(as_tuple=True)  # (step row, anchor)
     log_terms = torch.empty(row.shape[0], num_z, dtype=x.dtype, device=x.device)
     for start in range(0, row.shape[0], chunk_size):
         r = row[start : start + chunk_size]
-        t, k = thread[r], step[r]
         anchor = torch.zeros(r.shape[0], num_points, dtype=torch.bool, device=x.device)
         anchor[torch.arange(r.shape[0], device=x.device), anchor_point[start : start + chunk_size]] = True
-        available = unassigned[t, k] & ~anchor
-        enc, prior = guide.encode_step(data, dataset[t], anchor, available, cluster_code[r], members[t, k] & available)
-        proposal = guide.posterior(enc) if z_proposal == "encoder" else prior
-        z = proposal.loc + proposal.scale * torch.randn(
-            (num_z, *proposal.loc.shape), generator=generator, device=x.device
-        )
+        available = unassigned[r] & ~anchor
+        enc, prior = guide.encode_step(data, dataset[r], anchor, available, cluster_code[r], cluster[r] & available)
+        z, log_weight = _draw_z(guide, enc, prior, num_z, z_proposal, generator)
         logits = guide.join_logits(z, enc)  # (M, R, N)
         log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
             logits, enc.targets.to(x.dtype).expand_as(logits), reduction="none"
         )
-        log_term = (log_lik * available).sum(-1)
-        if z_proposal == "encoder":
-            log_term = log_term + prior.log_prob(z).sum(-1) - proposal.log_prob(z).sum(-1)
-        log_terms[start : start + chunk_size] = log_term.T
-    # logsumexp over anchors and z draws, per (thread, step)
-    per_row = log_terms.logsumexp(-1)
-    lse = per_row.new_full((thread.shape[0],), float("-inf")).scatter_reduce(
-        0, row, per_row, "amax", include_self=True
-    )
-    shifted = (per_row - lse[row]).exp()
-    lse = lse + torch.zeros_like(lse).index_add(0, row, shifted).log()
-    log_step = lse - math.log(num_z) - used.to(x.dtype).log()
-    total = log_step.new_zeros(flat.shape[0]).index_add(0, thread, log_step)
-    per_order = total.view(num_sets, num_samples, num_orders)
-    return per_order.logsumexp(-1) - math.log(num_orders)
+        log_terms[start : start + chunk_size] = ((log_lik * available).sum(-1) + log_weight).T
+    # mean over z draws and anchors, times |s_c| / |I|
+    log_anchor_mean = scatter_logsumexp(log_terms.logsumexp(-1), row, cluster.shape[0]) - math.log(num_z)
+    log_share = cluster_size.to(x.dtype).log() - unassigned.sum(-1).to(x.dtype).log()
+    return log_anchor_mean - used.to(x.dtype).log() + log_share, log_share
+
+
+def _sum_over_orders(log_step: Tensor, rows: _StepRows, units: _Units) -> Tensor:
+    """log sum over all K! orders sigma of prod_k step(sigma_<k, sigma_k), per enumerated unit (-inf for the
+    others), by dynamic programming over subsets: f(empty) = 1, f(T) = sum_{c in T} f(T - c) step(T - c, c),
+    q = f(all clusters) (Held-Karp style: K 2^(K-1) step estimates instead of K K!). Every order's product uses
+    distinct rows, whose estimates are independent, so the sum stays unbiased."""
+    device = log_step.device
+    chosen = units.enumerated.nonzero(as_tuple=True)[0]
+    slot = torch.full_like(units.partition, -1).index_copy(0, chosen, torch.arange(chosen.shape[0], device=device))
+    k_max = int(units.num_clusters[chosen].max())
+    on = rows.subset >= 0
+    table = log_step.new_full((chosen.shape[0], 2**k_max, k_max), float("-inf"))
+    table[slot[rows.unit[on]], rows.subset[on], rows.cluster[on]] = log_step[on]
+    subsets = torch.arange(2**k_max, device=device)
+    bits = 2 ** torch.arange(k_max, device=device)
+    popcount = ((subsets.unsqueeze(-1) & bits) > 0).sum(-1)
+    f = log_step.new_full((chosen.shape[0], 2**k_max), float("-inf"))
+    f[:, 0] = 0.0
+    for level in range(1, k_max + 1):
+        target = subsets[popcount == level]  # (M,)
+        inside = (target.unsqueeze(-1) & bits) > 0  # (M, K): c in T
+        before = (target.unsqueeze(-1) - bits).clamp(min=0)  # T - c, meaningful where c in T
+        terms = f[:, before] + table[:, before, torch.arange(k_max, device=device)]
+        f[:, target] = terms.masked_fill(~inside, float("-inf")).logsumexp(-1)
+    out = log_step.new_full((units.partition.shape[0],), float("-inf"))
+    out[chosen] = f[torch.arange(chosen.shape[0], device=device), 2 ** units.num_clusters[chosen] - 1]
+    return out
+
+
+def _draw_z(guide: ClusterwiseGuide, enc, prior, num_z: int, z_proposal: str, generator: torch.Generator | None
+            ) -> tuple[Tensor, Tensor]:
+    """``num_z`` draws of z per step (M, R, Z) and their log importance weights log p(z) - log proposal(z).
+
+    "mixture" draws the first half from the prior p(z | context) and the rest from the encoder q(z | joins) and
+    weights every draw by p / (p/2 + q/2) (the balance heuristic of multiple importance sampling: unbiased,
+    with weights at most 2, so neither an overconfident encoder nor a prior that misses unusual z makes the
+    estimate heavy-tailed).
+    """
+    noise = torch.randn((num_z, *prior.loc.shape), generator=generator, device=prior.loc.device)
+    if z_proposal == "prior":
+        return prior.loc + prior.scale * noise, noise.new_zeros(noise.shape[:2])
+    posterior = guide.posterior(enc)
+    if z_proposal == "encoder":
+        z = posterior.loc + posterior.scale * noise
+        return z, prior.log_prob(z).sum(-1) - posterior.log_prob(z).sum(-1)
+    from_prior = torch.arange(num_z, device=noise.device) < (num_z + 1) // 2
+    loc = torch.where(from_prior.view(-1, 1, 1), prior.loc, posterior.loc)
+    scale = torch.where(from_prior.view(-1, 1, 1), prior.scale, posterior.scale)
+    z = loc + scale * noise
+    log_p, log_q = prior.log_prob(z).sum(-1), posterior.log_prob(z).sum(-1)
+    return z, log_p - (torch.logaddexp(log_p, log_q) - math.log(2.0))
+
+
+def _mean_and_error(log_values: Tensor, group: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
+    """Per group: log of the mean of exp(values), and the delta-method standard error of that log (NaN for a
+    group of one)."""
+    count = torch.zeros(num_groups, dtype=log_values.dtype, device=log_values.device).index_add(
+        0, group, torch.ones_like(log_values))
+    log_mean = scatter_logsumexp(log_values, group, num_groups) - count.log()
+    ratio = (log_values - log_mean[group]).exp().double().nan_to_num(nan=1.0)  # mean 1 within a group
+    squares = torch.zeros(num_groups, dtype=torch.float64, device=log_values.device).index_add(
+        0, group, (ratio - 1.0) ** 2)
+    variance = squares / (count.double() - 1.0)
+    error = (variance / count.double()).sqrt().to(log_values.dtype)
+    return log_mean, error.masked_fill(count < 2, float("nan"))
+
+
+def scatter_logsumexp(values: Tensor, index: Tensor, size: int) -> Tensor:
+    """log sum_{i : index_i = g} exp(values_i) for g < ``size`` (-inf for an empty group)."""
+    peak = values.new_full((size,), float("-inf")).scatter_reduce(0, index, values, "amax", include_self=True)
+    safe = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    total = values.new_zeros(size).index_add(0, index, (values - safe[index]).exp())
+    return safe + total.log()
 
 
 def size_biased_relabel(labels: Tensor, generator: torch.Generator | None = None) -> Tensor:

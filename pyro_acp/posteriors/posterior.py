@@ -79,21 +79,45 @@ class PosteriorSummary:
     extra: dict[str, Any] = field(default_factory=dict)
     #: whether ``map_probability`` is exact (an enumerated posterior) rather than an estimate
     map_probability_exact: bool = False
+    #: standard error in nats of an estimated ``map_probability``'s logarithm (NaN: unknown)
+    map_probability_error: float | None = None
+    #: Pareto k of importance weights and whether the weights passed their checks (None: not reweighted)
+    pareto_k: float | None = None
+    weights_reliable: bool | None = None
+
+    def _probability_text(self) -> str:
+        if self.map_probability is None:
+            return "n/a"
+        if self.map_probability_exact:
+            return f"{self.map_probability:.4g} (exact)"
+        error = self.map_probability_error
+        if error is None or math.isnan(error):
+            return f"{self.map_probability:.4g} (estimated, error unknown)"
+        if error > 1.0:
+            return f"{self.map_probability:.3g} (estimated, standard error {error:.1f} nats: not reliable)"
+        low, high = self.map_probability * math.exp(-2 * error), min(1.0, self.map_probability * math.exp(2 * error))
+        return f"{self.map_probability:.4g} (estimated; about {low:.3g}-{high:.3g})"
+
+    def _weights_text(self) -> str:
+        if not self.weighted or self.effective_sample_size is None:
+            return ""
+        text = f", effective sample size {self.effective_sample_size:.1f}"
+        if self.pareto_k is not None and not math.isnan(self.pareto_k):
+            text += f", Pareto k {self.pareto_k:.2f}"
+        if self.weights_reliable is False:
+            text += " (weights collapsed: not reliable)"
+        return text
 
     def __str__(self) -> str:
         kind = "weighted partitions" if self.weighted else "samples"
         dist = ", ".join(f"{k}: {p:.3f}" for k, p in self.k_distribution.items() if p >= 5e-4)
-        prob = "n/a" if self.map_probability is None else f"{self.map_probability:.4g}"
         lines = [
             f"Clustering posterior ({self.method})",
             f"  points N = {self.num_points}, {kind} S = {self.num_samples}, unique = {self.num_unique}"
-            + (f", effective sample size {self.effective_sample_size:.1f}"
-               if self.weighted and self.effective_sample_size is not None else ""),
+            + self._weights_text(),
             f"  number of clusters K: mean {self.k_mean:.3f}, mode {self.k_mode}",
             f"  P(K): {dist}",
-            f"  MAP: K = {self.map_num_clusters}, probability {prob}"
-            + ("" if self.map_probability is None else " (exact)" if self.map_probability_exact else " (estimated)")
-            + ", "
+            f"  MAP: K = {self.map_num_clusters}, probability {self._probability_text()}, "
             f"frequency among {kind} {self.map_frequency:.3f}",
             "  wall time: " + ("n/a" if self.wall_time is None else f"{self.wall_time:.3f} s"),
         ]
@@ -107,6 +131,9 @@ class ClusteringPosterior:
     Args:
         samples: (S, N) integer labels, any labelling (stored canonical).
         log_prob: (S,) estimated log p(partition | x) (e.g. from an amortized guide); -inf allowed, NaN not.
+        log_prob_error: (S,) standard error of each ``log_prob`` estimate in nats (NaN: unknown).
+        weight_diagnostics: for importance weights, their
+            :class:`~pyro_acp.diagnostics.importance.WeightDiagnostics` (effective sample size, Pareto k).
         weights: (S,) non-negative weights (normalised here) for weighted sets such as an exact posterior;
             None means every sample counts 1/S.
         chain: (S,) chain index of each sample (MCMC); draws keep their order within a chain.
@@ -146,10 +173,18 @@ class ClusteringPosterior:
         x: Any = None,
         model: Any = None,
         log_joint: Any = None,
+        log_prob_error: Any = None,
+        weight_diagnostics: Any = None,
     ) -> None:
         self._samples = self.canonical_samples(samples)
         s = self._samples.shape[0]
         self._log_prob = check_vector(log_prob, "log_prob", s, allow_neg_inf=True)
+        self._log_prob_error = check_vector(log_prob_error, "log_prob_error", s, allow_nan=True)
+        if self._log_prob_error is not None and (self._log_prob_error < 0).any():
+            raise ValueError("log_prob_error must be non-negative (NaN for unknown)")
+        if self._log_prob_error is not None and self._log_prob is None:
+            raise ValueError("log_prob_error needs log_prob")
+        self.weight_diagnostics = weight_diagnostics
         self._weights = check_weights(weights, s)
         self._chain = check_chain(chain, s)
         self._log_likelihood = check_vector(log_likelihood, "log_likelihood", s, allow_neg_inf=True)
@@ -182,6 +217,11 @@ class ClusteringPosterior:
     def log_prob(self) -> Tensor | None:
         """(S,) estimated log posterior probability of each sample, or None."""
         return self._log_prob
+
+    @property
+    def log_prob_error(self) -> Tensor | None:
+        """(S,) standard error in nats of each ``log_prob`` estimate (NaN where unknown), or None."""
+        return self._log_prob_error
 
     @property
     def weights(self) -> Tensor | None:
@@ -282,6 +322,8 @@ class ClusteringPosterior:
         dist = self.num_clusters_distribution()
         ks = torch.arange(dist.shape[0], dtype=torch.float64)
         map_prob = None if self._log_prob is None else float(self._log_prob[self.map_index].exp())
+        map_error = None if self._log_prob_error is None else float(self._log_prob_error[self.map_index])
+        diagnostics = self.weight_diagnostics
         return PosteriorSummary(
             method=self.method,
             num_points=self.num_points,
@@ -297,6 +339,9 @@ class ClusteringPosterior:
             weighted=self._weights is not None,
             effective_sample_size=None if self.weights_are_probabilities else self.effective_sample_size,
             map_probability_exact=map_prob is not None and self.exact_log_prob,
+            map_probability_error=map_error,
+            pareto_k=None if diagnostics is None else diagnostics.pareto_k,
+            weights_reliable=None if diagnostics is None else diagnostics.reliable,
         )
 
     # ------------------------------------------------------------------ point estimate
