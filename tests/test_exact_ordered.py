@@ -96,6 +96,10 @@ def test_refuses_unordered_models_and_large_data():
     x = torch.randn(4, 2)
     with pytest.raises(TypeError, match="NormOrderedModel"):
         exact_ordered_posterior(CRPGaussianMixture(), x)
+    from pyro_acp.models import ProceduralCatalog
+
+    with pytest.raises(TypeError, match="ProceduralCatalog is not one"):  # ordered, but not by Gaussian means
+        exact_ordered_posterior(ProceduralCatalog(), torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="N <= 7"):
         exact_ordered_posterior(OrderedGaussianCatalog(), torch.randn(8, 2))
     with pytest.raises(ValueError, match="integration_error"):
