@@ -161,6 +161,7 @@ class ProgramSites:
 
     ``kind``: "partition" (a partition distribution) or "categorical" (a finite Categorical in a plate over
     the points, ``num_components`` values); ``point_shape``: () or (D,), one point of the observed site;
+    ``obs_event_dim``: the observed site's event dimensions;
     ``latents``: the other (unobserved) sample sites, in program order; ``discrete_latents``: those of them
     with a discrete support; ``partition_first``: the partition site comes before every other sample site
     (its distribution then depends on no latent, and is the partition prior).
@@ -169,6 +170,7 @@ class ProgramSites:
     kind: str
     num_components: int | None
     point_shape: tuple[int, ...]
+    obs_event_dim: int
     max_plate_nesting: int
     latents: tuple[str, ...]
     discrete_latents: tuple[str, ...]
@@ -220,7 +222,8 @@ def inspect_program(program: Callable, num_points: int = _PROBE_POINTS, *, label
     latents = tuple(n for n, s in sites.items() if n not in (labels_site, obs_site) and not s["is_observed"])
     discrete = tuple(n for n in latents if getattr(sites[n]["fn"], "support", None) is not None
                      and sites[n]["fn"].support.is_discrete)
-    return ProgramSites(kind, components, tuple(x_value.shape[1:]), _max_plate_nesting(trace), latents, discrete,
+    return ProgramSites(kind, components, tuple(x_value.shape[1:]), len(obs["fn"].event_shape),
+                        _max_plate_nesting(trace), latents, discrete,
                         partition_first=next(iter(sites)) == labels_site)
 
 
@@ -323,6 +326,7 @@ class ProgramModel(GenerativeModel):
         self._simulation_vectorised = None if vectorize is not False else False
         self._particles_vectorised: bool | None = None if vectorize is not False else False
         self._labels_vectorised = False
+        self._particle_dim = -(self.sites.max_plate_nesting + 1)  # where importance sampling puts its particles
         self._pool = None
         from pyro_acp.pretrained.registry import program_fingerprint
 
@@ -438,29 +442,51 @@ class ProgramModel(GenerativeModel):
     def _copy_dim(self) -> int:
         return -(self.sites.max_plate_nesting + 1)
 
-    def _vectorised_trace(self, num_points: int, count: int, obs: Tensor | None, condition: dict | None = None):
+    def _vectorised_trace(self, num_points: int, count: int, obs: Tensor | None, condition: dict | None = None,
+                          dim: int | None = None):
+        """A trace of ``count`` copies under the outer plate at batch dim ``dim``. Data the copies share (``obs``,
+        conditioned values) get a singleton at the copy dimension at their sites (the program's argument is the
+        data as they are), so they broadcast with the copies wherever that dimension lies (left of the program's
+        plates, or right-most)."""
+        dim = self._copy_dim if dim is None else dim
+        if obs is not None:  # the program gets the data as they are; its observed site sees them shaped for copies
+            condition = {self.obs_site: obs, **(condition or {})}
+        if condition:
+            event_dims = {self.obs_site: self.sites.obs_event_dim,
+                          self.labels_site: 1 if self.sites.kind == "partition" else 0}
+            condition = {name: self._shared(value, event_dims[name], dim) if name in event_dims else value
+                         for name, value in condition.items()}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return _run(self.program, num_points, obs, condition=condition, name=self.program_name,
-                        copies=(count, self._copy_dim))
+                        copies=(count, dim))
 
-    def _split(self, trace, count: int, reference) -> dict[str, Tensor]:
+    @staticmethod
+    def _shared(value: Tensor, event_dim: int, dim: int) -> Tensor:
+        """One data set's value (one row per point) with a singleton at the copy dimension when that dimension
+        falls inside it (right-most copies); left of it, broadcasting adds the copies. Values already batched
+        over copies (more dimensions than points and events) are left as they are."""
+        position = dim - event_dim  # from the right
+        if value.dim() == 1 + event_dim and -position <= value.dim():
+            return value.unsqueeze(position)
+        return value
+
+    def _split(self, trace, count: int, reference, dim: int) -> dict[str, Tensor]:
         """Per-copy values (count, *plain shape) of every sample site of a vectorised trace, or ValueError."""
         sites, plain = _sample_sites(trace), _sample_sites(reference)
         if list(sites) != list(plain):
             raise ValueError(f"the vectorised run has sites {_site_list(sites)}, the plain run {_site_list(plain)}")
-        return {name: _per_copy(site["value"], len(site["fn"].event_shape), self._copy_dim, count,
-                                plain[name]["value"].shape)
-                for name, site in sites.items()}
+        return {name: plain[name]["value"].expand(count, *plain[name]["value"].shape) if site["is_observed"] else
+                _per_copy(site["value"], len(site["fn"].event_shape), dim, count, plain[name]["value"].shape)
+                for name, site in sites.items()}  # observed / conditioned values are the same for every copy
 
-    def _verify_copies(self, trace, count: int, num_points: int, obs: Tensor | None, condition: dict | None,
-                       reference) -> bool:
+    def _verify_copies(self, trace, count: int, num_points: int, obs: Tensor | None, reference, dim: int) -> bool:
         """Whether each copy of a vectorised trace has the density the plain program gives its values."""
         try:
-            values = self._split(trace, count, reference)
+            values = self._split(trace, count, reference, dim)
             trace.compute_log_prob()
             names = list(_sample_sites(trace))
-            vectorised = _per_copy_log_density(trace, self._copy_dim, count, names)
+            vectorised = _per_copy_log_density(trace, dim, count, names)
             for c in range(count):
                 data = {name: value[c] for name, value in values.items()}
                 replay = _run(self.program, num_points, obs, condition=data, name=self.program_name)
@@ -473,17 +499,18 @@ class ProgramModel(GenerativeModel):
         return True
 
     def _probe(self, num_points: int, obs: Tensor | None, condition: dict | None,
-               reference_condition: dict | None = None) -> bool:
+               reference_condition: dict | None = None, dim: int | None = None) -> bool:
         """Whether the program vectorises over copies at ``num_points`` (with ``obs`` / ``condition``, which may
         hold per-copy values; ``reference_condition``: one copy's, for the plain run that gives the shapes)."""
         with forked_rng(0), torch.no_grad():
             try:
                 reference = _run(self.program, num_points, obs, name=self.program_name,
                                  condition=condition if reference_condition is None else reference_condition)
-                trace = self._vectorised_trace(num_points, _PROBE_COPIES, obs, condition)
+                dim = self._copy_dim if dim is None else dim
+                trace = self._vectorised_trace(num_points, _PROBE_COPIES, obs, condition, dim)
             except ProgramError:
                 return False
-            return self._verify_copies(trace, _PROBE_COPIES, num_points, obs, condition, reference)
+            return self._verify_copies(trace, _PROBE_COPIES, num_points, obs, reference, dim)
 
     @property
     def simulation_vectorised(self) -> bool:
@@ -580,9 +607,9 @@ class ProgramModel(GenerativeModel):
         for row, labels in enumerate(labellings):
             condition = {self.labels_site: labels, self.obs_site: obs}
             if mode == "particles":
-                trace = self._vectorised_trace(n, num_particles, obs, condition)
+                trace = self._vectorised_trace(n, num_particles, obs, condition, self._particle_dim)
                 trace.compute_log_prob()
-                out[row] = _per_copy_log_density(trace, self._copy_dim, num_particles, names)
+                out[row] = _per_copy_log_density(trace, self._particle_dim, num_particles, names)
                 continue
             for s in range(num_particles):
                 trace = _run(self.program, n, obs, condition=condition, name=self.program_name)
@@ -596,9 +623,13 @@ class ProgramModel(GenerativeModel):
         if self._particles_vectorised is None:
             one_cluster = torch.zeros(data.shape[0], dtype=torch.long)
             self._particles_vectorised = self._probe(data.shape[0], obs, {self.labels_site: one_cluster})
+            if not self._particles_vectorised:  # copies right-most: cluster parameters indexed as loc[labels]
+                self._particles_vectorised = self._probe(data.shape[0], obs, {self.labels_site: one_cluster}, dim=-1)
+                self._particle_dim = -1
             components = min(2, self.sites.num_components or 2)
             probe = torch.stack([one_cluster, torch.arange(data.shape[0]) % components, one_cluster])
-            self._labels_vectorised = self._particles_vectorised and self._probe(
+            left = self._particles_vectorised and self._particle_dim == self._copy_dim
+            self._labels_vectorised = left and self._probe(
                 data.shape[0], obs, {self.labels_site: self._batched_labels(probe, 1)},
                 reference_condition={self.labels_site: one_cluster})
             self._insist("importance sampling", self._particles_vectorised)
