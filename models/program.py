@@ -29,9 +29,11 @@ batches with masks and variable N, ``check_data``, ``config``) by running the pr
   once per data set instead, in worker processes (fork) with one seed per data set, so the draws do not
   depend on the number of workers.
 - ``estimate_log_joint(x, partitions)``: log p(partition, x) by importance sampling over the program's
-  other latents with their prior as the proposal (vectorised over particles with the same verified outer
-  plate, else a loop), with its Monte-Carlo standard error; :func:`pyro_acp.exact_posterior` enumerates
-  partitions of N <= 7 points with it.
+  other latents with their prior as the proposal, with its Monte-Carlo standard error;
+  :func:`pyro_acp.exact_posterior` enumerates partitions of N <= 7 points with it. The particles run as
+  copies under the same verified outer plate (the labellings too, when the program broadcasts batched
+  labels), or, for programs that index cluster parameters as ``loc[labels]``, under a right-most plate
+  (dim -1, the program's own plates moved left); a program that passes neither check runs once per particle.
 
 :func:`as_clustering_model` returns a clustering model unchanged and wraps a callable, so ``infer``,
 ``train`` and the references accept programs with one call each.
