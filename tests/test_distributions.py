@@ -309,7 +309,7 @@ def test_pyro_trace_plate_and_enumerate_support():
     (lambda: CRP(0.0, 5), "alpha"),
     (lambda: CRP(-1.0, 5), "alpha"),
     (lambda: CRP(float("nan"), 5), "alpha"),
-    (lambda: CRP(torch.ones(2), 5), "alpha"),
+    (lambda: CRP(torch.tensor([1.0, -1.0]), 5), "alpha"),
     (lambda: CRP(0.7, 0), "num_points"),
     (lambda: CRP(0.7, 2.5), "num_points"),
     (lambda: CRP(0.7, True), "num_points"),

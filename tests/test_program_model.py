@@ -256,3 +256,19 @@ def test_vectorize_true_insists_and_false_never_tries():
         ProgramModel(issue_program, vectorize=True).simulate(2, seed=0)
     assert ProgramModel(finite_mixture, vectorize=True).simulation_vectorised
     assert not ProgramModel(finite_mixture, vectorize=False).simulation_vectorised
+
+
+def test_plain_program_goes_straight_into_train_and_infer():
+    """The one-line wiring: pyro_acp.train and pyro_acp.infer take the plain Pyro callable itself."""
+    import pyro_acp
+    from pyro_acp.guides import ACPS
+
+    x = torch.tensor([-3.0, -2.6, 0.2, 0.5, 3.1, 2.7])
+    model = as_clustering_model(finite_mixture, x)
+    torch.manual_seed(0)
+    guide = ACPS(model.data_dim, hidden_dim=16)
+    pyro_acp.train(model, guide, steps=2, batch_size=4, num_particles=2, seed=0, progress_bar=False,
+                   validate_every=0)
+    post = pyro_acp.infer(finite_mixture, x, guide=guide, num_samples=8, seed=0, progress_bar=False,
+                          check_prior=False)
+    assert post.samples.shape == (8, 6)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize, cluster_sizes
+from pyro_acp.models.program import as_clustering_model
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.seeding import SeedStream, make_generator, resolve_seed
 from pyro_acp.validation import check_int
@@ -178,6 +179,7 @@ def sbc(
     numbers (the shipped guide's K passes at N = 30 with ``seed=0`` fixed, p = 0.10, and fails with a seed per
     call, p = 0.004: notebooks/03_checking_against_mcmc.ipynb). A function that takes no ``seed`` is refused.
     """
+    model = as_clustering_model(model)  # a plain Pyro program becomes a model (pyro_acp.models.program)
     num_simulations = check_int(num_simulations, "num_simulations", 1)
     num_points = check_int(num_points, "num_points", 1)
     num_posterior_samples = check_int(num_posterior_samples, "num_posterior_samples", 1)

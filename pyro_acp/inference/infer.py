@@ -25,6 +25,7 @@ from pyro_acp.inference.frames import frames_for
 from pyro_acp.inference.log_prob import AUTO, LogProbEstimate, log_prob_estimate, log_prob_settings
 from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.models.graphs import PreparedGraph
+from pyro_acp.models.program import as_clustering_model
 from pyro_acp.posteriors.graph import infer_graph
 from pyro_acp.posteriors.ordered import OrderedClusteringPosterior
 from pyro_acp.posteriors.posterior import ClusteringPosterior
@@ -232,6 +233,7 @@ def infer(
             of their labels (in a random order per sample) and the other nodes are clustered around them.
         new_clusters: with ``labelled``, whether nodes may also form clusters that hold no labelled node.
     """
+    model = as_clustering_model(model, x)  # a plain Pyro program becomes a model (pyro_acp.models.program)
     if getattr(model, "data_kind", "vector") == "graph" and not isinstance(x, PreparedGraph):
         options = {key: value for key, value in locals().items() if key not in ("model", "x")}
         return infer_graph(infer, model, x, **options)

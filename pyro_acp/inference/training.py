@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.inference.distributed import DataParallel, ProcessLostError
 from pyro_acp.inference.elbo import ClusterwiseIWAE
+from pyro_acp.models.program import as_clustering_model
 from pyro_acp.pretrained.checkpoint import load_guide, read_payload, save_checkpoint
 from pyro_acp.seeding import SeedStream, forked_rng, resolve_seed
 from pyro_acp.validation import check_choice, check_device, check_int, check_positive_int
@@ -182,6 +183,7 @@ def train(
     The guide's ``trained_for`` is set to ``model.config()``: :func:`pyro_acp.infer` then refuses it for
     another model, as it refuses a checkpoint whose card records another model.
     """
+    model = as_clustering_model(model)  # a plain Pyro program becomes a model (pyro_acp.models.program)
     steps = check_int(steps, "steps", minimum=0)
     batch_size = check_positive_int(batch_size, "batch_size")
     num_particles = check_positive_int(num_particles, "num_particles")
