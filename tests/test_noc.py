@@ -171,18 +171,27 @@ def test_procedural_catalogs_train_and_infer_from_colour_indices():
 
 
 # A few hundred steps on tiny data sets: the ordering is learnt (ordered TV ~ unordered TV), the clustering not
-# fully. Measured with these settings (this CPU, torch 2.13): TV to the exact ordered posterior at N = 4 of the
-# data sets simulated with seeds 100-105: 0.18, 0.89, 0.47, 0.39, 0.12, 0.52 (mean 0.43; untrained guide: mean
-# 0.97); 2,000 samples put the TV's Monte-Carlo noise near 0.02. lambda_k = 0.1: with the paper's 0.003 the
-# cardinality head is still poor after 300 steps and its cap splits clusters (more clusters than the exact
-# posterior).
-TRAIN = {"steps": 300, "batch_size": 32, "num_particles": 8, "num_points": (2, 7), "lr": 3e-3, "seed": 0,
+# fully. Measured with these settings (torch 2.13, one thread): TV to the exact ordered posterior at N = 4 of
+# the data sets simulated with seeds 100-105: 0.19, 0.62, 0.38, 0.32, 0.17, 0.37 (mean 0.34; untrained guide:
+# mean 0.97); 1,000 samples put the TV's Monte-Carlo noise near 0.03. lambda_k = 0.1: with the paper's 0.003
+# the cardinality head is still poor after 300 steps and its cap splits clusters (more clusters than the exact
+# posterior). One torch thread: these tiny tensors gain nothing from two, and two threads contending on a
+# loaded machine made this test 4x slower.
+TRAIN = {"steps": 300, "batch_size": 16, "num_particles": 4, "num_points": (2, 7), "lr": 3e-3, "seed": 0,
          "validate_every": 0, "validation_size": 2, "progress_bar": False}
-MEAN_TV_TOLERANCE, BEST_TV_TOLERANCE = 0.55, 0.25
+MEAN_TV_TOLERANCE, BEST_TV_TOLERANCE = 0.5, 0.25
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
-def test_trained_noc_against_the_exact_ordered_posterior():
+def test_trained_noc_against_the_exact_ordered_posterior(one_thread):
     model = OrderedGaussianCatalog()
 
     def fresh():
@@ -198,7 +207,7 @@ def test_trained_noc_against_the_exact_ordered_posterior():
         x, _ = model.simulate(1, num_points=4, seed=seed).unpadded(0)
         exact = exact_ordered_posterior(model, x)
         for g, tvs in ((guide, trained_tv), (untrained, untrained_tv)):
-            post = pyro_acp.infer(model, x, guide=g, num_samples=2000, seed=0, progress_bar=False, check_prior=False)
+            post = pyro_acp.infer(model, x, guide=g, num_samples=1000, seed=0, progress_bar=False, check_prior=False)
             assert isinstance(post, OrderedClusteringPosterior)
             tvs.append(ordered_total_variation(post, exact))
     trained_tv, untrained_tv = torch.tensor(trained_tv), torch.tensor(untrained_tv)
