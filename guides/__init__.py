@@ -6,5 +6,5 @@ from pyro_acp.guides.clusterwise import ClusterwiseGuide, StepEncoding
 
 GUIDES = {cls.__name__: cls for cls in (ACP, ACPS, CCP)}
 
-__all__ = ["ACP", "ACPS", "CCP", "ClusterwiseGuide", "StepEncoding", "GUIDES"]
+__all__ = ["ACP", "ACPS", "CCP", "NOC", "ClusterwiseGuide", "StepEncoding", "GUIDES"]
 from pyro_acp.guides.noc import NOC as NOC  # noqa: E402  (last: NOC builds on ACP and registers in GUIDES)

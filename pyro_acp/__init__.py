@@ -28,6 +28,7 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
     "load": ("pyro_acp.pretrained.checkpoint", "load_guide"),
     "load_guide": ("pyro_acp.pretrained.checkpoint", "load_guide"),
     "exact_posterior": ("pyro_acp.reference.exact", "exact_posterior"),
+    "exact_ordered_posterior": ("pyro_acp.reference.exact_ordered", "exact_ordered_posterior"),
     "compare": ("pyro_acp.diagnostics.compare", "compare"),
     "sbc": ("pyro_acp.diagnostics.calibration", "sbc"),
     "heldout_ami": ("pyro_acp.diagnostics.evaluation", "heldout_ami"),
@@ -37,7 +38,8 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
 
 __all__ = [  # the keys of _PUBLIC (tests/test_imports.py checks it), spelt out for linters and IDEs
     "CRP", "ClusteringPosterior", "ExactPosterior", "MixtureOfFiniteMixtures", "PitmanYor", "compare",
-    "exact_posterior", "heldout_ami", "infer", "infer_many", "load", "load_guide", "mcmc", "metrics", "sbc", "train",
+    "exact_ordered_posterior", "exact_posterior", "heldout_ami", "infer", "infer_many", "load", "load_guide",
+    "mcmc", "metrics", "sbc", "train",
 ]
 
 
@@ -69,3 +71,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from pyro_acp.pretrained.checkpoint import load_guide
     from pyro_acp.pretrained.checkpoint import load_guide as load
     from pyro_acp.reference.exact import exact_posterior
+    from pyro_acp.reference.exact_ordered import exact_ordered_posterior
