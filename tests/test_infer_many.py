@@ -168,6 +168,13 @@ def test_figures_are_drawn_on_request(tmp_path):
     assert (folder / "posterior.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_loss_none_writes_the_map_alone(tmp_path):
+    posterior = infer_many(MODEL, XS[:1], seed=3, **QUICK)[0]
+    folder = infer_many(MODEL, XS[:1], seed=3, output=tmp_path, loss=None, **QUICK)[0]
+    assert (folder / "labels.csv").read_text().splitlines()[0] == "map"
+    assert np.array_equal(np.loadtxt(folder / "labels.csv", skiprows=1, dtype=int), posterior.map.numpy())
+
+
 def test_other_settings_in_the_same_folder_are_refused_unless_overwrite(tmp_path):
     infer_many(MODEL, XS[:2], seed=1, output=tmp_path, **QUICK)
     before = _files(tmp_path)

@@ -18,7 +18,8 @@ are ``infer``'s.
 
 - ``posterior.npz``: ``samples`` (S, N) canonical labels, and ``log_prob``, ``log_prob_error``,
   ``log_joint``, ``weights`` (S,) where known;
-- ``labels.csv``: the MAP and the point estimate (``loss``), one row a point;
+- ``labels.csv``: the MAP and the point estimate (``loss``; its search is most of a streamed run's cost on
+  small data sets), one row a point;
 - ``summary.json``: the posterior's summary, the data set's seed, source file and any warnings;
 - ``posterior.png`` with ``figures=True``.
 
@@ -52,13 +53,8 @@ from pyro_acp.diagnostics.importance import ImportanceWeightWarning, weight_diag
 from pyro_acp.diagnostics.prior_check import PriorPredictiveWarning, prior_predictive_check
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.inference.frames import framed, frames_for
-from pyro_acp.inference.infer import (
-    _UNORDERED_GUIDE,
-    _estimate_log_q,
-    importance_weights,
-    log_prob_settings,
-    resolve_guide,
-)
+from pyro_acp.inference.infer import _UNORDERED_GUIDE, _estimate_log_q, importance_weights, resolve_guide
+from pyro_acp.inference.log_prob import AUTO, log_prob_settings
 from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.posteriors.ordered import OrderedClusteringPosterior
 from pyro_acp.posteriors.posterior import ClusteringPosterior
@@ -174,7 +170,8 @@ def _folder_entries(path: Path, data_kind: str) -> tuple[Iterator[_Entry], int]:
             raise ValueError(f"{file} is {what}: {path} may hold only {' / '.join(DATA_SUFFIXES)} files of points "
                              "(move it out, or pass a list of data sets)")
     if not files:
-        raise ValueError(f"{path} holds no {' / '.join(DATA_SUFFIXES)} files")
+        raise ValueError(f"{path} is a folder holding no {' / '.join(DATA_SUFFIXES)} files of points (one data set "
+                         "each)")
     seen: dict[str, Path] = {}
     for file in files:
         if file.stem in seen:
@@ -400,7 +397,7 @@ class _Options:
     symmetrize: bool | None
     estimate_log_prob: bool
     check_prior: bool
-    loss: str
+    loss: str | None
     figures: bool
 
 
@@ -456,15 +453,17 @@ def _write_result(folder: Path, job: _Job, posterior: ClusteringPosterior, optio
             np.savez(file, **arrays)
 
     _atomic_write(folder / RESULT_FILES[0], write_arrays)
-    estimate = posterior.point_estimate(loss=options.loss)
-    table = np.stack([posterior.map.numpy(), estimate.numpy()], 1)
+    columns, header = [posterior.map.numpy()], "map"
+    if options.loss is not None:
+        columns.append(posterior.point_estimate(loss=options.loss).numpy())
+        header += f",point_estimate_{options.loss}"
     _atomic_write(folder / RESULT_FILES[1], lambda tmp: np.savetxt(
-        tmp, table, fmt="%d", delimiter=",", header=f"map,point_estimate_{options.loss}", comments=""))
+        tmp, np.stack(columns, 1), fmt="%d", delimiter=",", header=header, comments=""))
     if options.figures:
         import matplotlib.pyplot as plt
 
         def write_figure(tmp: str) -> None:
-            figure = posterior.plot(loss=options.loss)
+            figure = posterior.plot(loss=options.loss or "vi")
             figure.savefig(tmp, format="png")
             plt.close(figure)
 
@@ -541,15 +540,15 @@ def infer_many(
     seed: int | None = None,
     sample_z: bool = True,
     sample_joins: bool = True,
-    num_anchors: int | None | str = "auto",
-    num_z: int | str = "auto",
-    num_orders: int | str = "auto",
+    num_anchors: int | None | str = AUTO,
+    num_z: int | str = AUTO,
+    num_orders: int | str = AUTO,
     reweight: bool = False,
     symmetrize: bool | None = None,
     estimate_log_prob: bool = True,
     check_prior: bool = True,
     figures: bool = False,
-    loss: str = "vi",
+    loss: str | None = "vi",
     overwrite: bool = False,
     batch_points: int | None = None,
     progress_bar: bool = True,
@@ -571,7 +570,8 @@ def infer_many(
             :func:`dataset_seed` (seed, key), whichever data sets it is batched with. None draws a root seed (a
             streamed run records it, and a rerun into the same folder reuses it).
         figures: also write each data set's ``posterior.png`` (streamed runs).
-        loss: the point estimate written to ``labels.csv`` ("vi" or "binder").
+        loss: the point estimate written to ``labels.csv`` ("vi" or "binder"; None: the MAP alone, which skips
+            the point estimate's search, 0.1-0.2 s a data set at N < 50 on a CPU).
         batch_points: the most work per batched chunk, padded points x (sampler threads + :data:`ROW_COST` x
             data rows); default by device (:data:`BATCH_POINTS`). It changes speed and memory, never the results.
         progress_bar: a tqdm bar over the data sets.
@@ -588,7 +588,7 @@ def infer_many(
     options = _Options(
         check_positive_int(num_samples, "num_samples"), bool(sample_z), bool(sample_joins), num_anchors, num_z,
         num_orders, bool(reweight), symmetrize, bool(estimate_log_prob), bool(check_prior),
-        check_choice(loss, "loss", ("vi", "binder")), bool(figures))
+        None if loss is None else check_choice(loss, "loss", ("vi", "binder")), bool(figures))
     if reweight and not estimate_log_prob:
         raise ValueError("reweight=True needs the log-probability estimates; drop estimate_log_prob=False")
     if reweight and not has_collapsed_likelihood(model):
