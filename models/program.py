@@ -771,13 +771,14 @@ def load_program(spec: str) -> Callable:
 
 
 def as_clustering_model(obj: Any, x: Any = None, **options: Any) -> ClusteringModel:
-    """``obj`` itself when it is a clustering model; a :class:`ProgramModel` when it is a Pyro program.
+    """``obj`` itself when it is a clustering model (or anything with ``simulate``, all that training needs); a
+    :class:`ProgramModel` when it is a Pyro program.
 
     For a program, ``x`` (one data set) sets the data dimension and the training range of N
     (:func:`training_range`) unless ``options`` give ``data_dim`` / ``num_points_range``; ``options`` are
     :class:`ProgramModel`'s keywords. Data with one value per point may be (N,).
     """
-    if isinstance(obj, ClusteringModel):
+    if isinstance(obj, ClusteringModel) or hasattr(obj, "simulate"):  # a simulator is a model already
         if options:
             raise TypeError(f"{sorted(options)} configure a Pyro program; {type(obj).__name__} is already a model")
         return obj

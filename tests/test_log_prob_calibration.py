@@ -109,15 +109,16 @@ def test_infer_log_prob_matches_the_sampling_frequencies(shipped):
 @pytest.mark.slow
 def test_reweighting_gets_a_rare_partition_right():
     """Two points 0.5 sd apart: P(separate) = 0.0145 exactly; the guide draws the split about once in 600
-    samples. Reweighted with the frame-averaged q it is within a factor 2 of the truth for every seed (before:
-    0.036-0.313), and its weights are not flagged."""
+    samples, so 20,000 samples hold about 34 splits (relative sd 17 %). Reweighted by the density of the
+    frame mixture the samples came from, it is within a factor 2 of the truth for every seed (before, at 2,000
+    samples: 0.036-0.313), and its weights are not flagged."""
     model = CRPGaussianMixture()
     x = torch.tensor([[0.0, 0.0], [0.5, 0.0]])
     exact = pyro_acp.exact_posterior(model, x)
     truth = float(exact.weights[(exact.samples[:, 1] == 1)].sum())
     assert truth == pytest.approx(0.01446, abs=1e-4)
     for seed in range(3):
-        post = pyro_acp.infer(model, x, num_samples=8000, seed=seed, reweight=True, train=False, progress_bar=False)
+        post = pyro_acp.infer(model, x, num_samples=20000, seed=seed, reweight=True, train=False, progress_bar=False)
         split = post.samples[:, 1] == 1
         estimate = float(post.sample_weights[split].sum())
         assert truth / 2 < estimate < truth * 2, (seed, estimate, int(split.sum()))

@@ -32,7 +32,7 @@ frame a partition happened to be drawn in must not be used alone: it favours tha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -65,15 +65,20 @@ REWEIGHT_SETTINGS = (
     (12, {"num_anchors": None, "num_z": 8, "num_orders": 64}),
     (None, {"num_anchors": 10, "num_z": 8, "num_orders": 16}),
 )
+#: with reweight=True, partitions whose log q has a standard error above this (nats) are estimated further
+REWEIGHT_REFINE_TO = 0.1
 AUTO = "auto"
+#: each refinement round multiplies the z draws by this
+REFINE_Z_FACTOR = 8
 
 
 def log_prob_settings(num_points: int, *, reweight: bool = False, **given: Any) -> dict[str, Any]:
     """The estimator options (``num_anchors``, ``num_z``, ``num_orders``) infer uses for an N-point data set:
-    :data:`LOG_PROB_SETTINGS` for N, raised to :data:`REWEIGHT_SETTINGS` when reweighting, and any option
-    given (not "auto") as given."""
+    :data:`LOG_PROB_SETTINGS` for N, raised to :data:`REWEIGHT_SETTINGS` when reweighting (which also refines
+    estimates whose error exceeds :data:`REWEIGHT_REFINE_TO`), and any option given (not "auto") as given."""
     settings = _for_size(LOG_PROB_SETTINGS, num_points)
     if reweight:
+        settings["refine_to"] = REWEIGHT_REFINE_TO
         floor = _for_size(REWEIGHT_SETTINGS, num_points)
         settings["num_z"] = max(settings["num_z"], floor["num_z"])
         settings["num_orders"] = max(settings["num_orders"], floor["num_orders"])
@@ -126,6 +131,8 @@ def log_prob_estimate(
     frames: Tensor | None = None,
     sample_frames: Tensor | None = None,
     orders: str = "auto",
+    refine_to: float | None = None,
+    refine_rounds: int = 2,
 ) -> LogProbEstimate:
     """Estimate log q(partition | x) for partitions (B, S, N) of data sets (B, N, D) (module docstring).
 
@@ -136,6 +143,9 @@ def log_prob_estimate(
     "auto" (any of the three): :func:`log_prob_settings` for the data sets' size N.
     ``frames`` (F, D, D): with ``sample_frames`` ((S,) or (B, S)) each partition is estimated in its own
     frame; without, replicate r is estimated in frame r % F.
+    ``refine_to`` (nats): partitions whose standard error exceeds it get further independent replicates with
+    :data:`REFINE_Z_FACTOR` times the z draws, pooled with the first (each replicate is unbiased), for up to
+    ``refine_rounds`` rounds: rare partitions, whose joins need unusual z, are the noisy ones.
     """
     if z_proposal not in Z_PROPOSALS:
         raise ValueError(f"z_proposal must be one of {Z_PROPOSALS}, got {z_proposal!r}")
@@ -148,8 +158,36 @@ def log_prob_estimate(
     settings = log_prob_settings(num_points, num_anchors=num_anchors, num_z=num_z, num_orders=num_orders)
     num_anchors, num_z, num_orders = settings["num_anchors"], settings["num_z"], settings["num_orders"]
     partitions = canonicalize(labels.reshape(-1, num_points).to(x.device))
-    units = _replicate_units(partitions, num_orders, orders, 1 if frames is None or sample_frames is not None
-                             else frames.shape[0])
+    layout = (num_sets, num_samples, frames, sample_frames)
+    options = (num_anchors, num_orders, orders, z_proposal, generator, chunk_size)
+    everything = torch.arange(partitions.shape[0], device=x.device)
+    log_unit, unit_partition, enumerated_units = _unit_log_probs(guide, x, mask, partitions, everything, layout,
+                                                                 num_z, *options)
+    log_prob, error = _mean_and_error(log_unit, unit_partition, partitions.shape[0])
+    for _ in range(refine_rounds if refine_to is not None else 0):
+        loose = (error > refine_to).nonzero(as_tuple=True)[0]  # NaN (one unit) never compares greater
+        if loose.numel() == 0:
+            break
+        num_z *= REFINE_Z_FACTOR
+        extra, extra_partition, _ = _unit_log_probs(guide, x, mask, partitions, loose, layout, num_z, *options)
+        log_unit, unit_partition = torch.cat([log_unit, extra]), torch.cat([unit_partition, extra_partition])
+        log_prob, error = _mean_and_error(log_unit, unit_partition, partitions.shape[0])
+    enumerated = torch.zeros(partitions.shape[0], dtype=torch.bool, device=x.device).index_fill(
+        0, unit_partition[:enumerated_units.shape[0]][enumerated_units], True)
+    shape = (num_sets, num_samples)
+    return LogProbEstimate(log_prob.view(shape), error.view(shape), enumerated.view(shape))
+
+
+def _unit_log_probs(guide: ClusterwiseGuide, x: Tensor, mask: Tensor, partitions: Tensor, chosen: Tensor,
+                    layout: tuple, num_z: int, num_anchors: int | None, num_orders: int, orders: str,
+                    z_proposal: str, generator: torch.Generator | None, chunk_size: int
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """Independent unit estimates of log q for the partitions ``chosen`` (indices into ``partitions``): their
+    log values, the partition each belongs to, and whether each sums its orders exactly."""
+    num_sets, num_samples, frames, sample_frames = layout
+    units = _replicate_units(partitions[chosen], num_orders, orders,
+                             1 if frames is None or sample_frames is not None else frames.shape[0])
+    units = replace(units, partition=chosen[units.partition])
     unit_set = torch.div(units.partition, num_samples, rounding_mode="floor")
     unit_frame = _unit_frames(units, frames, sample_frames, num_sets, num_samples, x.device)
     x, mask, unit_dataset = framed(x, mask, frames, unit_set, unit_frame)
@@ -164,11 +202,7 @@ def log_prob_estimate(
     log_unit[~units.enumerated] = per_order[~units.enumerated]
     if units.enumerated.any():
         log_unit[units.enumerated] = _sum_over_orders(log_step, rows, units)[units.enumerated]
-    log_prob, error = _mean_and_error(log_unit, units.partition, partitions.shape[0])
-    enumerated = torch.zeros(partitions.shape[0], dtype=torch.bool, device=x.device).index_fill(
-        0, units.partition[units.enumerated], True)
-    shape = (num_sets, num_samples)
-    return LogProbEstimate(log_prob.view(shape), error.view(shape), enumerated.view(shape))
+    return log_unit, units.partition, units.enumerated
 
 
 @dataclass(frozen=True)
