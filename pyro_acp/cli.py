@@ -257,28 +257,79 @@ def initial_guide(model, init: str):
     return guide
 
 
+#: the train subparser's architecture defaults, applied when a new run does not give them
+TRAIN_GUIDE_DEFAULTS = {"--guide": "ACPS", "--hidden-dim": 128}
+
+
+def resumed_guide(model, output: str, given: dict[str, object]):
+    """A new guide of the architecture the card of checkpoint ``output`` records (its weights are loaded by
+    ``train(resume=True)``), after checking that the card's model is ``model`` and that the architecture
+    options the user gave (``given``: flag -> value, None when not given) agree with the card."""
+    from pyro_acp.pretrained.checkpoint import build_guide, config_path, read_card
+    from pyro_acp.pretrained.registry import check_guide_matches
+
+    card = read_card(output)
+    architecture = card["guide"]
+    recorded = {"--guide": architecture.get("type"), "--hidden-dim": architecture.get("hidden_dim")}
+    clashes = [f"{flag} {value}" for flag, value in given.items() if value is not None and value != recorded[flag]]
+    if clashes:
+        raise CommandError(
+            f"--resume continues the {recorded['--guide']} guide with hidden_dim {recorded['--hidden-dim']} that "
+            f"{config_path(output)} records, but {' and '.join(clashes)} {'was' if len(clashes) == 1 else 'were'} "
+            "given: drop them (the architecture comes from the checkpoint) or train a new --output")
+    guide = build_guide(architecture)
+    try:
+        check_guide_matches(model, guide, card)
+    except ValueError as err:
+        raise CommandError(f"cannot resume {output}: {err}") from None
+    return guide
+
+
 def cmd_train(args) -> None:
+    import os
+
     import pyro_acp
     from pyro_acp.guides import GUIDES
+    from pyro_acp.inference import distributed
 
+    given = {"--guide": args.guide, "--hidden-dim": args.hidden_dim}  # None: not on the command line
+    args.guide = TRAIN_GUIDE_DEFAULTS["--guide"] if args.guide is None else args.guide
+    args.hidden_dim = TRAIN_GUIDE_DEFAULTS["--hidden-dim"] if args.hidden_dim is None else args.hidden_dim
     check_train_numbers(args)
+    check_counts(args, {"--nproc": 1})
+    if not (args.timeout > 0 and np.isfinite(args.timeout)):
+        raise CommandError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if under_torchrun and args.nproc > 1:
+        raise CommandError("--nproc starts its own processes, but this one was started by torchrun "
+                           f"(WORLD_SIZE={os.environ['WORLD_SIZE']}): leave --nproc out, torchrun sets the count")
+    if args.nproc > 1:
+        distributed.shard_sizes(args.batch_size, args.nproc)  # the global batch must give every process a share
     check_device_option(args.device)
     completed = check_train_output(args)
     model = build_model(args.model, args.model_option or [])
     if args.init:
         guide = initial_guide(model, args.init)
+    elif args.resume:
+        guide = resumed_guide(model, args.output, given)
     else:
         try:  # the architecture's own checks (e.g. a width the attention heads divide), before any training
             guide = GUIDES[args.guide](model.data_dim, hidden_dim=args.hidden_dim)
         except ValueError as err:
             raise CommandError(f"--guide {args.guide} --hidden-dim {args.hidden_dim}: {err}") from None
+    if args.nproc > 1:  # everything is checked: start the processes, each runs this command with --nproc 1
+        distributed.launch([*args.argv, "--nproc", "1"], args.nproc)
+        return
     num_points = tuple(args.num_points) if args.num_points else None
-    history = pyro_acp.train(
-        model, guide, steps=args.steps, batch_size=args.batch_size, num_particles=args.num_particles, lr=args.lr,
-        device=args.device, seed=args.seed, loss=args.loss, dreg=args.dreg, num_points=num_points,
-        checkpoint=args.output, checkpoint_every=args.checkpoint_every, resume=args.resume,
-        validate_every=args.validate_every, compile=args.compile,
-    )
+    with distributed.process_group_from_environment(args.device, args.timeout):
+        history = pyro_acp.train(
+            model, guide, steps=args.steps, batch_size=args.batch_size, num_particles=args.num_particles,
+            lr=args.lr, device=args.device, seed=args.seed, loss=args.loss, dreg=args.dreg, num_points=num_points,
+            checkpoint=args.output, checkpoint_every=args.checkpoint_every, resume=args.resume,
+            validate_every=args.validate_every, compile=args.compile,
+        )
+    if distributed.environment_rank() != 0:  # rank 0 reports for all
+        return
     done = args.steps - completed
     trained = f"trained {done} more step{'' if done == 1 else 's'} ({args.steps} in all)" if completed else \
         f"trained {args.steps} steps"
@@ -291,6 +342,22 @@ def cmd_infer(args) -> None:
 
     check_counts(args, {"--num-samples": 1})
     check_device_option(args.device)
+    if Path(args.input).is_dir():  # every data file of the folder, batched and resumable (pyro_acp.infer_many)
+        from pyro_acp.inference.many import RESULT_FILES
+
+        if args.guide is not None:
+            check_input_file(args.guide, "--guide checkpoint")
+        out = Path(args.output)
+        before = set() if args.overwrite or not out.is_dir() else {p.parent for p in out.glob(f"*/{RESULT_FILES[-1]}")}
+        folders = pyro_acp.infer_many(build_model(args.model, args.model_option or []), args.input, output=out,
+                                      num_samples=args.num_samples, guide=args.guide, seed=args.seed,
+                                      train=not args.no_train, device=args.device, loss=args.loss,
+                                      figures=args.figures, overwrite=args.overwrite)
+        resumed = sum(folder in before for folder in folders)
+        files = ", ".join(RESULT_FILES) + (", posterior.png" if args.figures else "")
+        print(f"{len(folders)} data sets from {args.input}: {len(folders) - resumed} clustered now"
+              + (f", {resumed} already finished" if resumed else "") + f"; results in {out}/<name>/ ({files})")
+        return
     check_input_file(args.input, "input")
     if args.guide is not None:
         check_input_file(args.guide, "--guide checkpoint")
@@ -331,8 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a registered model of points (default CRPGaussianMixture)")
     train.add_argument("--model-option", action="append", metavar="KEY=VALUE",
                        help="model hyperparameter, e.g. --model-option alpha=0.5 --model-option dim=3")
-    train.add_argument("--guide", default="ACPS", choices=GUIDE_NAMES)
-    train.add_argument("--hidden-dim", type=int, default=128)
+    train.add_argument("--guide", default=None, choices=GUIDE_NAMES,
+                       help="guide architecture (default ACPS; with --resume the checkpoint's)")
+    train.add_argument("--hidden-dim", type=int, default=None,
+                       help="width of the guide's networks (default 128; with --resume the checkpoint's)")
     train.add_argument("--steps", type=int, default=5000)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--num-particles", type=int, default=40)
@@ -346,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=500)
     train.add_argument("--validate-every", type=int, default=100)
     train.add_argument("--resume", action="store_true",
-                       help="continue training --output up to --steps steps in all (more than it has)")
+                       help="continue training --output up to --steps steps in all (more than it has), with the "
+                            "guide architecture its card records; any number of processes")
     train.add_argument("--overwrite", action="store_true",
                        help="replace an existing --output checkpoint (refused without it)")
     train.add_argument("--init", metavar="CHECKPOINT",
@@ -355,10 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true",
                        help="fuse the join network with torch.compile (~1.3x faster on CPU; needs a C++ compiler)",
                        )
+    train.add_argument("--nproc", type=int, default=1,
+                       help="data-parallel training in this many processes on this machine (torch.distributed: "
+                            "gloo on CPU, nccl with --device cuda); --batch-size is the global batch, split "
+                            "among them. Or start this command under torchrun (docs/distributed.md)")
+    train.add_argument("--timeout", type=float, default=300.0,
+                       help="data-parallel training: seconds a process waits for the others before the job is "
+                            "ended (default 300)")
     train.set_defaults(run=cmd_train)
 
-    infer = sub.add_parser("infer", help="cluster points from a CSV or NPY file")
-    infer.add_argument("input", help="(N, D) points: .npy or numeric .csv")
+    infer = sub.add_parser("infer", help="cluster points from a CSV or NPY file, or from a folder of them")
+    infer.add_argument("input", help="(N, D) points: .npy or numeric .csv; or a folder of such files, one data set "
+                                     "each, clustered in batches (results in --output/<file name>/, resumable)")
     infer.add_argument("--model", default="CRPGaussianMixture",
                        help="a registered model of points (default CRPGaussianMixture)")
     infer.add_argument("--model-option", action="append", metavar="KEY=VALUE")
@@ -371,13 +449,20 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--output", default="pyro_acp_out",
                        help=f"output folder for {', '.join(INFER_OUTPUTS)} (default pyro_acp_out)")
     infer.add_argument("--overwrite", action="store_true",
-                       help="replace those files when the folder already holds them (refused without it)")
+                       help="replace those files when the folder already holds them (refused without it); for a "
+                            "folder input, redo every data set (without it a rerun resumes, and other options are "
+                            "refused)")
+    infer.add_argument("--figures", action="store_true",
+                       help="for a folder input, also draw each data set's posterior.png (a single file always gets "
+                            "its figure)")
     infer.set_defaults(run=cmd_infer)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what `train --nproc P` hands to the processes it starts
     try:
         args.run(args)
     except (CommandError, ValueError, TypeError, FileNotFoundError, NotImplementedError, RuntimeError) as err:

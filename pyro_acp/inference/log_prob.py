@@ -66,7 +66,7 @@ REWEIGHT_SETTINGS = (
     (None, {"num_anchors": 10, "num_z": 8, "num_orders": 16}),
 )
 #: with reweight=True, partitions whose log q has a standard error above this (nats) are estimated further
-REWEIGHT_REFINE_TO = 0.1
+REWEIGHT_REFINE_TO = 0.25
 AUTO = "auto"
 #: each refinement round multiplies the z draws by this
 REFINE_Z_FACTOR = 8
@@ -132,7 +132,7 @@ def log_prob_estimate(
     sample_frames: Tensor | None = None,
     orders: str = "auto",
     refine_to: float | None = None,
-    refine_rounds: int = 2,
+    refine_rounds: int = 1,
 ) -> LogProbEstimate:
     """Estimate log q(partition | x) for partitions (B, S, N) of data sets (B, N, D) (module docstring).
 
@@ -323,6 +323,7 @@ def _log_steps(guide: ClusterwiseGuide, x: Tensor, mask: Tensor, unit_dataset: T
     rank = scores.argsort(-1, descending=True).argsort(-1)
     row, anchor_point = (cluster & (rank < used.unsqueeze(-1))).nonzero(as_tuple=True)  # (step row, anchor)
     log_terms = torch.empty(row.shape[0], num_z, dtype=x.dtype, device=x.device)
+    chunk_size = max(1, chunk_size * 4 // num_z)  # rows x z draws per chunk bounded: the join net is (M, R, N, H)
     for start in range(0, row.shape[0], chunk_size):
         r = row[start : start + chunk_size]
         anchor = torch.zeros(r.shape[0], num_points, dtype=torch.bool, device=x.device)
