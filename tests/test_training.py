@@ -218,7 +218,7 @@ def test_reweighted_infer_repairs_the_guide_on_close_clusters():
     for i in (3, 6, 7):  # the three sets where the raw (frame-averaged) guide is furthest off
         x = close_cluster_sets(10)[i]
         exact = pyro_acp.exact_posterior(model, x)
-        post = pyro_acp.infer(model, x, num_samples=1000, seed=i, reweight=True, train=False, progress_bar=False)
+        post = pyro_acp.infer(model, x, num_samples=500, seed=i, reweight=True, train=False, progress_bar=False)
         assert post.method == "acp+is" and post.effective_sample_size > 5
         assert post.weights.sum().item() == pytest.approx(1.0)
         raw.append(total_variation(exact, post.samples))
