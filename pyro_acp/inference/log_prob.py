@@ -54,16 +54,16 @@ MAX_ENUMERATED_CLUSTERS = 12
 #: cluster orders where they are affordable, fewer as N grows so that infer at N = 200 with 100 samples stays
 #: under a second on a 2-core CPU (benchmarks/log_prob_calibration.py, benchmarks/bench_infer.py)
 LOG_PROB_SETTINGS = (
-    (12, {"num_anchors": None, "num_z": 4, "num_orders": 16}),
-    (40, {"num_anchors": 8, "num_z": 4, "num_orders": 8}),
-    (None, {"num_anchors": 3, "num_z": 2, "num_orders": 4}),
+    (12, {"num_anchors": None, "num_z": 4, "num_orders": 16, "z_proposal": "mixture"}),
+    (40, {"num_anchors": 8, "num_z": 4, "num_orders": 8, "z_proposal": "mixture"}),
+    (None, {"num_anchors": 3, "num_z": 1, "num_orders": 2, "z_proposal": "prior"}),  # the encoder pools over N
 )
 #: with reweight=True, at least these, by size as above (the noise of log q enters the weights directly; at small N
 #: all orders and anchors are summed in every sampling frame: a close-cluster set, N = 7, 2,000 samples: TV to
 #: exact 0.515 raw -> 0.047 reweighted; 16 z draws and budget 256 give 0.045 at 6.4x the time)
 REWEIGHT_SETTINGS = (
-    (12, {"num_anchors": None, "num_z": 8, "num_orders": 64}),
-    (None, {"num_anchors": 10, "num_z": 8, "num_orders": 16}),
+    (12, {"num_anchors": None, "num_z": 8, "num_orders": 64, "z_proposal": "mixture"}),
+    (None, {"num_anchors": 10, "num_z": 8, "num_orders": 16, "z_proposal": "mixture"}),
 )
 #: with reweight=True, partitions whose log q has a standard error above this (nats) are estimated further
 REWEIGHT_REFINE_TO = 0.25
@@ -82,13 +82,16 @@ def log_prob_settings(num_points: int, *, reweight: bool = False, **given: Any) 
         floor = _for_size(REWEIGHT_SETTINGS, num_points)
         settings["num_z"] = max(settings["num_z"], floor["num_z"])
         settings["num_orders"] = max(settings["num_orders"], floor["num_orders"])
+        settings["z_proposal"] = floor["z_proposal"]
         if settings["num_anchors"] is not None:
             settings["num_anchors"] = None if floor["num_anchors"] is None else max(settings["num_anchors"],
                                                                                     floor["num_anchors"])
     for name, value in given.items():
         if isinstance(value, str) and value == AUTO:
             continue
-        if name == "num_anchors" and value is None:
+        if name == "z_proposal":
+            settings[name] = value
+        elif name == "num_anchors" and value is None:
             settings[name] = None
         else:
             settings[name] = check_positive_int(value, name)
@@ -127,7 +130,7 @@ def log_prob_estimate(
     num_orders: int | str = AUTO,
     generator: torch.Generator | None = None,
     chunk_size: int = 4096,
-    z_proposal: str = "mixture",
+    z_proposal: str = AUTO,
     frames: Tensor | None = None,
     sample_frames: Tensor | None = None,
     orders: str = "auto",
@@ -147,7 +150,7 @@ def log_prob_estimate(
     :data:`REFINE_Z_FACTOR` times the z draws, pooled with the first (each replicate is unbiased), for up to
     ``refine_rounds`` rounds: rare partitions, whose joins need unusual z, are the noisy ones.
     """
-    if z_proposal not in Z_PROPOSALS:
+    if z_proposal not in (*Z_PROPOSALS, AUTO):
         raise ValueError(f"z_proposal must be one of {Z_PROPOSALS}, got {z_proposal!r}")
     if orders not in ORDER_MODES:
         raise ValueError(f"orders must be one of {ORDER_MODES}, got {orders!r}")
@@ -155,8 +158,10 @@ def log_prob_estimate(
     if labels.dim() == 2:
         labels = labels.unsqueeze(0)
     num_sets, num_samples, num_points = labels.shape
-    settings = log_prob_settings(num_points, num_anchors=num_anchors, num_z=num_z, num_orders=num_orders)
+    settings = log_prob_settings(num_points, num_anchors=num_anchors, num_z=num_z, num_orders=num_orders,
+                                 z_proposal=z_proposal)
     num_anchors, num_z, num_orders = settings["num_anchors"], settings["num_z"], settings["num_orders"]
+    z_proposal = settings["z_proposal"]
     partitions = canonicalize(labels.reshape(-1, num_points).to(x.device))
     layout = (num_sets, num_samples, frames, sample_frames)
     options = (num_anchors, num_orders, orders, z_proposal, generator, chunk_size)
