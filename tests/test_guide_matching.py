@@ -10,8 +10,8 @@ import torch
 import pyro_acp
 from pyro_acp.cli import main as cli_main
 from pyro_acp.guides import ACP, ACPS, CCP
-from pyro_acp.inference import infer as infer_module
-from pyro_acp.inference.infer import resolve_guide, train_for_model
+from pyro_acp.inference import on_demand as on_demand_module
+from pyro_acp.inference.on_demand import resolve_guide, train_for_model
 from pyro_acp.inference.training import train
 from pyro_acp.models import CRPGaussianMixture
 from pyro_acp.pretrained.checkpoint import load_guide
@@ -81,8 +81,8 @@ def test_an_untrained_guide_is_used_with_a_warning(x):
 @pytest.fixture
 def tiny_on_demand(tmp_path, monkeypatch):
     monkeypatch.setenv("PYRO_ACP_CACHE", str(tmp_path))
-    monkeypatch.setattr(infer_module, "ON_DEMAND_GUIDE", {"hidden_dim": 8})
-    monkeypatch.setattr(infer_module, "ON_DEMAND_TRAINING",
+    monkeypatch.setattr(on_demand_module, "ON_DEMAND_GUIDE", {"hidden_dim": 8})
+    monkeypatch.setattr(on_demand_module, "ON_DEMAND_TRAINING",
                         {"steps": 4, "batch_size": 4, "num_particles": 2, "lr": 1e-3, "num_points": (3, 12),
                          "validation_size": 4})
     return CRPGaussianMixture(alpha=1.3)  # no shipped guide serves it

@@ -175,7 +175,7 @@ def train_graph_guide(model: Any, *, device: str | torch.device | None = None, s
     import time
 
     from pyro_acp.guides import ACPS
-    from pyro_acp.inference.infer import ON_DEMAND_TRAINING
+    from pyro_acp.inference.on_demand import ON_DEMAND_TRAINING
     from pyro_acp.inference.training import train
     from pyro_acp.pretrained.registry import on_demand_path
     from pyro_acp.seeding import forked_rng
@@ -208,7 +208,7 @@ def infer_graph(infer: Callable[..., ClusteringPosterior], model: Any, graph: An
     log-probability estimates (which are of the unconditioned guide) are skipped and ``reweight`` is
     refused; the MAP is ranked by the exact log joint, which conditioning on the labels leaves valid.
     """
-    from pyro_acp.inference.infer import resolve_guide
+    from pyro_acp.inference.on_demand import resolve_guide
     from pyro_acp.models.graphs import as_adjacency
     from pyro_acp.pretrained.registry import find_guide, find_incomplete_guide
 
