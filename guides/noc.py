@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import replace
+from typing import Any
 
 import pyro
 import torch
@@ -45,13 +46,19 @@ from torch.nn import functional as F
 from pyro_acp.data.batch import Batch
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.guides import GUIDES
-from pyro_acp.guides.acp import ACP
+from pyro_acp.guides.acp import ACP, ACPS
 from pyro_acp.guides.clusterwise import DataEncoding, FinishedClusters, StepEncoding, cap_cluster_size
+from pyro_acp.inference.log_prob import LogProbEstimate, log_prob_estimate
 from pyro_acp.nn.attention import MAB, PMA, pooled
 from pyro_acp.nn.encoders import mlp
+from pyro_acp.posteriors.ordered import check_ordered_labels
 from pyro_acp.validation import check_positive_int, check_scalar
 
-__all__ = ["NOC", "creation_order"]
+__all__ = ["NOC", "NOCS", "OrderedHeads", "creation_order", "ordered_log_prob_estimate"]
+
+#: a join logit standing for -inf in scoring: its Bernoulli log factor is exactly 0 for target 0 and
+#: SCORING_FLOOR (probability zero in any sum) for target 1; -inf itself would make 0 * inf = NaN
+SCORING_FLOOR = -1e4
 
 
 def creation_order(batch: Batch) -> tuple[Batch, Tensor]:
@@ -76,15 +83,17 @@ def creation_order(batch: Batch) -> tuple[Batch, Tensor]:
     return steps, position
 
 
-class NOC(ACP):
-    """Neural Ordered Clusters: ACP + cardinality head + pointer network (module docstring).
+class OrderedHeads:
+    """The cardinality head, the pointer network and the joint objective of NOC, over any clusterwise guide
+    (a mixin placed before :class:`~pyro_acp.guides.acp.ACP` or :class:`~pyro_acp.guides.acp.ACPS`).
 
-    Args (besides ACP's): ``ordering_weight`` (lambda_o), ``cardinality_weight`` (lambda_k),
+    Args (besides the clustering guide's): ``ordering_weight`` (lambda_o), ``cardinality_weight`` (lambda_k),
     ``max_cluster_size`` (a hard cap at sampling time, e.g. the model's; None: the predicted sizes only),
     ``sample_order`` (draw the order from the pointer network at sampling time; False: greedy).
+    ``center``: the clustering encoder's median centring (off by default); the pointer network always reads
+    the uncentred, scaled inputs, so an order by distance from the origin is learnable either way.
     """
 
-    variant = "noc"
     orders_clusters = True
 
     def __init__(self, data_dim: int, hidden_dim: int = 128, *, ordering_weight: float = 4.0,
@@ -113,6 +122,22 @@ class NOC(ACP):
         self.pointer_query = nn.Linear(h, h)
         self.pointer_score = nn.Linear(h, 1, bias=False)
 
+    #: parameters of the heads (everything else belongs to the clustering guide)
+    HEAD_PREFIXES = ("cardinality_net.", "order_", "pointer_")
+
+    def load_clustering(self, source: nn.Module) -> None:
+        """Copy the clustering weights of a trained guide of the base class (e.g. an ACP-S checkpoint for
+        :class:`NOCS`) into this one; the heads keep their weights. ValueError when the architectures differ
+        (a missing or surplus clustering parameter, or another shape)."""
+        own = self.state_dict()
+        theirs = source.state_dict()
+        clustering = {k for k in own if not k.startswith(self.HEAD_PREFIXES)}
+        if set(theirs) != clustering or any(theirs[k].shape != own[k].shape for k in clustering):
+            raise ValueError(f"{type(source).__name__}'s weights do not fit the clustering part of "
+                             f"{type(self).__name__} (different parameters or shapes: build it with the source's "
+                             "hidden_dim, z_dim and layer counts)")
+        self.load_state_dict({**own, **theirs})
+
     # ------------------------------------------------------------------ encodings
     def encode_data(self, x: Tensor, mask: Tensor, *args, **kwargs) -> DataEncoding:
         """ACP's encodings, with the scaled inputs [x / r, (x / r)^2] (B, N, 2D) appended to ``feats``, r the
@@ -126,7 +151,7 @@ class NOC(ACP):
         return data._replace(feats=torch.cat([data.feats, raw], -1))
 
     def step_encodings(self, enc, feats, dataset, anchor, available) -> tuple[Tensor, Tensor, Tensor]:
-        """ACP's, on ACP's own features (the pointer's inputs stripped)."""
+        """The clustering guide's, on its own features (the pointer's inputs stripped)."""
         return super().step_encodings(enc, feats[..., : -2 * self.data_dim], dataset, anchor, available)
 
     def encode(self, batch: Batch) -> StepEncoding:
@@ -172,14 +197,19 @@ class NOC(ACP):
         """log p(true order | true clusters) per order position (B, K): the teacher-forced pointer network
         (0 beyond K_b), clusters numbered as in :func:`creation_order`."""
         steps, position = creation_order(batch)
-        valid = steps.step_mask
         data = self.encode_data(steps.x, steps.mask)
-        dataset = torch.arange(batch.batch_size, device=valid.device)
-        context, start = self.pointer_context(self.cluster_embeddings(data, dataset, steps.members), valid)
+        return self._order_log_prob(data, torch.arange(batch.batch_size, device=position.device), steps.members,
+                                    position)
+
+    def _order_log_prob(self, data: DataEncoding, dataset: Tensor, members: Tensor, position: Tensor) -> Tensor:
+        """log p(order | clusters) per position (T, K) of clusters ``members`` (T, K, N) (-free slots empty)
+        of data sets ``dataset`` (T,) whose cluster k sits at position ``position[t, k]`` (-1 beyond K_t)."""
+        valid = position >= 0
+        context, start = self.pointer_context(self.cluster_embeddings(data, dataset, members), valid)
         k = valid.shape[1]
         target = position.masked_fill(~valid, k).argsort(-1)  # (B, K): the cluster at position p
         placed = context.gather(1, target.unsqueeze(-1).expand_as(context))
-        inputs = torch.cat([self.order_start.expand(batch.batch_size, 1, -1), placed[:, :-1]], 1)
+        inputs = torch.cat([self.order_start.expand(position.shape[0], 1, -1), placed[:, :-1]], 1)
         queries, _ = self.order_decoder(inputs, start)
         logits = self.pointer_logits(context, queries)  # (B, P, K)
         later = position.unsqueeze(1) >= torch.arange(k, device=valid.device).view(1, -1, 1)  # not yet placed
@@ -196,10 +226,14 @@ class NOC(ACP):
         order's part of log q(ordered partition) = log q(partition) + log p(order | partition)."""
         positions = torch.as_tensor(positions, dtype=torch.long, device=x.device)
         positions = positions.unsqueeze(0) if positions.dim() == 1 else positions
-        points = x.unsqueeze(0).expand(positions.shape[0], *x.shape)
-        batch = Batch.from_labels(points, positions, ordered=True, shuffle=False,  # anchors unused: fixed seed
-                                  generator=torch.Generator(device=x.device).manual_seed(0))
-        return self.order_log_prob(batch).sum(-1)
+        check_ordered_labels(positions.cpu(), "positions")
+        data = self.encode_data(x.unsqueeze(0), torch.ones(1, x.shape[0], dtype=torch.bool, device=x.device))
+        k = int(positions.max()) + 1
+        slots = torch.arange(k, device=x.device)
+        members = positions.unsqueeze(1) == slots.view(1, -1, 1)  # (S, K, N): cluster k = position k
+        position = torch.where(members.any(-1), slots, -1).expand(positions.shape[0], k)
+        dataset = torch.zeros(positions.shape[0], dtype=torch.long, device=x.device)
+        return self._order_log_prob(data, dataset, members, position).sum(-1)
 
     # ------------------------------------------------------------------ Pyro model
     def model(self, batch: Batch) -> None:
@@ -215,6 +249,44 @@ class NOC(ACP):
             pyro.factor("ordering", self.ordering_weight * order)
             pyro.factor("cardinality", -self.cardinality_weight * squared)
 
+    # ------------------------------------------------------------------ the size cap in scoring
+    def join_size_cap(self, enc: StepEncoding) -> Tensor:
+        """(S,) the most members a step's cluster keeps at sampling time: ceil(t_k) + 1, at most
+        ``max_cluster_size``."""
+        size = self.cardinality(enc.context).ceil().long() + 1
+        return size if self.max_cluster_size is None else size.clamp(max=self.max_cluster_size)
+
+    @contextlib.contextmanager
+    def capped_scoring(self):
+        """Within the block, :meth:`join_logits` of steps with known joins (``enc.targets``) score the capped
+        sampler's clusters, so that the clusterwise log-probability estimator
+        (:func:`pyro_acp.inference.log_prob.log_prob_estimate`) estimates the density NOC samples from.
+
+        With cap m = :meth:`join_size_cap` - 1 joiners and the sampler keeping the m joiners of largest
+        logit, a step builds the joiner set J with probability
+        prod_{i in J} p_i prod_{i not in J} (1 - p_i) when |J| < m (the cap did not act);
+        prod_{i in J} p_i prod_{i not in J, rho_i > min_J rho} (1 - p_i) when |J| = m (a point ranked below
+        every member would have been cut had it joined, so it may do either); 0 when |J| > m. In logit form
+        (a Bernoulli factor of target 0 is 1 at logit -inf; of target 1, 0): the logits of the points below
+        the members' minimum, and of every member of an over-cap set, become :data:`SCORING_FLOOR`.
+        """
+        saved, self._capped_scoring = getattr(self, "_capped_scoring", False), True
+        try:
+            yield self
+        finally:
+            self._capped_scoring = saved
+
+    def join_logits(self, z: Tensor, enc: StepEncoding) -> Tensor:
+        """The clustering guide's logits; inside :meth:`capped_scoring`, those of the capped sampler."""
+        logits = super().join_logits(z, enc)
+        if not getattr(self, "_capped_scoring", False) or enc.targets is None:
+            return logits
+        joins = enc.targets & enc.available
+        count, cap = joins.sum(-1), self.join_size_cap(enc) - 1  # (S,)
+        lowest = logits.masked_fill(~joins, math.inf).amin(-1, keepdim=True)
+        below = (~joins & (logits < lowest) & (count == cap).unsqueeze(-1)) | (joins & (count > cap).unsqueeze(-1))
+        return logits.masked_fill(below, SCORING_FLOOR)
+
     # ------------------------------------------------------------------ sampling hooks
     def select_members(self, anchor: Tensor, joins: Tensor, logits: Tensor, enc: StepEncoding) -> Tensor:
         """The anchor and at most ceil(t_k) of the joiners (the most probable ones), capped at ``max_cluster_size``.
@@ -222,10 +294,7 @@ class NOC(ACP):
         Rounded up, not to the nearest integer (the NOC paper): t_k regresses the *mean* number of joiners, so a
         cap below it would cut clusters the posterior allows (measured: more clusters than the exact posterior
         at N <= 6 after a short training)."""
-        size = self.cardinality(enc.context).ceil().long() + 1
-        if self.max_cluster_size is not None:
-            size = size.clamp(max=self.max_cluster_size)
-        return cap_cluster_size(anchor, joins, logits, size)
+        return cap_cluster_size(anchor, joins, logits, self.join_size_cap(enc))
 
     def order_clusters(self, clusters: FinishedClusters, generator: torch.Generator | None = None) -> Tensor:
         """(T, K) the pointer network's order of every thread's clusters, position by position: drawn from its
@@ -256,4 +325,53 @@ class NOC(ACP):
         return order
 
 
-GUIDES[NOC.__name__] = NOC  # build_guide / load_guide rebuild NOC checkpoints from their cards
+def ordered_log_prob_estimate(guide: OrderedHeads, x: Tensor, samples: Tensor, frames: Tensor | None,
+                              settings: dict[str, Any], generator: torch.Generator | None) -> LogProbEstimate:
+    """log q of every ordered partition ``samples`` (S, N) (labels = positions) of one data set ``x`` (N, D),
+    with its standard error: the density NOC's sampler draws ordered partitions from,
+
+        q(c, sigma | x) = q_cap(c | x) p(sigma | c, x),
+
+    q_cap the clusterwise estimate of the partition under the cardinality cap (:meth:`OrderedHeads.
+    capped_scoring`, estimator options ``settings`` as :func:`pyro_acp.inference.log_prob.log_prob_settings`
+    gives them) and p(sigma | c, x) the pointer network's exact order probability
+    (:meth:`OrderedHeads.order_log_prob_of`); the error is that of the first term. With sampling frames
+    Q_1..Q_F (F, D, D) the samples come from the mixture (1 / F) sum_f q(c, sigma | Q_f x), and both terms
+    are computed in every frame (F times the cost): log q = logsumexp_f(log q_f) - log F, standard error
+    (sum_f w_f^2 se_f^2)^(1/2) with w_f = q_f / sum_f q_f (the delta method). One estimate per distinct
+    ordered partition; returns (S,) tensors (``orders_enumerated``: all cluster orders of the partition
+    summed exactly by the estimator)."""
+    unique, inverse = samples.unique(dim=0, return_inverse=True)
+    count = 1 if frames is None else frames.shape[0]
+    views = x.unsqueeze(0) if frames is None else torch.einsum("nd,fed->fne", x, frames.to(x))  # x_f = x Q_f^T
+    tiled = unique.repeat(count, 1)
+    with guide.capped_scoring():
+        estimate = log_prob_estimate(guide, x, tiled, generator=generator, frames=frames,
+                                     sample_frames=None if frames is None else
+                                     torch.arange(count, device=x.device).repeat_interleave(unique.shape[0]),
+                                     **settings)
+    order = torch.stack([guide.order_log_prob_of(view, unique) for view in views])  # (F, U)
+    per_frame = estimate.log_prob[0].view(count, -1) + order
+    log_prob = per_frame.logsumexp(0) - math.log(count)
+    share = (per_frame - log_prob).exp() / count
+    error = (share.square() * estimate.standard_error[0].view(count, -1).square()).sum(0).sqrt()
+    enumerated = estimate.orders_enumerated[0].view(count, -1).all(0)
+    return LogProbEstimate(log_prob[inverse], error[inverse], enumerated[inverse])
+
+
+class NOC(OrderedHeads, ACP):
+    """Neural Ordered Clusters on ACP (anchor-dependent attention at every step): module docstring."""
+
+    variant = "noc"
+
+
+class NOCS(OrderedHeads, ACPS):
+    """Neural Ordered Clusters on ACP-S (one set attention over all points, shared by the steps): the same
+    heads and objective as :class:`NOC`; its clustering weights can start from a trained ACP-S
+    (:meth:`OrderedHeads.load_clustering`)."""
+
+    variant = "nocs"
+
+
+for _guide in (NOC, NOCS):
+    GUIDES[_guide.__name__] = _guide  # build_guide / load_guide rebuild NOC checkpoints from their cards

@@ -1,0 +1,102 @@
+"""Train the NOC guide shipped for OrderedGaussianCatalog() (or ProceduralCatalog()), resumably.
+
+The ordered Gaussian guide is a :class:`~pyro_acp.guides.noc.NOCS` whose clustering part is the shipped ACP-S
+of ``crp_gaussian_mixture_2d.pt`` (the same CRP(0.7) Gaussian clusters, sigma 1, means N(0, 10^2 I); trained
+for 9,000 steps on a GPU), kept frozen, while the cardinality head and the pointer network are trained with
+``pyro_acp.train`` on simulated ordered catalogs. Frozen, the clustering bound contributes no gradient, so one
+particle suffices, and the heads' parameters are disjoint (each gets the gradient of its own term only), so
+with Adam the loss weights lambda_o and lambda_k do not change the heads' updates. The procedural guide is a
+NOC trained from scratch with the procedural weights (15, 0.1).
+
+Checkpoints (weights, optimiser and RNG state) are written every ``--checkpoint-every`` steps; ``--resume``
+continues bit for bit. On this shared 2-core machine run it in the background at the lowest priority:
+
+    OMP_NUM_THREADS=1 nohup nice -n 19 python benchmarks/train_noc.py --output /tmp/h17/noc.pt > /tmp/h17/train.log &
+
+and ship with ``--ship`` after it finished (weights only, card with the training record, in
+``pyro_acp/pretrained/``); the evaluation figures come from ``benchmarks/bench_ordered_baselines.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+import pyro_acp
+from pyro_acp.guides.noc import NOC, NOCS
+from pyro_acp.models import OrderedGaussianCatalog, ProceduralCatalog
+from pyro_acp.pretrained.checkpoint import load_guide, read_card, save_checkpoint
+
+PRETRAINED = Path(pyro_acp.__file__).parent / "pretrained"
+SOURCE = PRETRAINED / "crp_gaussian_mixture_2d.pt"
+SETTINGS = {
+    "ordered": {"steps": 1500, "batch_size": 16, "num_particles": 1, "lr": 1e-3, "num_points": (2, 100),
+                "name": "ordered_gaussian_catalog_2d"},
+    "procedural": {"steps": 3000, "batch_size": 16, "num_particles": 8, "lr": 1e-3, "num_points": (35, 51),
+                   "name": "procedural_catalog"},
+}
+
+
+def build(kind: str, resume: bool) -> tuple[object, torch.nn.Module]:
+    """(model, guide) of a run: the ordered guide warm-started from the shipped ACP-S unless resuming."""
+    if kind == "ordered":
+        model = OrderedGaussianCatalog()
+        source = load_guide(SOURCE)[0]
+        options = {k: v for k, v in source.config.items() if k not in ("type", "data_dim")}
+        guide = NOCS(model.data_dim, **options, max_cluster_size=model.max_cluster_size)
+        if not resume:
+            guide.load_clustering(source)
+        for name, parameter in guide.named_parameters():  # the clustering stays the shipped ACP-S's
+            parameter.requires_grad_(name.startswith(guide.HEAD_PREFIXES))
+        return model, guide
+    model = ProceduralCatalog()
+    max_size = model.rules.section_size[1]
+    return model, NOC(model.data_dim, hidden_dim=64, ordering_weight=15.0, cardinality_weight=0.1,
+                      max_cluster_size=max_size)
+
+
+def ship(kind: str, checkpoint: Path) -> Path:
+    """Weights only (no optimiser state) and the run's card, into pyro_acp/pretrained/<name>.pt/.json."""
+    guide, card = load_guide(checkpoint)
+    card = {k: v for k, v in card.items() if k not in ("format_version", "guide")}
+    if kind == "ordered":
+        card["training"]["clustering"] = f"the ACP-S of {SOURCE.name}, frozen; heads trained here"
+    card["reproduce"] = f"python benchmarks/train_noc.py --model {kind} --output {checkpoint.name}"
+    return save_checkpoint(PRETRAINED / f"{SETTINGS[kind]['name']}.pt", guide, card)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=tuple(SETTINGS), default="ordered")
+    parser.add_argument("--output", type=Path, required=True, help="checkpoint .pt (card beside it)")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--ship", action="store_true", help="copy the finished checkpoint into pretrained/")
+    args = parser.parse_args()
+    if args.ship:
+        print("shipped", ship(args.model, args.output), read_card(args.output)["training"])
+        return
+    settings = dict(SETTINGS[args.model])
+    settings.pop("name")
+    if args.steps is not None:
+        settings["steps"] = args.steps
+    torch.set_num_threads(1)  # small tensors on a shared machine: one thread each (benchmarks/bench_training.py)
+    model, guide = build(args.model, args.resume)
+    began = time.perf_counter()
+    history = pyro_acp.train(model, guide, seed=0, checkpoint=args.output, checkpoint_every=args.checkpoint_every,
+                             resume=args.resume, reinitialize=False, validate_every=250, validation_size=32,
+                             progress_bar=False, callback=_report, **settings)
+    print(f"done in {time.perf_counter() - began:.0f} s; validation bound {history.validation_elbo[-1:]}", flush=True)
+
+
+def _report(step: int, history) -> None:
+    if step % 25 == 0:
+        print(f"step {step} loss {history.loss[-1]:.2f} {time.strftime('%H:%M:%S')}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
