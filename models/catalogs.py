@@ -63,6 +63,13 @@ _NO_SHAPE = torch.Size()
 # ---------------------------------------------------------------------------------------------- ordered Gaussians
 
 
+def _is_empty(x: Any) -> bool:
+    """Whether x is a tensor, array or sequence with no entries (an empty catalog)."""
+    if torch.is_tensor(x):
+        return x.numel() == 0
+    return isinstance(x, (np.ndarray, list, tuple)) and np.size(x) == 0
+
+
 def ordered_catalog_labels(labels: Tensor, means: Tensor, max_cluster_size: int | None) -> Tensor:
     """Ordered labels (B, N) from unordered ones (B, N) (-1 = padding) and cluster means (B, K, D).
 
@@ -110,6 +117,12 @@ class OrderedGaussianCatalog(GenerativeModel):
     @property
     def data_dim(self) -> int:
         return self.dim
+
+    def check_data(self, x: Any) -> Tensor:
+        """Points (N, D) as the base class checks them; an empty catalog is named as such."""
+        if _is_empty(x):
+            raise ValueError(f"the catalog is empty (no points); x must be (N, {self.dim}) with N >= 1")
+        return super().check_data(x)
 
     def partition_prior(self, num_points: int) -> CRP:
         """The CRP of the unordered clusters (before splitting and ordering)."""
@@ -372,17 +385,36 @@ class ProceduralCatalog(GenerativeModel):
         return CatalogGrammar(self, num_points)
 
     def check_data(self, x: Any) -> Tensor:
-        """One-hot colours (N, C), or integer colour indices (N,) which are one-hot encoded."""
-        c = self.data_dim
+        """Tokens as one-hot colours (N, C), integer colour indices (N,) or colour names (a sequence of
+        strings from the rules' ``colours``), returned one-hot (N, C).
+
+        ValueError for an empty catalog, and naming the first token outside the vocabulary (its value and
+        position) or the first row that is not a one-hot encoding."""
+        c, colours = self.data_dim, list(self.rules.colours)
+        if isinstance(x, str):
+            raise TypeError(f"a catalog is a sequence of tokens, got the single string {x!r}")
+        if isinstance(x, (list, tuple)) and x and all(isinstance(token, str) for token in x):
+            unknown = [i for i, token in enumerate(x) if token not in colours]
+            if unknown:
+                raise ValueError(f"token {x[unknown[0]]!r} at position {unknown[0]} is not in the vocabulary "
+                                 f"{colours}")
+            x = torch.tensor([colours.index(token) for token in x])
+        if _is_empty(x):
+            raise ValueError("the catalog is empty (no tokens); a catalog needs at least one token")
         if torch.is_tensor(x) or isinstance(x, np.ndarray):
             arr = torch.as_tensor(x)
             if arr.dim() == 1 and not arr.dtype.is_floating_point:
-                if ((arr < 0) | (arr >= c)).any():
-                    raise ValueError(f"colour indices must lie in 0..{c - 1}")
+                outside = ((arr < 0) | (arr >= c)).nonzero().flatten()
+                if outside.numel():
+                    i = int(outside[0])
+                    raise ValueError(f"token {int(arr[i])} at position {i} is outside the vocabulary: colour "
+                                     f"indices are 0..{c - 1} ({colours})")
                 return torch.nn.functional.one_hot(arr.long(), c).to(torch.get_default_dtype())
         x = check_vectors(x, c)
-        if ((x != 0) & (x != 1)).any() or (x.sum(1) != 1).any():
-            raise ValueError("x rows must be one-hot colour encodings (one 1 per row)")
+        bad = (((x != 0) & (x != 1)).any(1) | (x.sum(1) != 1)).nonzero().flatten()
+        if bad.numel():
+            raise ValueError(f"x row {int(bad[0])} is {x[int(bad[0])].tolist()}, not a one-hot colour encoding "
+                             f"(one 1 per row, columns {colours})")
         return x
 
     def _program(self, num_points: int, obs: Tensor | None) -> Tensor:

@@ -143,8 +143,20 @@ def test_procedural_check_data():
     assert torch.equal(model.check_data(torch.tensor([0, 2, 1])), torch.eye(5)[[0, 2, 1]])
     with pytest.raises(ValueError, match="one-hot"):
         model.check_data(torch.full((4, 5), 0.2))
-    with pytest.raises(ValueError, match="colour indices"):
+    with pytest.raises(ValueError, match="token 7 at position 1 is outside the vocabulary"):
         model.check_data(torch.tensor([0, 7]))
+    assert torch.equal(model.check_data(["red", "blue", "yellow"]), torch.eye(5)[[0, 2, 1]])  # colour names
+    with pytest.raises(ValueError, match=r"token 'pink' at position 2 is not in the vocabulary \['red'"):
+        model.check_data(["red", "blue", "pink"])
+    with pytest.raises(ValueError, match="row 1 is"):
+        model.check_data(torch.tensor([[1.0, 0, 0, 0, 0], [0.5, 0.5, 0, 0, 0]]))
+    with pytest.raises(TypeError, match="single string 'red'"):
+        model.check_data("red")
+    for empty in ([], torch.zeros(0, dtype=torch.long), torch.zeros(0, 5)):
+        with pytest.raises(ValueError, match="the catalog is empty"):
+            model.check_data(empty)
+    with pytest.raises(ValueError, match="the catalog is empty"):
+        OrderedGaussianCatalog().check_data(torch.zeros(0, 2))
     with pytest.raises(ValueError, match="could not generate"):
         model.simulate(2, num_points=3, seed=0)
 
