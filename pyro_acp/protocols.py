@@ -8,6 +8,9 @@
   ``gibbs_statistics``, the per-cluster sufficient statistics it updates point by point
   (:class:`GibbsStatistics`), and a partition prior with ``seating_log_weights`` (see
   :mod:`pyro_acp.reference.gibbs`).
+- ``guide_options`` (optional, a method or an attribute): what the model's guide needs, as the guide's
+  config minus ``data_dim`` (``{"type": "NOC", "max_cluster_size": 30}``, ``{"type": "ACPS", "encoder":
+  "gatedgcn"}``); :func:`guide_options` reads it, with a default from what the model declares.
 - ``stick_breaking_form()`` (:class:`StickBreakingForm`): a Gaussian mixture that NUTS can run as a truncated
   stick-breaking mixture, given a Pitman-Yor / CRP prior (``alpha``, ``discount``).
 
@@ -29,6 +32,7 @@ __all__ = [
     "GibbsStatistics",
     "StickBreakingForm",
     "exact_log_joint",
+    "guide_options",
     "has_collapsed_likelihood",
     "require",
     "require_collapsed",
@@ -127,6 +131,29 @@ class StickBreakingForm(NamedTuple):
 
     sigma: float
     mean_scale: float
+
+
+def guide_options(model: Any) -> dict[str, Any]:
+    """The guide architecture ``model`` asks for: ``{"type": <a guide class in pyro_acp.guides.GUIDES>, **its
+    keyword options}`` (``data_dim`` comes from the model).
+
+    A model declares it with ``guide_options`` (a method returning that dict, or the dict as an attribute). A
+    model that declares none gets one from what it does declare: an ordered model (``ordered``) a NOC guide
+    (a pointer network learns the order) capped at its ``max_cluster_size`` when it has one; a graph model
+    (``data_kind == "graph"``) an ACP-S guide with a GatedGCN encoder; any other an ACP-S guide on points.
+    """
+    declared = getattr(model, "guide_options", None)
+    if declared is not None:
+        options = declared() if callable(declared) else declared
+        if not isinstance(options, dict) or not isinstance(options.get("type"), str):
+            raise TypeError(f"{type(model).__name__}.guide_options must give a dict with a 'type' (a guide class "
+                            f"name, e.g. 'ACPS' or 'NOC'), got {options!r}")
+        return dict(options)
+    if getattr(model, "ordered", False):
+        return {"type": "NOC", "max_cluster_size": getattr(model, "max_cluster_size", None)}
+    if getattr(model, "data_kind", "vector") == "graph":
+        return {"type": "ACPS", "encoder": "gatedgcn"}
+    return {"type": "ACPS"}
 
 
 _COLLAPSED_METHODS = ("check_data", "partition_prior", "log_marginal_likelihood", "log_joint")

@@ -11,8 +11,8 @@ import pyro_acp
 from pyro_acp.cli import main as cli_main
 from pyro_acp.guides import ACP, ACPS, CCP
 from pyro_acp.inference import on_demand as on_demand_module
-from pyro_acp.inference.on_demand import resolve_guide, train_for_model
-from pyro_acp.inference.training import train
+from pyro_acp.inference.on_demand import TimeEstimate, resolve_guide, train_for_model
+from pyro_acp.inference.training import EarlyStopping, train
 from pyro_acp.models import CRPGaussianMixture
 from pyro_acp.pretrained.checkpoint import load_guide
 from pyro_acp.pretrained.registry import cache_dir, model_key
@@ -153,3 +153,115 @@ def test_cli_train_refuses_hidden_dim_zero(tmp_path, capsys):
                      "--output", str(out)])
     assert code == 2 and "hidden_dim" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- issue 18: budgets, early stopping, declared guides
+
+
+def test_early_stopping_reads_the_validation_bounds_alone():
+    rule = EarlyStopping(patience=2, min_delta=0.1)
+    assert not rule.plateaued([-5.0, -4.0])  # too few rounds
+    assert not rule.plateaued([-5.0, -4.0, -3.0, -3.5])  # improved within the last two rounds
+    assert rule.plateaued([-5.0, -3.0, -2.95, -3.2])  # +0.05 < min_delta: no real improvement in two rounds
+    assert EarlyStopping.of({"patience": 2, "min_delta": 0.1}) == rule and EarlyStopping.of(None) is None
+    with pytest.raises(ValueError, match="patience"):
+        EarlyStopping(patience=0)
+    with pytest.raises(ValueError, match="validate_every > 0"):
+        train(CRPGaussianMixture(), ACPS(2, 8), steps=2, early_stopping=rule, **{**SMALL, "validate_every": 0})
+
+
+STOPPING = {**SMALL, "validate_every": 1, "early_stopping": {"patience": 1, "min_delta": 100.0}}
+
+
+def test_early_stopping_is_deterministic_and_resumes_where_the_straight_run_stops(tmp_path):
+    """min_delta 100 nats: the second validation round never counts as an improvement, so the run stops at
+    step 2 of 6, writes a complete checkpoint whose card says so, and an interrupted run stops there too."""
+    model = CRPGaussianMixture(alpha=1.3)
+    straight_guide, resumed_guide = ACPS(2, 8), ACPS(2, 8)
+    history = train(model, straight_guide, steps=6, checkpoint=tmp_path / "a.pt", checkpoint_every=1, **STOPPING)
+    assert history.stopped == "validation" and history.steps == [0, 1]
+    training = json.loads((tmp_path / "a.json").read_text())["training"]
+    assert (training["completed_steps"], training["steps"], training["planned_steps"]) == (2, 2, 6)
+    assert training["stopped"] == "validation" and training["early_stopping"] == {"patience": 1, "min_delta": 100.0}
+    with pytest.raises(StopTraining):
+        train(model, resumed_guide, steps=6, checkpoint=tmp_path / "b.pt", checkpoint_every=1,
+              callback=stop_after(1), **STOPPING)
+    again = train(model, resumed_guide, steps=6, checkpoint=tmp_path / "b.pt", checkpoint_every=1, resume=True,
+                  **STOPPING)
+    assert again.stopped == "validation" and again.steps == [0, 1]
+    for name, value in straight_guide.state_dict().items():
+        assert torch.equal(value, resumed_guide.state_dict()[name]), name
+
+
+def test_a_time_budget_stops_training_with_a_complete_checkpoint(tmp_path):
+    history = train(CRPGaussianMixture(), ACPS(2, 8), steps=50, max_minutes=1e-6, checkpoint=tmp_path / "g.pt",
+                    **SMALL)
+    assert history.stopped == "time budget" and history.steps == [0]
+    card = json.loads((tmp_path / "g.json").read_text())
+    assert (card["training"]["completed_steps"], card["training"]["steps"]) == (1, 1)
+    assert card["training"]["planned_steps"] == 50 and card["training"]["max_minutes"] == 1e-6
+    assert resolve_guide(CRPGaussianMixture(), tmp_path / "g.pt").trained_for == CRPGaussianMixture().config()
+
+
+def test_train_minutes_plans_the_steps_that_fit_the_measured_time(tiny_on_demand, monkeypatch, capsys):
+    """The planned steps follow the measured cost (here fixed at 0.06 s a step, so the test does not depend on
+    the machine's load): a budget of 0.003 min (0.18 s) fits 3 steps."""
+    monkeypatch.setattr(on_demand_module, "measure_training_time", lambda *a, **k: TimeEstimate(0.06, 0.0))
+    monkeypatch.setitem(on_demand_module.ON_DEMAND_TRAINING, "steps", 40)
+    monkeypatch.setitem(on_demand_module.ON_DEMAND_TRAINING, "validate_every", 2)
+    train_for_model(tiny_on_demand, progress_bar=False, train_minutes=0.003)  # 0.18 s: 3 steps
+    assert "a budget of 0.003 min fits 3 of 40 steps" in capsys.readouterr().out
+    training = json.loads(on_demand_path(tiny_on_demand).with_suffix(".json").read_text())["training"]
+    assert training["max_minutes"] == 0.003 and training["estimated_seconds"] == 0.2
+    # the budget is a hard stop too: a slower machine stops before the planned 3 steps, with a complete card
+    assert training["completed_steps"] == training["steps"] <= 3
+    assert resolve_guide(tiny_on_demand, train=False).trained_for == tiny_on_demand.config()
+    with pytest.raises(ValueError, match="train_minutes must be a positive number"):
+        train_for_model(tiny_on_demand, train_minutes=-1)
+
+
+def test_the_up_front_estimate_is_within_a_factor_of_the_run_it_estimates(tiny_on_demand, capsys):
+    """Estimate and run are measured in the same process, one after the other, so machine load affects both;
+    the factor allows for that and for the checkpoints the estimate leaves out."""
+    train_for_model(tiny_on_demand, progress_bar=False, steps=15, validate_every=5, early_stopping=None)
+    training = json.loads(on_demand_path(tiny_on_demand).with_suffix(".json").read_text())["training"]
+    ratio = training["estimated_seconds"] / training["wall_time_s"] if training["wall_time_s"] else float("nan")
+    assert 1 / 3 <= ratio <= 3, (training["estimated_seconds"], training["wall_time_s"])
+    assert "min on this machine" in capsys.readouterr().out
+
+
+def test_models_declare_the_guide_they_need():
+    from pyro_acp.models import SBM, OrderedGaussianCatalog
+    from pyro_acp.protocols import guide_options
+
+    assert guide_options(CRPGaussianMixture()) == {"type": "ACPS"}
+    assert guide_options(SBM()) == {"type": "ACPS", "encoder": "gatedgcn"}
+    assert guide_options(OrderedGaussianCatalog(max_cluster_size=5)) == {"type": "NOC", "max_cluster_size": 5}
+
+    class Declares(CRPGaussianMixture):
+        guide_options = {"type": "CCP", "hidden_dim": 8}
+
+    assert guide_options(Declares()) == {"type": "CCP", "hidden_dim": 8}
+    assert isinstance(on_demand_module.new_guide(Declares()), CCP)
+    assert on_demand_module.new_guide(SBM()).encodes_graphs
+
+    class Wrong(CRPGaussianMixture):
+        def guide_options(self):
+            return {"hidden_dim": 8}
+
+    with pytest.raises(TypeError, match="guide_options must give a dict with a 'type'"):
+        guide_options(Wrong())
+
+
+@pytest.mark.slow
+def test_an_ordered_model_gets_a_noc_guide_on_demand(tiny_on_demand):
+    from pyro_acp.guides import NOC
+    from pyro_acp.models import OrderedGaussianCatalog
+    from pyro_acp.posteriors import OrderedClusteringPosterior
+
+    model = OrderedGaussianCatalog(alpha=1.3, max_cluster_size=4)
+    guide = train_for_model(model, progress_bar=False)
+    assert isinstance(guide, NOC) and guide.max_cluster_size == 4
+    x, _ = model.simulate(1, num_points=6, seed=0).unpadded(0)
+    post = pyro_acp.infer(model, x, num_samples=4, seed=0, progress_bar=False, check_prior=False)  # from the cache
+    assert isinstance(post, OrderedClusteringPosterior) and post.samples.shape == (4, 6)

@@ -50,9 +50,44 @@ class TrainingHistory:
     validation_steps: list[int] = field(default_factory=list)
     validation_elbo: list[float] = field(default_factory=list)
     wall_time: float = 0.0
+    stopped: str | None = None  # why training ended before its planned steps: "validation" or "time budget"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stop when the validation bound stops improving: after ``patience`` validation rounds none of which beats
+    the best bound before them by more than ``min_delta`` nats per data set.
+
+    The rule reads the recorded validation bounds alone (the validation batch and its particles are seeded),
+    so a seeded run stops at the same step every time, and a resumed run where the uninterrupted one would.
+    """
+
+    patience: int = 5
+    min_delta: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.patience, "early_stopping patience")
+        if not (isinstance(self.min_delta, (int, float)) and math.isfinite(self.min_delta) and self.min_delta >= 0):
+            raise ValueError(f"early_stopping min_delta must be a finite number >= 0, got {self.min_delta!r}")
+
+    @classmethod
+    def of(cls, value: EarlyStopping | dict | None) -> EarlyStopping | None:
+        """``value`` as an EarlyStopping (a dict of its fields, e.g. from a card, or None for no early stopping)."""
+        if value is None or isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        raise TypeError(f"early_stopping must be an EarlyStopping, a dict of its fields or None, got "
+                        f"{type(value).__name__}")
+
+    def plateaued(self, bounds: list[float]) -> bool:
+        """Whether the last ``patience`` bounds of ``bounds`` (in validation order) have stopped improving."""
+        if len(bounds) <= self.patience:
+            return False
+        return max(bounds[-self.patience:]) < max(bounds[:-self.patience]) + self.min_delta
 
 
 def _schedule(total_steps: int, warmup: int, final_fraction: float) -> Callable[[int], float]:
@@ -140,6 +175,9 @@ def train(
     compile: bool = False,
     callback: Callable[[int, TrainingHistory], None] | None = None,
     reinitialize: bool | None = None,
+    early_stopping: EarlyStopping | dict | None = None,
+    max_minutes: float | None = None,
+    record: dict[str, Any] | None = None,
 ) -> TrainingHistory:
     """Train ``guide`` on simulations of ``model`` for ``steps`` SVI steps; returns the history.
 
@@ -170,6 +208,17 @@ def train(
             rank, so all ranks start alike). A guide trained already (by ``train`` or loaded from a
             checkpoint) is never redrawn, so resuming stays bit for bit. Pass ``False`` to keep weights you
             loaded by hand into a fresh guide (or set its ``trained_for``), ``True`` to redraw them always.
+        early_stopping: stop when the validation bound stops improving (:class:`EarlyStopping`: patience in
+            validation rounds and a minimum improvement; needs ``validate_every`` > 0). Deterministic given
+            the seed, and a resumed run stops where the uninterrupted one would.
+        max_minutes: a wall-clock budget: training stops after the first step that ends past it (the time a
+            resumed run spent before counts). Plan ``steps`` (and so the learning-rate schedule) for what fits
+            the budget; :func:`pyro_acp.inference.on_demand.train_for_model` measures that.
+        record: JSON-able facts added to the card's ``training`` section (e.g. the up-front time estimate).
+
+    A run that stops early (either rule) writes its last checkpoint as a complete one: the card's
+    ``training.steps`` is the step it stopped at, with ``training.planned_steps`` and ``training.stopped``
+    (the reason) beside it; ``history.stopped`` holds the reason.
 
     Data-parallel training: when torch.distributed's default process group has P > 1 processes (e.g.
     under ``torchrun``), every rank simulates its share of the global batch of ``batch_size`` data sets
@@ -193,6 +242,12 @@ def train(
         raise ValueError(f"reinitialize must be None, True or False, got {reinitialize!r}")
     if guide.data_dim != model.data_dim:
         raise ValueError(f"the guide's data_dim={guide.data_dim} does not match the model's {model.data_dim}")
+    early_stopping = EarlyStopping.of(early_stopping)
+    if early_stopping is not None and not validate_every:
+        raise ValueError("early_stopping needs validation rounds: pass validate_every > 0")
+    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and max_minutes > 0
+                                        and math.isfinite(max_minutes)):
+        raise ValueError(f"max_minutes must be a positive number of minutes, got {max_minutes!r}")
     if resume and (checkpoint is None or not Path(checkpoint).exists()):
         raise ValueError(f"cannot resume: checkpoint {checkpoint} does not exist")
     device = check_device(device)
@@ -201,11 +256,19 @@ def train(
     if parallel is not None:
         if rank not in (0, parallel.rank):
             raise ValueError(f"rank={rank} disagrees with this process's rank {parallel.rank} in the process group")
+        if early_stopping is not None or max_minutes is not None:
+            raise ValueError("early_stopping and max_minutes stop a single process; data-parallel ranks would "
+                             "disagree on when to stop: train with a fixed number of steps")
         rank, device = parallel.rank, parallel.device
         root = parallel.broadcast_object(root, "the seed")  # seed=None draws differently on every rank
     stream = SeedStream(root, rank)
     settings = {"steps": steps, "batch_size": batch_size, "num_particles": num_particles, "lr": lr,
                 "seed": stream.root, "loss": loss, "dreg": dreg, "num_points": num_points, "clip_norm": clip_norm}
+    settings.update(validate_every=validate_every, validation_size=validation_size, **(record or {}))
+    if early_stopping is not None:
+        settings["early_stopping"] = asdict(early_stopping)
+    if max_minutes is not None:
+        settings["max_minutes"] = max_minutes
     if parallel is not None:
         parallel.check_same({**settings, "model": model.config(), "guide": guide.config, "resume": resume,
                              "checkpoint_every": checkpoint_every, "warmup_steps": warmup_steps})
@@ -264,7 +327,15 @@ def train(
                     history.validation_steps.append(step + 1)
                     history.validation_elbo.append(
                         validation_elbo(guide.model, guide.guide, validation, num_particles))
+                    if not last and early_stopping is not None and early_stopping.plateaued(history.validation_elbo):
+                        history.stopped = "validation"
                 history.wall_time = time.perf_counter() - began
+                if not last and history.stopped is None and max_minutes is not None and \
+                        history.wall_time >= 60 * max_minutes:
+                    history.stopped = "time budget"
+                if history.stopped is not None:  # the run ends here, its checkpoint complete
+                    last = True
+                    settings.update(steps=step + 1, planned_steps=steps, stopped=history.stopped)
                 bar.set_postfix(elbo=f"{-value:.2f}",
                                 val=f"{history.validation_elbo[-1]:.2f}" if history.validation_elbo else "-")
                 if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or last):
@@ -274,6 +345,8 @@ def train(
                     saved = step + 1
                 if callback is not None:
                     callback(step, history)
+                if history.stopped is not None:
+                    break
             if parallel is not None:  # every rank returns once rank 0 has written the last checkpoint
                 parallel.barrier("waiting for the last checkpoint")
         finally:

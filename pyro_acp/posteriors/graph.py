@@ -7,7 +7,8 @@ point estimate beside the co-clustering matrix and the posterior of K.
 
 :func:`infer_graph` is what ``pyro_acp.infer(model, graph)`` runs for a model whose ``data_kind`` is
 ``"graph"``: it reads the graph (:func:`pyro_acp.models.graphs.as_adjacency` says what is accepted and what
-is refused), finds the guide (it must have a graph encoder), sets up semi-supervised anchors from
+is refused), finds the guide (it must have a graph encoder; one trained on demand gets the encoder the model
+declares, :func:`pyro_acp.protocols.guide_options`), sets up semi-supervised anchors from
 ``labelled``, runs the shared inference on the adjacency and returns this posterior.
 """
 
@@ -27,10 +28,6 @@ from pyro_acp.posteriors.point_estimate import check_loss
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 
 __all__ = ["GraphClusteringPosterior", "balanced_accuracy", "infer_graph", "labelled_classes"]
-
-#: architecture and schedule of graph guides trained on demand (the schedule is infer's own)
-ON_DEMAND_GRAPH_GUIDE = {"hidden_dim": 64, "encoder": "gatedgcn"}
-
 
 class GraphClusteringPosterior(ClusteringPosterior):
     """S posterior partitions of a graph's N nodes, readable by node name.
@@ -168,35 +165,6 @@ def anchor_labels(labelled: Mapping[Hashable, Hashable], nodes: list) -> tuple[T
     return out, {c: label for label, c in classes.items()}
 
 
-def train_graph_guide(model: Any, *, device: str | torch.device | None = None, seed: int | None = None,
-                      progress_bar: bool = True) -> Any:
-    """Train an on-demand guide with a GatedGCN encoder for a graph model and cache it (infer's path when no
-    shipped or cached guide matches); an interrupted run is resumed by infer from its cached checkpoint."""
-    import time
-
-    from pyro_acp.guides import ACPS
-    from pyro_acp.inference.on_demand import ON_DEMAND_TRAINING
-    from pyro_acp.inference.training import train
-    from pyro_acp.pretrained.registry import on_demand_path
-    from pyro_acp.seeding import forked_rng
-
-    seed = 0 if seed is None else seed
-    path = on_demand_path(model)
-    with forked_rng(seed):
-        guide = ACPS(model.data_dim, **ON_DEMAND_GRAPH_GUIDE)
-    began = time.perf_counter()
-    probe = {key: ON_DEMAND_TRAINING[key] for key in ("batch_size", "num_particles")}
-    train(model, ACPS(model.data_dim, **ON_DEMAND_GRAPH_GUIDE), steps=2, device=device, seed=0,
-          progress_bar=False, validate_every=0, **probe)
-    per_step = (time.perf_counter() - began) / 2
-    steps = ON_DEMAND_TRAINING["steps"]
-    print(f"pyro_acp: no guide for {model!r} yet; training one with a GatedGCN encoder ({steps} steps, about "
-          f"{per_step * steps / 60:.0f} min on this machine), cached at {path}")
-    train(model, guide, device=device, seed=seed, checkpoint=path, checkpoint_every=max(1, steps // 10),
-          progress_bar=progress_bar, **ON_DEMAND_TRAINING)
-    return guide
-
-
 def infer_graph(infer: Callable[..., ClusteringPosterior], model: Any, graph: Any, *,
                 labelled: Mapping[Hashable, Hashable] | None = None, new_clusters: bool = True,
                 **options: Any) -> GraphClusteringPosterior:
@@ -210,7 +178,6 @@ def infer_graph(infer: Callable[..., ClusteringPosterior], model: Any, graph: An
     """
     from pyro_acp.inference.on_demand import resolve_guide
     from pyro_acp.models.graphs import as_adjacency
-    from pyro_acp.pretrained.registry import find_guide, find_incomplete_guide
 
     prepared = as_adjacency(graph)
     nodes = prepared.nodes if prepared.nodes is not None else list(range(prepared.adjacency.shape[0]))
@@ -223,11 +190,11 @@ def infer_graph(infer: Callable[..., ClusteringPosterior], model: Any, graph: An
             raise ValueError("reweight=True with labelled nodes is not available: the guide's probability "
                              "estimates are of unconditioned samples")
         options["estimate_log_prob"] = False
-    guide, train = options.pop("guide", None), options.get("train", True)
-    settings = {key: options.get(key) for key in ("device", "seed")}
-    if guide is None and train and find_guide(model) is None and find_incomplete_guide(model) is None:
-        guide = train_graph_guide(model, progress_bar=options.get("progress_bar", True), **settings)
-    guide = resolve_guide(model, guide, train=train, progress_bar=options.get("progress_bar", True), **settings)
+    # one on-demand path for every model: a graph model's guide gets the graph encoder the model declares
+    # (pyro_acp.protocols.guide_options)
+    settings = {key: options.get(key) for key in ("device", "seed", "train_minutes")}
+    guide = resolve_guide(model, options.pop("guide", None), train=options.get("train", True),
+                          progress_bar=options.get("progress_bar", True), **settings)
     if not getattr(guide, "encodes_graphs", False):
         raise ValueError(f"the {type(guide).__name__} guide encodes points, but {type(model).__name__}'s data "
                          f"are graphs: use a guide with a graph encoder, e.g. "
