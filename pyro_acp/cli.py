@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 GUIDE_NAMES = ("ACP", "ACPS", "CCP")
+DEFAULT_MODEL = "CRPGaussianMixture"
 
 
 class CommandError(Exception):
@@ -59,6 +60,35 @@ def build_model(name: str, options: list[str]):
         if isinstance(kwargs[key], list):
             kwargs[key] = tuple(kwargs[key])
     return cls(**kwargs)
+
+
+def program_model(args):
+    """The :class:`~pyro_acp.models.ProgramModel` of ``--program module:function`` with the site names,
+    ``--data-dim`` and ``--num-points`` range the command gives (the data dimension is read from the program
+    when not given)."""
+    from pyro_acp.models.program import ProgramModel, load_program
+
+    if args.model is not None or args.model_option:
+        raise CommandError("--program names the model; drop --model / --model-option (a program's values are "
+                           "in its code)")
+    program = load_program(args.program)
+    return ProgramModel(program, labels_site=args.labels_site, obs_site=args.obs_site, data_dim=args.data_dim,
+                        num_points_range=tuple(args.num_points) if args.num_points else None)
+
+
+def default_model(width: int):
+    """The model ``pyro-acp infer`` uses when none is named: the shipped guide's model for data of ``width``
+    values per point when the registry has one (``default_model_for_width``), else CRPGaussianMixture."""
+    from pyro_acp.pretrained import registry
+
+    chooser = getattr(registry, "default_model_for_width", None)
+    model = chooser(width) if callable(chooser) else None
+    return model if model is not None else build_model(DEFAULT_MODEL, [])
+
+
+def check_minutes_option(minutes: float | None, flag: str = "--train-minutes") -> None:
+    if minutes is not None and not (minutes > 0 and np.isfinite(minutes)):
+        raise CommandError(f"{flag} must be a positive number of minutes, got {minutes}")
 
 
 def read_points(path: str) -> np.ndarray:
@@ -306,8 +336,16 @@ def cmd_train(args) -> None:
     if args.nproc > 1:
         distributed.shard_sizes(args.batch_size, args.nproc)  # the global batch must give every process a share
     check_device_option(args.device)
+    check_minutes_option(args.train_minutes)
+    if args.train_minutes is not None and args.nproc > 1:
+        raise CommandError("--train-minutes stops a single process; data-parallel training runs --steps")
     completed = check_train_output(args)
-    model = build_model(args.model, args.model_option or [])
+    if args.program is not None:
+        model = program_model(args)
+    else:
+        if args.data_dim is not None or args.labels_site != "labels" or args.obs_site != "x":
+            raise CommandError("--data-dim, --labels-site and --obs-site configure a --program")
+        model = build_model(args.model or DEFAULT_MODEL, args.model_option or [])
     if args.init:
         guide = initial_guide(model, args.init)
     elif args.resume:
@@ -321,18 +359,33 @@ def cmd_train(args) -> None:
         distributed.launch([*args.argv, "--nproc", "1"], args.nproc)
         return
     num_points = tuple(args.num_points) if args.num_points else None
+    settings = {"batch_size": args.batch_size, "num_particles": args.num_particles, "lr": args.lr,
+                "loss": args.loss, "dreg": args.dreg, "num_points": num_points, "validate_every": args.validate_every}
+    steps, budget = args.steps, {}
+    if args.train_minutes is not None and args.resume:  # the time spent before counts towards the budget
+        budget = {"max_minutes": args.train_minutes}
+    elif args.train_minutes is not None:  # plan the schedule for the steps that fit
+        from pyro_acp.inference.on_demand import measure_training_time
+
+        estimate = measure_training_time(model, settings, device=args.device, guide=guide)
+        steps = min(args.steps, estimate.steps_within(60 * args.train_minutes, args.validate_every))
+        budget = {"max_minutes": args.train_minutes,
+                  "record": {"estimated_seconds": round(estimate.seconds(steps, args.validate_every), 1)}}
+        print(f"a budget of {args.train_minutes:g} min fits {steps} of {args.steps} steps "
+              f"({1e3 * estimate.step_seconds:.0f} ms a step, measured after warm-up)")
     with distributed.process_group_from_environment(args.device, args.timeout):
         history = pyro_acp.train(
-            model, guide, steps=args.steps, batch_size=args.batch_size, num_particles=args.num_particles,
-            lr=args.lr, device=args.device, seed=args.seed, loss=args.loss, dreg=args.dreg, num_points=num_points,
-            checkpoint=args.output, checkpoint_every=args.checkpoint_every, resume=args.resume,
-            validate_every=args.validate_every, compile=args.compile,
-        )
+            model, guide, steps=steps, device=args.device, seed=args.seed, checkpoint=args.output,
+            checkpoint_every=args.checkpoint_every, resume=args.resume, compile=args.compile, **settings,
+            **budget)
     if distributed.environment_rank() != 0:  # rank 0 reports for all
         return
-    done = args.steps - completed
-    trained = f"trained {done} more step{'' if done == 1 else 's'} ({args.steps} in all)" if completed else \
-        f"trained {args.steps} steps"
+    total = history.steps[-1] + 1 if history.steps else steps
+    done = total - completed
+    trained = f"trained {done} more step{'' if done == 1 else 's'} ({total} in all)" if completed else \
+        f"trained {total} steps"
+    if history.stopped is not None:
+        trained += f" (stopped early: {history.stopped})"
     print(f"{trained} in {history.wall_time / 60:.1f} min; final validation ELBO "
           f"{history.validation_elbo[-1] if history.validation_elbo else float('nan'):.3f}; saved {args.output}")
 
@@ -349,7 +402,11 @@ def cmd_infer(args) -> None:
             check_input_file(args.guide, "--guide checkpoint")
         out = Path(args.output)
         before = set() if args.overwrite or not out.is_dir() else {p.parent for p in out.glob(f"*/{RESULT_FILES[-1]}")}
-        folders = pyro_acp.infer_many(build_model(args.model, args.model_option or []), args.input, output=out,
+        if args.train_minutes is not None:
+            raise CommandError("--train-minutes applies to a single input file; for a folder, train the guide "
+                               "first with `pyro-acp train` and pass it with --guide")
+        folders = pyro_acp.infer_many(build_model(args.model or DEFAULT_MODEL, args.model_option or []), args.input,
+                                      output=out,
                                       num_samples=args.num_samples, guide=args.guide, seed=args.seed,
                                       train=not args.no_train, device=args.device, loss=args.loss,
                                       figures=args.figures, overwrite=args.overwrite)
@@ -362,9 +419,19 @@ def cmd_infer(args) -> None:
     if args.guide is not None:
         check_input_file(args.guide, "--guide checkpoint")
     out = check_output_folder(args.output, args.overwrite)
-    model = build_model(args.model, args.model_option or [])
+    check_minutes_option(args.train_minutes)
     points = read_points(args.input)
-    post = pyro_acp.infer(model, points, num_samples=args.num_samples, guide=args.guide, seed=args.seed,
+    if args.model is None and not args.model_option:  # the shipped guide that fits the table's width
+        model = default_model(points.shape[1] if points.ndim == 2 else 1)
+    else:
+        model = build_model(args.model or DEFAULT_MODEL, args.model_option or [])
+    guide = args.guide
+    if args.train_minutes is not None:  # on-demand training within the budget, if no guide matches
+        from pyro_acp.inference.on_demand import resolve_guide
+
+        guide = resolve_guide(model, guide, train=not args.no_train, device=args.device, seed=args.seed,
+                              train_minutes=args.train_minutes)
+    post = pyro_acp.infer(model, points, num_samples=args.num_samples, guide=guide, seed=args.seed,
                           train=not args.no_train, device=args.device)
     out.mkdir(parents=True, exist_ok=True)
     labels_file, summary_file, figure_file = (out / name for name in INFER_OUTPUTS)
@@ -393,9 +460,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="pyro_acp_demo.png", help="figure path (default pyro_acp_demo.png)")
     demo.set_defaults(run=cmd_demo)
 
-    train = sub.add_parser("train", help="train a guide on simulations of a built-in model")
-    train.add_argument("--model", default="CRPGaussianMixture",
+    train = sub.add_parser("train", help="train a guide on simulations of a built-in model or of a Pyro program")
+    train.add_argument("--model", default=None,
                        help="a registered model of points (default CRPGaussianMixture)")
+    train.add_argument("--program", metavar="MODULE:FUNCTION",
+                       help="a Pyro program program(num_points, x=None) with a partition site and an observed "
+                            "site (MODULE: an import path or a .py file), instead of --model")
+    train.add_argument("--labels-site", default="labels", help="--program: the partition site (default labels)")
+    train.add_argument("--obs-site", default="x", help="--program: the observed site (default x)")
+    train.add_argument("--data-dim", type=int, default=None,
+                       help="--program: values per point (default: read from the program)")
+    train.add_argument("--train-minutes", type=float, default=None,
+                       help="a wall-clock budget: the steps that fit it (at most --steps, measured after warm-up) "
+                            "are planned and training stops at the budget")
     train.add_argument("--model-option", action="append", metavar="KEY=VALUE",
                        help="model hyperparameter, e.g. --model-option alpha=0.5 --model-option dim=3")
     train.add_argument("--guide", default=None, choices=GUIDE_NAMES,
@@ -437,13 +514,16 @@ def build_parser() -> argparse.ArgumentParser:
     infer = sub.add_parser("infer", help="cluster points from a CSV or NPY file, or from a folder of them")
     infer.add_argument("input", help="(N, D) points: .npy or numeric .csv; or a folder of such files, one data set "
                                      "each, clustered in batches (results in --output/<file name>/, resumable)")
-    infer.add_argument("--model", default="CRPGaussianMixture",
-                       help="a registered model of points (default CRPGaussianMixture)")
+    infer.add_argument("--model", default=None,
+                       help="a registered model of points (default: the model of the shipped guide that fits the "
+                            "table's width, else CRPGaussianMixture)")
     infer.add_argument("--model-option", action="append", metavar="KEY=VALUE")
     infer.add_argument("--guide", default=None, help="checkpoint path (default: the matching shipped guide)")
     infer.add_argument("--num-samples", type=int, default=100)
     infer.add_argument("--loss", default="vi", choices=("vi", "binder"), help="point-estimate loss")
     infer.add_argument("--no-train", action="store_true", help="fail instead of training a missing guide")
+    infer.add_argument("--train-minutes", type=float, default=None,
+                       help="a wall-clock budget for training a missing guide on demand")
     infer.add_argument("--device", default=None)
     infer.add_argument("--seed", type=int, default=0)
     infer.add_argument("--output", default="pyro_acp_out",

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from pyro_acp.cli import main
 
@@ -53,3 +54,65 @@ def test_train_init_fine_tunes_another_guide_and_never_writes_it(tmp_path, capsy
     assert main(["train", "--steps", "1", "--init", str(tmp_path / "base.pt"), "--model-option", "alpha=2.0",
                  "--output", str(tmp_path / "other.pt")]) == 2
     assert "trained for" in capsys.readouterr().err
+
+
+def test_infer_without_a_model_uses_the_registry_default_for_the_width(tmp_path, monkeypatch):
+    from pyro_acp import cli
+    from pyro_acp.models import CRPGaussianMixture
+    from pyro_acp.pretrained import registry
+
+    widths = []
+
+    def chooser(width):
+        widths.append(width)
+        return CRPGaussianMixture() if width == 2 else None
+
+    monkeypatch.setattr(registry, "default_model_for_width", chooser, raising=False)
+    points = np.concatenate([np.random.default_rng(1).normal(c, 1.0, size=(10, 2)) for c in (-10, 10)])
+    np.save(tmp_path / "points.npy", points)
+    assert main(["infer", str(tmp_path / "points.npy"), "--num-samples", "4", "--no-train", "--output",
+                 str(tmp_path / "out")]) == 0
+    assert widths == [2]
+    assert cli.default_model(3).config() == CRPGaussianMixture().config()  # None from the registry: today's model
+    monkeypatch.delattr(registry, "default_model_for_width")
+    assert cli.default_model(2).config() == CRPGaussianMixture().config()  # a registry without the function
+
+
+PROGRAM = """
+import pyro, pyro.distributions as dist, torch
+from pyro.ops.indexing import Vindex
+
+def mixture(num_points, x=None):
+    weights = pyro.sample("w", dist.Dirichlet(torch.ones(2)))
+    with pyro.plate("components", 2):
+        loc = pyro.sample("loc", dist.Normal(0.0, 3.0))
+    with pyro.plate("points", num_points):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("y", dist.Normal(Vindex(loc.unsqueeze(-2))[..., z], 1.0), obs=x)
+"""
+
+
+@pytest.mark.slow
+def test_train_a_program_named_module_function_within_a_budget(tmp_path, capsys):
+    from pyro_acp.pretrained.checkpoint import read_card
+
+    (tmp_path / "mine.py").write_text(PROGRAM)
+    spec = f"{tmp_path / 'mine.py'}:mixture"
+    small = ["--hidden-dim", "8", "--batch-size", "4", "--num-particles", "2", "--num-points", "3", "8",
+             "--validate-every", "0", "--labels-site", "z", "--obs-site", "y"]
+    out = tmp_path / "g.pt"
+    assert main(["train", "--program", spec, "--steps", "3", "--train-minutes", "5", "--output", str(out),
+                 *small]) == 0
+    assert "a budget of 5 min fits 3 of 3 steps" in capsys.readouterr().out
+    card = read_card(out)
+    assert card["model"]["type"] == "ProgramModel" and card["model"]["program"] == "mixture"
+    assert card["model"]["labels_site"] == "z" and card["model"]["num_points_range"] == [3, 8]
+    assert card["training"]["max_minutes"] == 5 and card["training"]["completed_steps"] == 3
+    for extra, message in ((["--data-dim", "2"], "data_dim=2 but the program's site 'y' draws one value"),
+                           (["--model", "CRPGaussianMixture"], "--program names the model"),
+                           (["--train-minutes", "0"], "--train-minutes must be a positive number")):
+        assert main(["train", "--program", spec, "--steps", "1", "--output", str(tmp_path / "h.pt"), *small,
+                     *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", "--data-dim", "2", "--steps", "1", "--output", str(tmp_path / "h.pt")]) == 2
+    assert "configure a --program" in capsys.readouterr().err
