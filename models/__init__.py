@@ -7,11 +7,10 @@ num_points=(lo, hi), seed=None, device=None) -> Batch``, ``config()``, ``check_d
 """
 
 from .base import GenerativeModel, model_from_config, registered_models
+from .block_priors import BalancedPartition, SizedBlocksPartition
 from .catalogs import CatalogGrammar, OrderedGaussianCatalog, ProceduralCatalog, load_rules
 from .graphs import (
-    BalancedPartition,
     PreparedGraph,
-    SizedBlocksPartition,
     SymmetricAdjacency,
     as_adjacency,
     check_adjacency,
@@ -19,9 +18,11 @@ from .graphs import (
     laplacian_positional_encoding,
     to_networkx,
 )
+from .labelled import LabelledDatasets
 from .mixtures import CRPGaussianMixture, GaussianMixture, MFMGaussianMixture, PitmanYorGaussianMixture
+from .niw import NIWGaussianMixture
 from .program import ProgramModel, as_clustering_model
-from .sbm import SBM, GraphModel, LabelledDatasets, LogDegreeSBM, PlantedPartition
+from .sbm import SBM, GraphModel, LogDegreeSBM, PlantedPartition
 
 __all__ = [
     "BalancedPartition",
@@ -33,6 +34,7 @@ __all__ = [
     "LabelledDatasets",
     "LogDegreeSBM",
     "MFMGaussianMixture",
+    "NIWGaussianMixture",
     "OrderedGaussianCatalog",
     "PitmanYorGaussianMixture",
     "PlantedPartition",
