@@ -49,8 +49,53 @@ def _estimate_log_q(guide: ClusterwiseGuide, x: Tensor, samples: Tensor, frames:
     """
     unique, inverse = samples.unique(dim=0, return_inverse=True)
     estimate = log_prob_estimate(guide, x, unique, generator=generator, frames=frames, **settings)
+    return per_sample(estimate, inverse)
+
+
+def per_sample(estimate: LogProbEstimate, inverse: Tensor) -> LogProbEstimate:
+    """Estimates (1, U) of the distinct partitions read back for every sample (S,) (``inverse`` (S,): each
+    sample's distinct partition, from ``samples.unique(dim=0, return_inverse=True)``)."""
     return LogProbEstimate(estimate.log_prob[0][inverse], estimate.standard_error[0][inverse],
                            estimate.orders_enumerated[0][inverse])
+
+
+def check_options(model: ClusteringModel, *, reweight: bool, estimate_log_prob: bool) -> None:
+    """The option checks :func:`infer` and ``infer_many`` share (before any work)."""
+    if reweight and not estimate_log_prob:
+        raise ValueError("reweight=True needs the log-probability estimates; drop estimate_log_prob=False")
+    if reweight and not has_collapsed_likelihood(model):
+        raise ValueError(f"reweight=True needs a model with an exact log joint p(partition, x); "
+                         f"{type(model).__name__} has none")
+
+
+def check_guide_orders(model: ClusteringModel, guide: ClusterwiseGuide) -> bool:
+    """Whether ``model`` is ordered; NotImplementedError when it is and ``guide`` does not learn an order."""
+    ordered = bool(getattr(model, "ordered", False))
+    if ordered and not guide.orders_clusters:
+        raise NotImplementedError(_UNORDERED_GUIDE.format(model=type(model).__name__, guide=type(guide).__name__))
+    return ordered
+
+
+def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor, estimate: LogProbEstimate | None, *,
+                         ordered: bool, reweight: bool, wall_time: float) -> ClusteringPosterior:
+    """What :func:`infer` (and ``infer_many``, per data set) makes of sampled labels (S, N): canonical samples
+    (ordered: the labels are positions, already canonical), the exact log joint where the model has one,
+    self-normalised importance weights p(c, x) / q(c) and their diagnostics when reweighting (``estimate``:
+    the guide's log q of every sample, or None), everything moved to the CPU."""
+    samples = labels if ordered else canonicalize(labels)
+    log_joint = exact_log_joint(model, x, samples)
+    weights = diagnostics = None
+    if reweight:
+        weights = importance_weights(log_joint, estimate.log_prob)
+        diagnostics = weight_diagnostics(log_joint - estimate.log_prob)  # warns when the weights have collapsed
+    posterior_type = OrderedClusteringPosterior if ordered else ClusteringPosterior
+    return posterior_type(
+        samples.cpu(), log_prob=None if estimate is None else estimate.log_prob.cpu(),
+        log_prob_error=None if estimate is None else estimate.standard_error.cpu(),
+        weights=None if weights is None else weights.cpu(), weight_diagnostics=diagnostics,
+        method="acp+is" if reweight else "acp", wall_time=wall_time, x=x.cpu(), model=model,
+        log_joint=None if log_joint is None else log_joint.cpu(),
+    )
 
 
 def infer(
@@ -138,19 +183,13 @@ def infer(
     x = model.check_data(x)
     if model.num_points_of(x) < 2:
         raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
-    ordered = bool(getattr(model, "ordered", False))
-    if reweight and not estimate_log_prob:
-        raise ValueError("reweight=True needs the log-probability estimates; drop estimate_log_prob=False")
-    if reweight and not has_collapsed_likelihood(model):
-        raise ValueError(f"reweight=True needs a model with an exact log joint p(partition, x); "
-                         f"{type(model).__name__} has none")
+    check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
     if check_prior:
         check = prior_predictive_check(model, x)
         if check is not None and check.outside:
             warnings.warn(check.message(model), PriorPredictiveWarning, stacklevel=2)
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar)
-    if ordered and not guide.orders_clusters:
-        raise NotImplementedError(_UNORDERED_GUIDE.format(model=type(model).__name__, guide=type(guide).__name__))
+    ordered = check_guide_orders(model, guide)
     device = next(guide.parameters()).device
     generator = make_generator(seed, device)
     x = x.to(device=device, dtype=torch.get_default_dtype())
@@ -159,26 +198,13 @@ def infer(
     frames = frames_for(model, num_points, num_samples, generator, device, symmetrize)
     labels = sample_partitions(guide, x, num_samples, sample_z=sample_z, sample_joins=sample_joins,
                                generator=generator, frames=frames, ordered=ordered)[0]
-    samples = labels if ordered else canonicalize(labels)  # ordered: labels are positions, already canonical
     estimate = None
     if estimate_log_prob and not ordered:  # the estimate is of the partition alone: an order needs its own term
         settings = log_prob_settings(num_points, reweight=reweight, num_anchors=num_anchors, num_z=num_z,
                                      num_orders=num_orders)
-        estimate = _estimate_log_q(guide, x, samples, frames, settings, generator)
-    log_joint = exact_log_joint(model, x, samples)
-    weights = diagnostics = None
-    if reweight:
-        weights = importance_weights(log_joint, estimate.log_prob)
-        diagnostics = weight_diagnostics(log_joint - estimate.log_prob)  # warns when the weights have collapsed
-    wall_time = time.perf_counter() - began
-    posterior_type = OrderedClusteringPosterior if ordered else ClusteringPosterior
-    return posterior_type(
-        samples.cpu(), log_prob=None if estimate is None else estimate.log_prob.cpu(),
-        log_prob_error=None if estimate is None else estimate.standard_error.cpu(),
-        weights=None if weights is None else weights.cpu(), weight_diagnostics=diagnostics,
-        method="acp+is" if reweight else "acp", wall_time=wall_time, x=x.cpu(), model=model,
-        log_joint=None if log_joint is None else log_joint.cpu(),
-    )
+        estimate = _estimate_log_q(guide, x, canonicalize(labels), frames, settings, generator)
+    return posterior_of_samples(model, x, labels, estimate, ordered=ordered, reweight=reweight,
+                                wall_time=time.perf_counter() - began)
 
 
 def importance_weights(log_joint: Tensor, log_proposal: Tensor) -> Tensor:

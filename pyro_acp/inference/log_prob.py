@@ -42,12 +42,16 @@ from pyro_acp.data.partitions import PAD_LABEL, canonicalize
 from pyro_acp.guides.clusterwise import ClusterwiseGuide
 from pyro_acp.inference.frames import framed
 from pyro_acp.inference.sampling import padded_inputs
+from pyro_acp.inference.streams import EstimatorDraws
 from pyro_acp.validation import check_positive_int
 
 ORDER_MODES = ("auto", "sample", "enumerate")
 Z_PROPOSALS = ("mixture", "encoder", "prior")
 #: the exact sum over orders is done for at most this many clusters (K 2^(K-1) step rows each)
 MAX_ENUMERATED_CLUSTERS = 12
+#: the join network runs on at most this many (z draw, candidate point) pairs at a time, which bounds its
+#: (pairs, H) activations whatever N is (speed is level from 2^14 pairs up on a 2-core CPU)
+JOIN_CHUNK = 2**16
 
 
 #: the log-probability estimator by data-set size (first row whose bound N does not exceed): exact anchors and
@@ -149,57 +153,154 @@ def log_prob_estimate(
     ``refine_to`` (nats): partitions whose standard error exceeds it get further independent replicates with
     :data:`REFINE_Z_FACTOR` times the z draws, pooled with the first (each replicate is unbiased), for up to
     ``refine_rounds`` rounds: rare partitions, whose joins need unusual z, are the noisy ones.
+    ``chunk_size``: z noise is drawn ``chunk_size * 4 // num_z`` anchor rows at a time (memory), and the join
+    network runs on at most :data:`JOIN_CHUNK` (z draw, candidate) pairs at a time (the CPU's caches).
+    All data sets share ``generator``; :func:`log_prob_estimates` gives each its own.
     """
-    if z_proposal not in (*Z_PROPOSALS, AUTO):
-        raise ValueError(f"z_proposal must be one of {Z_PROPOSALS}, got {z_proposal!r}")
-    if orders not in ORDER_MODES:
-        raise ValueError(f"orders must be one of {ORDER_MODES}, got {orders!r}")
     x, mask = padded_inputs(x, mask)
     if labels.dim() == 2:
         labels = labels.unsqueeze(0)
     num_sets, num_samples, num_points = labels.shape
+    partitions = canonicalize(labels.reshape(-1, num_points).to(x.device))
+    owner = torch.arange(num_sets, device=x.device).repeat_interleave(num_samples)
+    partition_frame = None
+    if frames is not None and sample_frames is not None:
+        partition_frame = sample_frames.to(x.device).expand(num_sets, num_samples).reshape(-1)
+    data = _framed_rows(x, mask, frames)
     settings = log_prob_settings(num_points, num_anchors=num_anchors, num_z=num_z, num_orders=num_orders,
                                  z_proposal=z_proposal)
-    num_anchors, num_z, num_orders = settings["num_anchors"], settings["num_z"], settings["num_orders"]
-    z_proposal = settings["z_proposal"]
-    partitions = canonicalize(labels.reshape(-1, num_points).to(x.device))
-    layout = (num_sets, num_samples, frames, sample_frames)
-    options = (num_anchors, num_orders, orders, z_proposal, generator, chunk_size)
-    everything = torch.arange(partitions.shape[0], device=x.device)
-    log_unit, unit_partition, enumerated_units = _unit_log_probs(guide, x, mask, partitions, everything, layout,
-                                                                 num_z, *options)
+    estimate = _estimate(guide, data, partitions, owner, partition_frame, EstimatorDraws(generator), settings,
+                         orders, chunk_size, refine_to, refine_rounds)
+    shape = (num_sets, num_samples)
+    return LogProbEstimate(*(value.view(shape) for value in estimate))
+
+
+@torch.no_grad()
+def log_prob_estimates(
+    guide: ClusterwiseGuide,
+    xs: list[Tensor],
+    partitions: list[Tensor],
+    generators: list[torch.Generator],
+    frames: list[Tensor | None] | None = None,
+    chunk_size: int = 4096,
+    orders: str = "auto",
+    refine_to: float | None = None,
+    refine_rounds: int = 1,
+    **settings: Any,
+) -> list[LogProbEstimate]:
+    """:func:`log_prob_estimate` of several data sets in one batched computation, each on its own generator.
+
+    ``xs``: data sets (N_b, D), N_b may differ; ``partitions``: (P_b, N_b) labels of each, their counts may
+    differ; ``frames``: each data set's sampling frames (F_b, D, D) or None; the estimator options (``num_z``
+    ...) apply to all (call once per setting). Every random number data set b's estimate uses comes from
+    ``generators[b]``, in the shapes ``log_prob_estimate(guide, xs[b], partitions[b], generator=generators[b],
+    frames=frames[b])`` draws them in, so estimate b equals that call's up to the float rounding of a padded
+    batch, whichever data sets share the batch. Returns one estimate per data set, of shape (1, P_b).
+    """
+    if not (len(xs) == len(partitions) == len(generators)) or not xs:
+        raise ValueError("log_prob_estimates needs as many data sets, partition sets and generators, at least one")
+    frames = [None] * len(xs) if frames is None else frames
+    sizes = [int(x.shape[0]) for x in xs]
+    width, device = max(sizes), xs[0].device
+    data = _framed_rows_of(xs, frames, width)
+    padded = [torch.nn.functional.pad(canonicalize(p.to(device)), (0, width - p.shape[-1]), value=PAD_LABEL)
+              for p in partitions]
+    owner = torch.arange(len(xs), device=device).repeat_interleave(
+        torch.tensor([p.shape[0] for p in padded], device=device))
+    estimate = _estimate(guide, data, torch.cat(padded), owner, None,
+                         EstimatorDraws(generators=generators, sizes=sizes),
+                         log_prob_settings(width, **settings), orders, chunk_size, refine_to, refine_rounds)
+    counts = [p.shape[0] for p in padded]
+    return [LogProbEstimate(*(value.unsqueeze(0) for value in parts))
+            for parts in zip(*(value.split(counts) for value in estimate), strict=True)]
+
+
+@dataclass(frozen=True)
+class _DataRows:
+    """What the estimator encodes: every data set in each of its frames, ``x`` (R, N, D) with ``mask`` (R, N);
+    data set b's frame f is row ``first_row[b] + f``, of ``num_frames[b]`` (1: the data as given)."""
+
+    x: Tensor
+    mask: Tensor
+    first_row: Tensor
+    num_frames: Tensor
+
+
+def _framed_rows(x: Tensor, mask: Tensor, frames: Tensor | None) -> _DataRows:
+    """Data sets (B, N, D) sharing ``frames`` (F, D, D) or none."""
+    count = 1 if frames is None else frames.shape[0]
+    index = torch.arange(x.shape[0], device=x.device)
+    rows, row_mask, first = framed(x, mask, frames, index, torch.zeros_like(index))
+    return _DataRows(rows, row_mask, first, torch.full_like(index, count))
+
+
+def _framed_rows_of(xs: list[Tensor], frames: list[Tensor | None], width: int) -> _DataRows:
+    """Data sets (N_b, D) with their own frames, each rotated alone (as :func:`log_prob_estimate` rotates it),
+    padded to ``width`` points."""
+    rows, masks, counts = [], [], []
+    for x, own in zip(xs, frames, strict=True):
+        x = x.unsqueeze(0)
+        ones = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        zero = torch.zeros(1, dtype=torch.long, device=x.device)
+        x = framed(x, ones, own, zero, zero)[0]
+        rows.append(torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[1])))
+        masks.append((torch.arange(width, device=x.device) < ones.shape[1]).expand(x.shape[0], width))
+        counts.append(x.shape[0])
+    num_frames = torch.tensor(counts, device=xs[0].device)
+    return _DataRows(torch.cat(rows), torch.cat(masks), num_frames.cumsum(0) - num_frames, num_frames)
+
+
+def _estimate(guide: ClusterwiseGuide, data: _DataRows, partitions: Tensor, owner: Tensor,
+              partition_frame: Tensor | None, draws: EstimatorDraws, settings: dict[str, Any], orders: str,
+              chunk_size: int, refine_to: float | None, refine_rounds: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(log q, standard error, orders enumerated) of every partition (P, N) of data set ``owner`` (P,)
+    (non-decreasing), estimated on the rows ``data``."""
+    z_proposal = settings.get("z_proposal", AUTO)
+    if z_proposal not in Z_PROPOSALS:
+        raise ValueError(f"z_proposal must be one of {Z_PROPOSALS}, got {z_proposal!r}")
+    if orders not in ORDER_MODES:
+        raise ValueError(f"orders must be one of {ORDER_MODES}, got {orders!r}")
+    num_z = settings["num_z"]
+    options = (settings["num_anchors"], settings["num_orders"], orders, z_proposal, draws, chunk_size)
+    layout = (data, owner, partition_frame)
+    everything = torch.arange(partitions.shape[0], device=partitions.device)
+    log_unit, unit_partition, enumerated_units = _unit_log_probs(guide, layout, partitions, everything, num_z,
+                                                                 *options)
     log_prob, error = _mean_and_error(log_unit, unit_partition, partitions.shape[0])
     for _ in range(refine_rounds if refine_to is not None else 0):
         loose = (error > refine_to).nonzero(as_tuple=True)[0]  # NaN (one unit) never compares greater
         if loose.numel() == 0:
             break
         num_z *= REFINE_Z_FACTOR
-        extra, extra_partition, _ = _unit_log_probs(guide, x, mask, partitions, loose, layout, num_z, *options)
+        extra, extra_partition, _ = _unit_log_probs(guide, layout, partitions, loose, num_z, *options)
         log_unit, unit_partition = torch.cat([log_unit, extra]), torch.cat([unit_partition, extra_partition])
         log_prob, error = _mean_and_error(log_unit, unit_partition, partitions.shape[0])
-    enumerated = torch.zeros(partitions.shape[0], dtype=torch.bool, device=x.device).index_fill(
+    enumerated = torch.zeros(partitions.shape[0], dtype=torch.bool, device=partitions.device).index_fill(
         0, unit_partition[:enumerated_units.shape[0]][enumerated_units], True)
-    shape = (num_sets, num_samples)
-    return LogProbEstimate(log_prob.view(shape), error.view(shape), enumerated.view(shape))
+    return log_prob, error, enumerated
 
 
-def _unit_log_probs(guide: ClusterwiseGuide, x: Tensor, mask: Tensor, partitions: Tensor, chosen: Tensor,
-                    layout: tuple, num_z: int, num_anchors: int | None, num_orders: int, orders: str,
-                    z_proposal: str, generator: torch.Generator | None, chunk_size: int
-                    ) -> tuple[Tensor, Tensor, Tensor]:
+def _unit_log_probs(guide: ClusterwiseGuide, layout: tuple, partitions: Tensor, chosen: Tensor, num_z: int,
+                    num_anchors: int | None, num_orders: int, orders: str, z_proposal: str, draws: EstimatorDraws,
+                    chunk_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Independent unit estimates of log q for the partitions ``chosen`` (indices into ``partitions``): their
     log values, the partition each belongs to, and whether each sums its orders exactly."""
-    num_sets, num_samples, frames, sample_frames = layout
-    units = _replicate_units(partitions[chosen], num_orders, orders,
-                             1 if frames is None or sample_frames is not None else frames.shape[0])
+    data, owner, partition_frame = layout
+    frames_of = data.num_frames[owner[chosen]] if partition_frame is None else torch.ones_like(chosen)
+    units = _replicate_units(partitions[chosen], num_orders, orders, frames_of)
     units = replace(units, partition=chosen[units.partition])
-    unit_set = torch.div(units.partition, num_samples, rounding_mode="floor")
-    unit_frame = _unit_frames(units, frames, sample_frames, num_sets, num_samples, x.device)
-    x, mask, unit_dataset = framed(x, mask, frames, unit_set, unit_frame)
+    unit_owner = owner[units.partition]
+    if partition_frame is None:  # replicate r of a partition in frame r % F: fresh frames
+        unit_frame = units.replicate % data.num_frames[unit_owner]
+    else:  # each partition in its own frame
+        unit_frame = partition_frame[units.partition]
+    unit_row = data.first_row[unit_owner] + unit_frame
     unit_labels = partitions[units.partition]
-    rows = _step_rows(units, unit_labels, generator)
-    log_step, log_share = _log_steps(guide, x, mask, unit_dataset, unit_labels, rows, num_anchors, num_z,
-                                     z_proposal, generator, chunk_size)
+    rows = _step_rows(units, unit_labels, draws, unit_owner)
+    order = unit_owner[rows.unit].argsort(stable=True)  # rows grouped by data set, each in its own order
+    rows = _StepRows(rows.unit[order], rows.cluster[order], rows.earlier[order], rows.subset[order])
+    log_step, log_share = _log_steps(guide, data, unit_row, unit_labels, rows, unit_owner[rows.unit],
+                                     num_anchors, num_z, z_proposal, draws, chunk_size)
     log_unit = log_step.new_empty(units.partition.shape[0])
     sampled = ~units.enumerated[rows.unit]
     per_order = log_step.new_zeros(units.partition.shape[0]).index_add(
@@ -222,10 +323,11 @@ class _Units:
     num_clusters: Tensor
 
 
-def _replicate_units(partitions: Tensor, num_orders: int, orders: str, num_frames: int = 1) -> _Units:
+def _replicate_units(partitions: Tensor, num_orders: int, orders: str, num_frames: Tensor | int = 1) -> _Units:
     """``num_orders`` sampled-order units per partition, or max(2, num_orders // 2^(K-1)) enumerated ones;
-    an enumerated count of at least ``num_frames`` is rounded up to a multiple of it, so that every frame is
-    visited equally often (the frames then contribute no noise: the mean is over all of them)."""
+    an enumerated count of at least ``num_frames`` (per partition, or one for all) is rounded up to a multiple
+    of it, so that every frame is visited equally often (the frames then contribute no noise: the mean is over
+    all of them)."""
     num_clusters = partitions.max(-1).values + 1
     subset_rows = 2 ** (num_clusters - 1)  # (S, c) pairs per cluster and partition in the exact sum, over N
     if orders == "enumerate":
@@ -248,16 +350,6 @@ def _replicate_units(partitions: Tensor, num_orders: int, orders: str, num_frame
     return _Units(partition, replicate, enumerated[partition], num_clusters[partition])
 
 
-def _unit_frames(units: _Units, frames: Tensor | None, sample_frames: Tensor | None, num_sets: int,
-                 num_samples: int, device: torch.device) -> Tensor:
-    """The frame each unit reads: its partition's own (``sample_frames``) or its replicate's (fresh)."""
-    if frames is None:
-        return torch.zeros_like(units.partition)
-    if sample_frames is None:
-        return units.replicate % frames.shape[0]
-    return sample_frames.to(device).expand(num_sets, num_samples).reshape(-1)[units.partition]
-
-
 @dataclass(frozen=True)
 class _StepRows:
     """Cluster steps to score: in unit ``unit``, cluster ``cluster`` built after the clusters in ``earlier``
@@ -270,7 +362,7 @@ class _StepRows:
     subset: Tensor
 
 
-def _step_rows(units: _Units, unit_labels: Tensor, generator: torch.Generator | None) -> _StepRows:
+def _step_rows(units: _Units, unit_labels: Tensor, draws: EstimatorDraws, unit_owner: Tensor) -> _StepRows:
     device = unit_labels.device
     max_clusters = int(units.num_clusters.max())
     pieces = []
@@ -286,9 +378,11 @@ def _step_rows(units: _Units, unit_labels: Tensor, generator: torch.Generator | 
     sampled = (~units.enumerated).nonzero(as_tuple=True)[0]
     if sampled.numel():
         labels = unit_labels[sampled]
-        position = size_biased_relabel(labels, generator)  # (T, N): the step at which each point's cluster is built
+        keys = draws.uniform(unit_owner[sampled], tuple(labels.shape), 2.0, device)
+        position = size_biased_relabel(labels, keys=keys)  # (T, N): the step at which each point's cluster is built
         cluster_step = torch.full((sampled.shape[0], max_clusters), max_clusters, dtype=torch.long, device=device)
-        cluster_step.scatter_(1, labels.clamp(min=0), torch.where(labels >= 0, position, max_clusters))
+        # amin, not a plain scatter: padding (label -1, clamped to 0) must not overwrite cluster 0's step
+        cluster_step.scatter_reduce_(1, labels.clamp(min=0), torch.where(labels >= 0, position, max_clusters), "amin")
         thread, cluster = (cluster_step < max_clusters).nonzero(as_tuple=True)
         earlier = cluster_step[thread] < cluster_step[thread, cluster].unsqueeze(-1)
         pieces.append((sampled[thread], cluster, earlier, torch.full_like(cluster, -1)))
@@ -296,26 +390,27 @@ def _step_rows(units: _Units, unit_labels: Tensor, generator: torch.Generator | 
     return _StepRows(unit, cluster, earlier, subset)
 
 
-def _log_steps(guide: ClusterwiseGuide, x: Tensor, mask: Tensor, unit_dataset: Tensor, unit_labels: Tensor,
-               rows: _StepRows, num_anchors: int | None, num_z: int, z_proposal: str,
-               generator: torch.Generator | None, chunk_size: int) -> tuple[Tensor, Tensor]:
+def _log_steps(guide: ClusterwiseGuide, data: _DataRows, unit_row: Tensor, unit_labels: Tensor, rows: _StepRows,
+               row_owner: Tensor, num_anchors: int | None, num_z: int, z_proposal: str, draws: EstimatorDraws,
+               chunk_size: int) -> tuple[Tensor, Tensor]:
     """Per step row: the estimate of log[(1 / |I|) sum_{d in s_c} p(b_c | d, earlier clusters, x)], the
     probability that the step picks an anchor in s_c and builds exactly s_c, and log(|s_c| / |I|), the
     size-biased probability of visiting s_c next (|I|: points outside the earlier clusters)."""
+    x, device = data.x, data.x.device
     num_points = unit_labels.shape[-1]
-    data = guide.encode_data(x, mask)
+    encoded = guide.encode_data(x, data.mask)
     labels = unit_labels[rows.unit]
     valid = labels >= 0
     cluster = (labels == rows.cluster.unsqueeze(-1))  # (R, N) s_c
     assigned = rows.earlier.gather(1, labels.clamp(min=0)) & valid
-    unassigned = mask[unit_dataset[rows.unit]] & ~assigned  # I
-    dataset = unit_dataset[rows.unit]
+    dataset = unit_row[rows.unit]
+    unassigned = data.mask[dataset] & ~assigned  # I
     # G: the summed summaries of the earlier clusters, from one summary per (unit, cluster)
     max_clusters = rows.earlier.shape[1]
-    steps = torch.arange(max_clusters, device=x.device)
+    steps = torch.arange(max_clusters, device=device)
     unit_members = unit_labels.unsqueeze(1) == steps.view(1, -1, 1)  # (U, K, N)
     unit_index, cluster_index = unit_members.any(-1).nonzero(as_tuple=True)
-    summaries = guide.cluster_summaries(data.cluster_points, unit_dataset[unit_index],
+    summaries = guide.cluster_summaries(encoded.cluster_points, unit_row[unit_index],
                                         unit_members[unit_index, cluster_index])
     table = summaries.new_zeros(*unit_members.shape[:2], guide.hidden_dim).index_put(
         (unit_index, cluster_index), summaries)
@@ -324,27 +419,42 @@ def _log_steps(guide: ClusterwiseGuide, x: Tensor, mask: Tensor, unit_dataset: T
         cluster_code += rows.earlier[:, k : k + 1].to(table.dtype) * table[rows.unit, k]
     cluster_size = cluster.sum(-1)
     used = cluster_size if num_anchors is None else cluster_size.clamp(max=num_anchors)
-    scores = torch.rand(cluster.shape, generator=generator, device=x.device).masked_fill(~cluster, -1.0)
+    scores = draws.uniform(row_owner, tuple(cluster.shape), -1.0, device).masked_fill(~cluster, -1.0)
     rank = scores.argsort(-1, descending=True).argsort(-1)
     row, anchor_point = (cluster & (rank < used.unsqueeze(-1))).nonzero(as_tuple=True)  # (step row, anchor)
-    log_terms = torch.empty(row.shape[0], num_z, dtype=x.dtype, device=x.device)
-    chunk_size = max(1, chunk_size * 4 // num_z)  # rows x z draws per chunk bounded: the join net is (M, R, N, H)
-    for start in range(0, row.shape[0], chunk_size):
-        r = row[start : start + chunk_size]
-        anchor = torch.zeros(r.shape[0], num_points, dtype=torch.bool, device=x.device)
-        anchor[torch.arange(r.shape[0], device=x.device), anchor_point[start : start + chunk_size]] = True
+    log_terms = torch.empty(row.shape[0], num_z, dtype=x.dtype, device=device)
+    piece = max(1, chunk_size * 4 // num_z)  # rows x z draws per noise piece bounded: memory
+    noise = draws.normal_stream(row_owner[row], num_z, guide.z_dim, piece, device)
+    candidates = (unassigned.sum(-1) - 1).clamp(min=1)[row] * num_z  # (z draw, candidate) pairs per anchor row
+    for start, stop in _chunk_bounds(candidates, JOIN_CHUNK, piece):
+        r = row[start:stop]
+        anchor = torch.zeros(r.shape[0], num_points, dtype=torch.bool, device=device)
+        anchor[torch.arange(r.shape[0], device=device), anchor_point[start:stop]] = True
         available = unassigned[r] & ~anchor
-        enc, prior = guide.encode_step(data, dataset[r], anchor, available, cluster_code[r], cluster[r] & available)
-        z, log_weight = _draw_z(guide, enc, prior, num_z, z_proposal, generator)
+        enc, prior = guide.encode_step(encoded, dataset[r], anchor, available, cluster_code[r], cluster[r] & available)
+        z, log_weight = _draw_z(guide, enc, prior, noise.take(r.shape[0]), z_proposal)
         logits = guide.join_logits(z, enc)  # (M, R, N)
         log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
             logits, enc.targets.to(x.dtype).expand_as(logits), reduction="none"
         )
-        log_terms[start : start + chunk_size] = ((log_lik * available).sum(-1) + log_weight).T
+        log_terms[start:stop] = ((log_lik * available).sum(-1) + log_weight).T
     # mean over z draws and anchors, times |s_c| / |I|
     log_anchor_mean = scatter_logsumexp(log_terms.logsumexp(-1), row, cluster.shape[0]) - math.log(num_z)
     log_share = cluster_size.to(x.dtype).log() - unassigned.sum(-1).to(x.dtype).log()
     return log_anchor_mean - used.to(x.dtype).log() + log_share, log_share
+
+
+def _chunk_bounds(work: Tensor, budget: int, max_rows: int) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) row ranges of at most ``max_rows`` rows whose summed ``work`` stays within
+    ``budget`` (a row over the budget alone in its range)."""
+    before = work.cumsum(0) - work  # a range holds the rows that start within one budget's span
+    counts = torch.unique_consecutive(torch.div(before, budget, rounding_mode="floor"), return_counts=True)[1]
+    bounds, start = [], 0
+    for count in counts.tolist():
+        for first in range(start, start + count, max_rows):
+            bounds.append((first, min(first + max_rows, start + count)))
+        start += count
+    return bounds
 
 
 def _sum_over_orders(log_step: Tensor, rows: _StepRows, units: _Units) -> Tensor:
@@ -375,16 +485,16 @@ def _sum_over_orders(log_step: Tensor, rows: _StepRows, units: _Units) -> Tensor
     return out
 
 
-def _draw_z(guide: ClusterwiseGuide, enc, prior, num_z: int, z_proposal: str, generator: torch.Generator | None
-            ) -> tuple[Tensor, Tensor]:
-    """``num_z`` draws of z per step (M, R, Z) and their log importance weights log p(z) - log proposal(z).
+def _draw_z(guide: ClusterwiseGuide, enc, prior, noise: Tensor, z_proposal: str) -> tuple[Tensor, Tensor]:
+    """z draws per step (M, R, Z) from standard normal ``noise`` (M, R, Z) and their log importance weights
+    log p(z) - log proposal(z).
 
     "mixture" draws the first half from the prior p(z | context) and the rest from the encoder q(z | joins) and
     weights every draw by p / (p/2 + q/2) (the balance heuristic of multiple importance sampling: unbiased,
     with weights at most 2, so neither an overconfident encoder nor a prior that misses unusual z makes the
     estimate heavy-tailed).
     """
-    noise = torch.randn((num_z, *prior.loc.shape), generator=generator, device=prior.loc.device)
+    num_z = noise.shape[0]
     if z_proposal == "prior":
         return prior.loc + prior.scale * noise, noise.new_zeros(noise.shape[:2])
     posterior = guide.posterior(enc)
@@ -421,12 +531,15 @@ def scatter_logsumexp(values: Tensor, index: Tensor, size: int) -> Tensor:
     return safe + total.log()
 
 
-def size_biased_relabel(labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Renumber clusters (T, N) by first appearance in a uniformly random point order, per row.
+def size_biased_relabel(labels: Tensor, generator: torch.Generator | None = None, keys: Tensor | None = None
+                        ) -> Tensor:
+    """Renumber clusters (T, N) by first appearance in a uniformly random point order, per row (``keys``
+    (T, N): the uniforms ordering the points, drawn from ``generator`` when None).
 
     The resulting cluster order is size-biased: cluster s comes first with probability |s| / N.
     """
-    keys = torch.rand(labels.shape, generator=generator, device=labels.device)
+    if keys is None:
+        keys = torch.rand(labels.shape, generator=generator, device=labels.device)
     valid = labels >= 0
     safe = labels.clamp(min=0)
     num_labels = int(safe.max()) + 1
