@@ -5,8 +5,6 @@
   for i < j. The probabilities are conjugate, so p(graph | partition) is exact (Beta-Bernoulli).
 - :class:`LogDegreeSBM` — the symmetric SBM with ``num_blocks`` equal blocks and edge probabilities
   p = a log N / N within and q = b log N / N between (the exact-recovery regime).
-- :class:`LabelledDatasets` — a collection of labelled graphs or point sets as the training distribution
-  (no simulator), with a held-out split.
 - :class:`PlantedPartition` — the CLUSTER benchmark's recipe: a fixed number of blocks of uniformly random
   sizes, edge probabilities p_in within and p_out between.
 
@@ -22,7 +20,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -34,15 +31,19 @@ from pyro_acp.distributions import CRP
 from pyro_acp.seeding import generator_rng, make_generator
 from pyro_acp.validation import (
     check_beta_pair,
-    check_choice,
-    check_int,
     check_positive,
     check_positive_int,
     check_scalar,
-    check_vectors,
 )
 
 from .base import ExactLikelihood, GenerativeModel
+from .block_priors import (
+    BalancedPartition,
+    SizedBlocksPartition,
+    check_block_counts,
+    check_block_sizes,
+    sized_block_labels,
+)
 from .conjugate import (
     BlockGibbsStatistics,
     block_log_marginal,
@@ -51,21 +52,13 @@ from .conjugate import (
     node_block_counts,
 )
 from .graphs import (
-    BalancedPartition,
-    SizedBlocksPartition,
+    POSITIONAL_ENCODING_DIM,
     SymmetricAdjacency,
-    as_adjacency,
     check_adjacency,
-    check_block_sizes,
-    data_fingerprint,
     from_networkx,
-    label_ids,
     laplacian_positional_encoding,
-    sized_block_labels,
     to_networkx,
 )
-
-POSITIONAL_ENCODING_DIM = 20
 
 
 def check_probability(value: Any, name: str) -> float:
@@ -185,69 +178,142 @@ class SBM(GraphModel):
         return BlockGibbsStatistics(adjacency, self.within, self.between)
 
 
-class LogDegreeSBM(GraphModel):
-    """Symmetric SBM: ``num_blocks`` equal blocks (uniformly random), p = a log N / N, q = b log N / N.
+def check_rate(value: Any, name: str) -> float | tuple[float, float]:
+    """A positive rate, or a range (low, high) with 0 < low < high of a uniformly random one."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be a positive number or a range (low, high), got {value!r}")
+        low, high = check_positive(value[0], f"{name} low"), check_positive(value[1], f"{name} high")
+        if high <= low:
+            raise ValueError(f"{name} range (low, high) needs high > low, got ({low}, {high})")
+        return low, high
+    return check_positive(value, name)
 
-    Exact recovery is possible when (sqrt(a) - sqrt(b))^2 > num_blocks; the defaults (2 blocks, a = 10,
-    b = 2) sit just above it. N must be large enough that a log N / N <= 1.
+
+#: points of the midpoint rule that integrates a uniformly random a or b out of the likelihood
+RATE_QUADRATURE_POINTS = 4096
+
+
+class LogDegreeSBM(GraphModel):
+    """Symmetric SBM: K equal blocks (uniformly random), p = a log N / N within, q = b log N / N between.
+
+    Exact recovery is possible when (sqrt(a) - sqrt(b))^2 > K; the defaults (K = 2, a = 10, b = 2) sit just
+    above it. N must be large enough that a log N / N <= 1.
+
+    The hyperparameters may also be random, as when one guide is trained over a range of them (the ACP
+    paper's: ``LogDegreeSBM(num_blocks=(2, 3, 4), a=(1, 30), b=(1, 10))`` with N in [300, 600)):
+    ``num_blocks`` a sequence of block counts (K uniform on them; the "labels" site is then the mixture
+    :class:`~pyro_acp.models.block_priors.BalancedPartition`), ``a`` / ``b`` a range (low, high) (uniform
+    on it; sites "a" / "b" of the program). The likelihood stays exact: given the partition, the graph's
+    within-block edges depend on a only and the others on b only, so
+        p(graph | partition) = E_a[p^e_w (1 - p)^(m_w - e_w)] E_b[q^e_b (1 - q)^(m_b - e_b)],
+    each expectation a 1-D integral over the uniform range, computed in log space by the midpoint rule on
+    ``RATE_QUADRATURE_POINTS`` points (e_w edges among m_w within-block pairs; e_b, m_b between).
     """
 
-    def __init__(self, num_blocks: int = 2, a: float = 10.0, b: float = 2.0):
-        self.num_blocks = check_positive_int(num_blocks, "num_blocks")
-        self.a = check_positive(a, "a")
-        self.b = check_positive(b, "b")
+    def __init__(self, num_blocks: int | tuple[int, ...] = 2, a: float | tuple[float, float] = 10.0,
+                 b: float | tuple[float, float] = 2.0):
+        choices = check_block_counts(num_blocks)
+        self.num_blocks = choices[0] if len(choices) == 1 and not isinstance(num_blocks, (list, tuple)) \
+            else choices
+        self.a = check_rate(a, "a")
+        self.b = check_rate(b, "b")
         super().__init__(num_blocks=self.num_blocks, a=self.a, b=self.b)
 
     def partition_prior(self, num_points: int) -> BalancedPartition:
         return BalancedPartition(self.num_blocks, check_positive_int(num_points, "num_points"))
 
-    def edge_probabilities(self, num_points: Tensor | int) -> tuple[Tensor, Tensor]:
-        """(p, q) at N points; ValueError if either exceeds 1 (N too small for a or b)."""
+    def edge_probabilities(self, num_points: Tensor | int, a: Tensor | float | None = None,
+                           b: Tensor | float | None = None) -> tuple[Tensor, Tensor]:
+        """(p, q) at N points for rates ``a``, ``b`` (default the model's: fixed values, or for a range its
+        upper end); ValueError if either exceeds 1 (N too small for a or b)."""
         n = torch.as_tensor(num_points, dtype=torch.float64)
         scale = torch.log(n) / n
-        p, q = self.a * scale, self.b * scale
-        if (p > 1).any() or (q > 1).any():
-            bad = int(n.flatten()[(p > 1).flatten() | (q > 1).flatten()][0])
-            raise ValueError(f"edge probability a log N / N = {self.a * math.log(bad) / bad:.3f} exceeds 1 at "
+        a = _upper(self.a) if a is None else a
+        b = _upper(self.b) if b is None else b
+        p, q = torch.as_tensor(a, dtype=torch.float64) * scale, torch.as_tensor(b, dtype=torch.float64) * scale
+        too_big = (p > 1) | (q > 1)
+        if too_big.any():
+            bad = int(torch.broadcast_to(n, too_big.shape)[too_big].flatten()[0])
+            top = max(float(torch.as_tensor(a).max()), float(torch.as_tensor(b).max()))
+            raise ValueError(f"edge probability a log N / N = {top * math.log(bad) / bad:.3f} exceeds 1 at "
                              f"N = {bad}; use more points or smaller a, b")
         return p, q
 
     def _program(self, num_points: int, obs: Tensor | None) -> Tensor:
         like = obs if obs is not None else torch.zeros((), dtype=torch.get_default_dtype())
         labels = pyro.sample("labels", self.partition_prior(num_points)).to(like.device)
-        p, q = (v.to(like) for v in self.edge_probabilities(num_points))
+        self.edge_probabilities(num_points)  # the whole range must give probabilities <= 1
+        rates = [pyro.sample(name, dist.Uniform(*(torch.tensor(v).to(like) for v in value)))
+                 if isinstance(value, tuple) else value for name, value in (("a", self.a), ("b", self.b))]
+        p, q = (v.to(like) for v in self.edge_probabilities(num_points, *rates))
         same = labels.unsqueeze(-1) == labels.unsqueeze(-2)
         return pyro.sample("x", SymmetricAdjacency(torch.where(same, p, q)), obs=obs)
 
+    def _draw_rate(self, value: float | tuple[float, float], batch: int, generator: torch.Generator) -> Tensor:
+        if not isinstance(value, tuple):
+            return torch.full((batch,), value, dtype=torch.float64)
+        u = torch.rand(batch, generator=generator, device=generator.device, dtype=torch.float64).cpu()
+        return value[0] + (value[1] - value[0]) * u
+
     def _simulate(self, sizes: Tensor, mask: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         # Balanced blocks are not projective, so each graph deals its own N_b points round-robin in a random
-        # order (which also leaves the nodes in random order for _graph_batch).
+        # order (which also leaves the nodes in random order for _graph_batch), into its own K_b blocks.
+        batch = mask.shape[0]
+        choices = torch.tensor(check_block_counts(self.num_blocks), device=mask.device)
+        k = choices[torch.randint(len(choices), (batch, 1), generator=generator, device=mask.device)]
         keys = torch.rand(mask.shape, generator=generator, device=mask.device).masked_fill(~mask, 2.0)
         rank = keys.argsort(-1).argsort(-1)
-        labels = (rank % self.num_blocks).masked_fill(~mask, -1)
+        labels = (rank % k).masked_fill(~mask, -1)
+        a, b = self._draw_rate(self.a, batch, generator), self._draw_rate(self.b, batch, generator)
         dtype = torch.get_default_dtype()
-        p, q = (v.to(device=mask.device, dtype=dtype).view(-1, 1, 1) for v in self.edge_probabilities(sizes.cpu()))
+        p, q = (v.to(device=mask.device, dtype=dtype).view(-1, 1, 1)
+                for v in self.edge_probabilities(sizes.cpu(), a, b))
         same = labels.unsqueeze(-1) == labels.unsqueeze(-2)
         return self._graph_batch(labels, torch.where(same, p, q), mask, generator)
 
     def log_marginal_likelihood(self, adjacency: Any, labels: Any) -> Tensor:
-        """log p(graph | partition) with p, q known (nothing to integrate); labels (..., N) -> (...,)."""
+        """log p(graph | partition), random a and b integrated out (see the class docstring); with fixed a and
+        b nothing is integrated. Labels (..., N) -> (...,)."""
         adjacency, labels = self._check_data_labels(adjacency, labels)
-        p, q = (v.to(adjacency) for v in self.edge_probabilities(adjacency.shape[0]))
-        return two_probability_log_likelihood(adjacency, labels, p, q)
+        n = adjacency.shape[0]
+        self.edge_probabilities(n)
+        grid = (torch.arange(RATE_QUADRATURE_POINTS, dtype=torch.float64) + 0.5) / RATE_QUADRATURE_POINTS
+        rates = [v[0] + (v[1] - v[0]) * grid if isinstance(v, tuple) else torch.tensor([v], dtype=torch.float64)
+                 for v in (self.a, self.b)]
+        p, q = (v.to(adjacency.device) for v in self.edge_probabilities(n, *rates))
+        counts = [c.double().unsqueeze(-1) for c in block_pair_counts(adjacency, labels)]
+        return (_log_mean_bernoulli(counts[0], counts[1], p) + _log_mean_bernoulli(counts[2], counts[3], q)
+                ).to(adjacency.dtype)
 
 
-def two_probability_log_likelihood(adjacency: Tensor, labels: Tensor, p: Tensor | float, q: Tensor | float) -> Tensor:
-    """log p(graph | partition) when every within-block pair is an edge with probability p and every other
-    pair with probability q: Bernoulli counts of edges and non-edges within and between blocks."""
+def _upper(value: float | tuple[float, float]) -> float:
+    return value[1] if isinstance(value, tuple) else value
+
+
+def _log_mean_bernoulli(edges: Tensor, pairs: Tensor, probs: Tensor) -> Tensor:
+    """log of the mean over the grid ``probs`` (G,) of p^edges (1 - p)^(pairs - edges); edges (..., 1)."""
+    xlogy = torch.special.xlogy
+    terms = xlogy(edges, probs) + xlogy(pairs - edges, 1 - probs)
+    return terms.logsumexp(-1) - math.log(probs.shape[-1])
+
+
+def block_pair_counts(adjacency: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(edges within blocks, pairs within blocks, edges between, pairs between) of partitions (..., N)."""
     n = adjacency.shape[0]
     same = labels.unsqueeze(-1) == labels.unsqueeze(-2)
     upper = torch.ones(n, n, dtype=torch.bool, device=adjacency.device).triu(1)
     within_edges = (adjacency * (same & upper)).sum((-1, -2))
     within_pairs = (same & upper).sum((-1, -2)).to(adjacency.dtype)
-    total_edges = adjacency.triu(1).sum()
-    between_edges = total_edges - within_edges
+    between_edges = adjacency.triu(1).sum() - within_edges
     between_pairs = n * (n - 1) / 2 - within_pairs
+    return within_edges, within_pairs, between_edges, between_pairs
+
+
+def two_probability_log_likelihood(adjacency: Tensor, labels: Tensor, p: Tensor | float, q: Tensor | float) -> Tensor:
+    """log p(graph | partition) when every within-block pair is an edge with probability p and every other
+    pair with probability q: Bernoulli counts of edges and non-edges within and between blocks."""
+    within_edges, within_pairs, between_edges, between_pairs = block_pair_counts(adjacency, labels)
     p, q = torch.as_tensor(p, dtype=adjacency.dtype), torch.as_tensor(q, dtype=adjacency.dtype)
     xlogy = torch.special.xlogy
     return (xlogy(within_edges, p) + xlogy(within_pairs - within_edges, 1 - p)
@@ -262,7 +328,7 @@ class PlantedPartition(GraphModel):
     The defaults are the benchmark's: 6 blocks of 5..34 nodes, p_in = 0.55, p_out = 0.25 (about 117 nodes).
     ``simulate`` without ``num_points`` draws the graphs' sizes by the recipe (the sum of the block sizes);
     with ``num_points``, the block sizes are drawn conditioned on that N. The Pyro program's "labels" site
-    is :class:`~pyro_acp.models.graphs.SizedBlocksPartition` (its exact prior given N), and the likelihood
+    is :class:`~pyro_acp.models.block_priors.SizedBlocksPartition` (its exact prior given N), and the likelihood
     is exact (p_in, p_out are known).
     """
 
@@ -323,120 +389,3 @@ class PlantedPartition(GraphModel):
         """log p(graph | partition) with p_in, p_out known; labels (..., N) -> (...,)."""
         adjacency, labels = self._check_data_labels(adjacency, labels)
         return two_probability_log_likelihood(adjacency, labels, self.p_in, self.p_out)
-
-
-class LabelledDatasets(GenerativeModel):
-    """A collection of labelled data sets used as the training distribution instead of a simulator.
-
-    "All we need for training are labeled datasets" (the ACP paper's SNAP experiment): ``datasets`` is a
-    sequence of ``(x, labels)`` pairs, all graphs (networkx graphs, scipy sparse or dense adjacencies, read
-    by :func:`~pyro_acp.models.graphs.as_adjacency`) or all point sets (N, D). ``labels`` are any hashable
-    values, one per node / point in order (for a networkx graph also a dict {node: label}); only which
-    nodes share a label matters.
-
-    A fraction ``held_out`` of the data sets (at least one when there are two or more), drawn with
-    ``seed``, is kept out of training: :meth:`simulate` draws training batches uniformly with replacement
-    from the others, and :attr:`held_out_datasets` returns the held-out ones for evaluation. Graph batches
-    get their nodes in a random order and Laplacian encodings with random sign flips, as simulated graphs
-    do; point batches a random point order.
-
-    There is no generative program (no prior, no likelihood): ``model()``, ``partition_prior`` and the
-    exact references are not available, and ``infer`` uses the guide alone. ``config()`` identifies the
-    collection by a fingerprint of its data, so a cached guide is matched to the same collection only.
-    """
-
-    ordered = False
-
-    def __init__(self, datasets: Any, *, kind: str | None = None, held_out: float = 0.2, seed: int = 0):
-        pairs = list(datasets)
-        if not pairs:
-            raise ValueError("datasets is empty: give a sequence of (x, labels) pairs")
-        for i, pair in enumerate(pairs):
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise ValueError(f"datasets[{i}] must be an (x, labels) pair")
-        if kind is None:
-            first = pairs[0][0]
-            kind = "graph" if hasattr(first, "number_of_nodes") or hasattr(first, "tocoo") else "vector"
-        self.data_kind = check_choice(kind, "kind", ("graph", "vector"))
-        held_out = check_scalar(held_out, "held_out")
-        if not 0.0 <= held_out < 1.0:
-            raise ValueError(f"held_out must be a fraction in [0, 1), got {held_out}")
-        xs, labels = [], []
-        dim = None if self.data_kind == "graph" else int(np.shape(pairs[0][0])[-1])
-        for i, (x, y) in enumerate(pairs):
-            if self.data_kind == "graph":
-                graph = as_adjacency(x, f"datasets[{i}] graph")
-                xs.append(graph.adjacency.to(torch.get_default_dtype()))
-                labels.append(label_ids(y, graph.nodes, xs[-1].shape[0], f"datasets[{i}]"))
-            else:
-                xs.append(check_vectors(x, dim, f"datasets[{i}] x").to(torch.get_default_dtype()))
-                labels.append(label_ids(y, None, xs[-1].shape[0], f"datasets[{i}]"))
-        self._xs, self._labels = xs, labels
-        count = len(pairs)
-        num_held = min(count - 1, max(1, round(held_out * count))) if held_out > 0 and count > 1 else 0
-        order = torch.randperm(count, generator=torch.Generator().manual_seed(check_int(seed, "seed")))
-        self._held, self._train = sorted(order[:num_held].tolist()), sorted(order[num_held:].tolist())
-        self._dim = POSITIONAL_ENCODING_DIM if dim is None else dim
-        sizes = [int(x.shape[0]) for x in xs]
-        self.default_num_points = (min(sizes), max(sizes) + 1)
-        super().__init__(kind=self.data_kind, num_datasets=count, held_out=held_out, seed=seed,
-                         fingerprint=data_fingerprint(xs + labels))
-
-    @property
-    def data_dim(self) -> int:
-        return self._dim
-
-    @property
-    def held_out_datasets(self) -> list[tuple[Tensor, Tensor]]:
-        """The held-out (x, labels) pairs: adjacencies or points as tensors, labels 0..K-1."""
-        return [(self._xs[i], self._labels[i]) for i in self._held]
-
-    @property
-    def training_datasets(self) -> list[tuple[Tensor, Tensor]]:
-        """The (x, labels) pairs training batches are drawn from."""
-        return [(self._xs[i], self._labels[i]) for i in self._train]
-
-    def check_data(self, x: Any) -> Tensor:
-        if self.data_kind == "graph":
-            return check_adjacency(x, "graph")
-        return check_vectors(x, self._dim)
-
-    def partition_prior(self, num_points: int):
-        raise NotImplementedError("a collection of labelled data sets has no prior over partitions")
-
-    def _program(self, num_points: int, obs: Tensor | None) -> Tensor:
-        raise NotImplementedError("a collection of labelled data sets has no generative program; it serves "
-                                  "training batches (simulate) only")
-
-    def simulate(self, batch_size: int, num_points: int | tuple[int, int] | None = None, seed: int | None = None,
-                 device: str | torch.device | None = None, *, split: str = "train") -> Batch:
-        """``batch_size`` data sets drawn uniformly with replacement from the training part (``split="held_out"``:
-        from the held-out part, for evaluation), those with N in ``num_points`` when given; padded, in random
-        point order, with teacher-forcing masks."""
-        batch_size = check_positive_int(batch_size, "batch_size")
-        lo, hi = self.check_num_points_range(num_points)
-        part = self._train if check_choice(split, "split", ("train", "held_out")) == "train" else self._held
-        pool = [i for i in part if lo <= self._xs[i].shape[0] < hi]
-        if not pool:
-            raise ValueError(f"no {split.replace('_', '-')} data set has N in [{lo}, {hi})")
-        device = torch.device("cpu" if device is None else device)
-        generator = make_generator(seed, device)
-        picks = torch.randint(len(pool), (batch_size,), generator=generator, device=device).tolist()
-        chosen = [pool[p] for p in picks]
-        sizes = torch.tensor([self._xs[i].shape[0] for i in chosen], device=device)
-        n = int(sizes.max())
-        mask = torch.arange(n, device=device) < sizes.unsqueeze(-1)
-        labels = torch.full((batch_size, n), -1, dtype=torch.long, device=device)
-        width = n if self.data_kind == "graph" else self._dim
-        data = torch.zeros(batch_size, n, width, device=device)
-        for row, i in enumerate(chosen):  # copying B tensors of different shapes into one padded block
-            m = self._xs[i].shape[0]
-            data[row, :m, : self._xs[i].shape[1]] = self._xs[i].to(device)
-            labels[row, :m] = self._labels[i].to(device)
-        if self.data_kind == "vector":
-            return Batch.from_labels(data, labels, mask=mask, generator=generator)
-        perm = random_point_order(mask, generator)
-        labels = labels.gather(1, perm)
-        data = data.gather(1, perm.unsqueeze(-1).expand_as(data)).gather(2, perm.unsqueeze(1).expand_as(data))
-        pe = laplacian_positional_encoding(data, mask, POSITIONAL_ENCODING_DIM, sign_flip_generator=generator)
-        return Batch.from_labels(pe, labels, mask=mask, adjacency=data, shuffle=False, generator=generator)

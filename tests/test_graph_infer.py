@@ -83,12 +83,34 @@ def test_weights_parallel_edges_isolated_nodes_and_components_are_handled():
     (np.zeros((2, 3)), "square"),
     (scipy.sparse.csr_matrix(np.zeros((2, 3))), "square"),
     (np.array([[0.0, np.nan], [np.nan, 0.0]]), "NaN"),
+    (np.array([[0.0, np.inf], [np.inf, 0.0]]), "NaN or inf"),
+    (np.array([[0.0, 0.5], [0.5, 0.0]]), "0/1 entries"),
+    (np.zeros((2, 2, 2)), "square"),
     (np.zeros((0, 0)), "empty"),
     (nx.Graph(), "no nodes"),
 ])
 def test_bad_graphs_are_refused_naming_the_problem(bad, message, guide):
     with pytest.raises(ValueError, match=message):
         _infer(bad, guide)
+
+
+def test_what_is_not_a_graph_is_refused_by_type(guide):
+    with pytest.raises(TypeError, match="tensor, array or networkx graph"):
+        _infer("edges.csv", guide)
+    with pytest.raises(TypeError, match="tensor, array or networkx graph"):
+        _infer([[0, {1}], [1, 0]], guide)
+
+
+def test_node_attributes_edgeless_and_two_node_graphs_are_inferred(guide):
+    attributed = nx.cycle_graph(8)
+    nx.set_edge_attributes(attributed, 2.5, "weight")
+    attributed.nodes[0]["label"] = "only this node has one"  # read by from_networkx, ignored by infer
+    post = _infer(attributed, guide, num_samples=4)
+    assert post.nodes == list(range(8)) and post.samples.shape == (4, 8)
+    for graph in (nx.empty_graph(6), nx.path_graph(2)):
+        post = _infer(graph, guide, num_samples=4)
+        assert post.samples.shape == (4, graph.number_of_nodes())
+        assert torch.isfinite(post.log_joint).all()
 
 
 def test_one_node_and_a_point_guide_are_refused(guide):

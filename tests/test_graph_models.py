@@ -1,4 +1,5 @@
-"""PlantedPartition (the CLUSTER benchmark's recipe) and its exact prior over partitions."""
+"""PlantedPartition (the CLUSTER benchmark's recipe) and its exact prior over partitions; LogDegreeSBM with
+random hyperparameters (K, a, b) and its exact likelihood."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import itertools
 import math
 from itertools import combinations
 
+import pyro
 import pytest
 import torch
-from scipy import stats
+from scipy import integrate, stats
 
 import pyro_acp
 from pyro_acp.data.partitions import canonicalize, enumerate_partitions
-from pyro_acp.models import PlantedPartition, SizedBlocksPartition, model_from_config
-from pyro_acp.models.graphs import block_size_counts, sized_block_labels
+from pyro_acp.models import BalancedPartition, LogDegreeSBM, PlantedPartition, SizedBlocksPartition, model_from_config
+from pyro_acp.models.block_priors import block_size_counts, sized_block_labels
 
 
 def _recipe_distribution(num_blocks: int, low: int, high: int, n: int) -> dict[tuple, float]:
@@ -115,3 +117,68 @@ def test_planted_partition_rejects_impossible_sizes():
         PlantedPartition().simulate(2, num_points=(10, 40))
     with pytest.raises(ValueError, match="cannot hold 20 nodes"):
         PlantedPartition().partition_prior(20)
+
+
+# ---------------------------------------------------------------------------------------------- random (K, a, b)
+
+
+def test_balanced_partition_over_several_block_counts_is_the_mixture_of_the_fixed_ones():
+    prior = BalancedPartition((2, 3), 6)
+    partitions = enumerate_partitions(6)
+    probs = prior.log_prob(partitions).double().exp()
+    assert probs.sum().item() == pytest.approx(1.0, abs=1e-6)
+    sizes = [sorted(torch.bincount(p).tolist()) for p in partitions]
+    # 10 partitions into two blocks of 3 and 15 into three of 2, each K with probability 1/2
+    expected = [1 / 20 if s == [3, 3] else 1 / 30 if s == [2, 2, 2] else 0.0 for s in sizes]
+    assert probs.tolist() == pytest.approx(expected, abs=1e-7)
+    draws = prior.sample((400,))
+    assert set(draws.max(-1).values.add(1).tolist()) == {2, 3}
+    assert torch.isfinite(prior.log_prob(draws)).all()
+    with pytest.raises(ValueError, match="distinct"):
+        BalancedPartition((2, 2), 6)
+
+
+def test_log_degree_sbm_with_random_rates_integrates_them_out_exactly():
+    n = 12
+    gen = torch.Generator().manual_seed(4)
+    upper = (torch.rand(n, n, generator=gen) < 0.3).triu(1)
+    adj = (upper | upper.T).double()
+    model = LogDegreeSBM(num_blocks=(2, 3), a=(1.0, 4.0), b=(0.5, 2.0))
+    scale = math.log(n) / n
+    labels = torch.tensor([[0, 1, 2] * 4, [0] * 6 + [1] * 6])
+    for row, value in zip(labels, model.log_marginal_likelihood(adj, labels), strict=True):
+        pairs = list(combinations(range(n), 2))
+        within = [adj[i, j].item() for i, j in pairs if row[i] == row[j]]
+        between = [adj[i, j].item() for i, j in pairs if row[i] != row[j]]
+
+        def mean_likelihood(ys, low, high):
+            f = lambda r: math.prod((r * scale) ** y * (1 - r * scale) ** (1 - y) for y in ys)  # noqa: E731
+            return integrate.quad(f, low, high, epsabs=0, epsrel=1e-10)[0] / (high - low)
+
+        ref = math.log(mean_likelihood(within, 1.0, 4.0)) + math.log(mean_likelihood(between, 0.5, 2.0))
+        assert value.item() == pytest.approx(ref, abs=1e-5)
+    joint = model.log_joint(adj, labels)
+    prior = BalancedPartition((2, 3), n).log_prob(labels).double()
+    assert torch.allclose(joint, prior + model.log_marginal_likelihood(adj, labels), atol=1e-6)
+
+
+def test_log_degree_sbm_simulates_random_block_counts_and_rates():
+    model = LogDegreeSBM(num_blocks=(2, 3, 4), a=(1, 30), b=(1, 10))
+    assert model_from_config(model.config()) == model
+    assert model.config()["a"] == [1.0, 30.0] and model.config()["num_blocks"] == [2, 3, 4]
+    batch = model.simulate(24, num_points=(300, 320), seed=0)
+    assert set(batch.num_clusters.tolist()) == {2, 3, 4}
+    same = batch.labels.unsqueeze(-1) == batch.labels.unsqueeze(-2)
+    pair = batch.mask.unsqueeze(-1) & batch.mask.unsqueeze(-2) & ~torch.eye(batch.max_points, dtype=torch.bool)
+    scale = math.log(300) / 300
+    within = (batch.adjacency * (same & pair)).sum((1, 2)) / (same & pair).sum((1, 2)) / scale
+    between = (batch.adjacency * (~same & pair)).sum((1, 2)) / (~same & pair).sum((1, 2)) / scale
+    assert (within > 0.5).all() and (within < 31).all() and within.std() > 3  # a varies over [1, 30]
+    assert (between > 0.5).all() and (between < 11).all() and between.std() > 1
+    with pyro_acp.seeding.forked_rng(0):
+        sites = pyro.poutine.trace(model.model).get_trace(num_points=300).nodes
+    assert 1 <= sites["a"]["value"] <= 30 and 1 <= sites["b"]["value"] <= 10
+    with pytest.raises(ValueError, match="exceeds 1"):
+        model.simulate(2, num_points=(20, 30))
+    with pytest.raises(ValueError, match="high > low"):
+        LogDegreeSBM(a=(3, 1))
