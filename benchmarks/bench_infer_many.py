@@ -6,7 +6,8 @@ temporary folder with point estimates); the ``infer`` loop runs over the first `
 (the same calls a user would make: ``infer(model, x, seed=...)``, the shipped guide resolved each call) and is
 extrapolated to all of them by its per-data-set time (and again handed the loaded guide, ``guide=``, to
 separate loading the guide once from batching), and its samples are checked equal to infer_many's for those
-data sets. Each variant of the options (``--variants``) is timed both ways.
+data sets (and its log-probability estimates compared). Each variant of the options (``--variants``) is timed
+both ways.
 
     python benchmarks/bench_infer_many.py [--num-datasets 1000] [--loop-subset 50] [--threads 1]
 """
@@ -85,12 +86,16 @@ def main() -> None:
                                     loss=None if args.loss == "none" else args.loss, **variant)
                 streamed = time.perf_counter() - began
         equal = sum(torch.equal(a.samples, b.samples) for a, b in zip(loop, batched, strict=False))
+        gaps = [float((a.log_prob - b.log_prob).abs().max()) for a, b in zip(loop, batched, strict=False)
+                if a.log_prob is not None and torch.equal(a.samples, b.samples)]
+        agreement = f"; log q within {max(gaps):.1e} nats of infer's" if gaps else ""
         loop_total = per_loop * len(xs)
         print(f"[{name}] infer loop {per_loop * 1e3:.1f} ms/data set (x {len(xs)} = {loop_total:.1f} s, "
               f"extrapolated); infer_many {many_time:.1f} s in memory ({len(xs) / many_time:.1f} data sets/s, "
               f"{loop_total / many_time:.2f}x), {streamed:.1f} s streamed to disk (point estimate: {args.loss}) "
               f"({loop_total / streamed:.2f}x); infer loop handed the loaded guide {per_loaded * 1e3:.1f} ms/data set "
-              f"({per_loaded * len(xs) / many_time:.2f}x); samples equal to infer's on {equal} of {len(loop)}",
+              f"({per_loaded * len(xs) / many_time:.2f}x); samples equal to infer's on {equal} of {len(loop)}"
+              f"{agreement}",
               flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS {peak:.2f} GiB")

@@ -1,0 +1,61 @@
+"""Which log-probability estimator :func:`pyro_acp.infer` uses, by data-set size (the options of
+:func:`pyro_acp.inference.log_prob.log_prob_estimate`: anchors per cluster, z draws, the order budget and
+the z proposal), and what reweighting raises them to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyro_acp.validation import check_positive_int
+
+#: the log-probability estimator by data-set size (first row whose bound N does not exceed): exact anchors and
+#: cluster orders where they are affordable, fewer as N grows so that infer at N = 200 with 100 samples stays
+#: under a second on a 2-core CPU (benchmarks/log_prob_calibration.py, benchmarks/bench_infer.py)
+LOG_PROB_SETTINGS = (
+    (12, {"num_anchors": None, "num_z": 4, "num_orders": 16, "z_proposal": "mixture"}),
+    (40, {"num_anchors": 8, "num_z": 4, "num_orders": 8, "z_proposal": "mixture"}),
+    (None, {"num_anchors": 3, "num_z": 1, "num_orders": 2, "z_proposal": "prior"}),  # the encoder pools over N
+)
+#: with reweight=True, at least these, by size as above (the noise of log q enters the weights directly; at small N
+#: all orders and anchors are summed in every sampling frame: a close-cluster set, N = 7, 2,000 samples: TV to
+#: exact 0.515 raw -> 0.047 reweighted; 16 z draws and budget 256 give 0.045 at 6.4x the time)
+REWEIGHT_SETTINGS = (
+    (12, {"num_anchors": None, "num_z": 8, "num_orders": 64, "z_proposal": "mixture"}),
+    (None, {"num_anchors": 10, "num_z": 8, "num_orders": 16, "z_proposal": "mixture"}),
+)
+#: with reweight=True, partitions whose log q has a standard error above this (nats) are estimated further
+REWEIGHT_REFINE_TO = 0.25
+AUTO = "auto"
+#: each refinement round multiplies the z draws by this
+REFINE_Z_FACTOR = 8
+
+
+def log_prob_settings(num_points: int, *, reweight: bool = False, **given: Any) -> dict[str, Any]:
+    """The estimator options (``num_anchors``, ``num_z``, ``num_orders``) infer uses for an N-point data set:
+    :data:`LOG_PROB_SETTINGS` for N, raised to :data:`REWEIGHT_SETTINGS` when reweighting (which also refines
+    estimates whose error exceeds :data:`REWEIGHT_REFINE_TO`), and any option given (not "auto") as given."""
+    settings = _for_size(LOG_PROB_SETTINGS, num_points)
+    if reweight:
+        settings["refine_to"] = REWEIGHT_REFINE_TO
+        floor = _for_size(REWEIGHT_SETTINGS, num_points)
+        settings["num_z"] = max(settings["num_z"], floor["num_z"])
+        settings["num_orders"] = max(settings["num_orders"], floor["num_orders"])
+        settings["z_proposal"] = floor["z_proposal"]
+        if settings["num_anchors"] is not None:
+            settings["num_anchors"] = None if floor["num_anchors"] is None else max(settings["num_anchors"],
+                                                                                    floor["num_anchors"])
+    for name, value in given.items():
+        if isinstance(value, str) and value == AUTO:
+            continue
+        if name == "z_proposal":
+            settings[name] = value
+        elif name == "num_anchors" and value is None:
+            settings[name] = None
+        else:
+            settings[name] = check_positive_int(value, name)
+    return settings
+
+
+def _for_size(table: tuple, num_points: int) -> dict[str, Any]:
+    return next(dict(options) for bound, options in table if bound is None or num_points <= bound)
