@@ -13,13 +13,15 @@ continues bit for bit. On this shared 2-core machine run it in the background at
 
     OMP_NUM_THREADS=1 nohup nice -n 19 python benchmarks/train_noc.py --output /tmp/h17/noc.pt > /tmp/h17/train.log &
 
-and ship with ``--ship`` after it finished (weights only, card with the training record, in
-``pyro_acp/pretrained/``); the evaluation figures come from ``benchmarks/bench_ordered_baselines.py``.
+and ship after it finished with ``--ship EVALUATION_JSON`` (weights only, card with the training record, the
+figures measured by ``benchmarks/bench_ordered_baselines.py --json`` and ``--statements``, in
+``pyro_acp/pretrained/``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -28,12 +30,12 @@ import torch
 import pyro_acp
 from pyro_acp.guides.noc import NOC, NOCS
 from pyro_acp.models import OrderedGaussianCatalog, ProceduralCatalog
-from pyro_acp.pretrained.checkpoint import load_guide, read_card, save_checkpoint
+from pyro_acp.pretrained.checkpoint import load_guide, save_checkpoint
 
 PRETRAINED = Path(pyro_acp.__file__).parent / "pretrained"
 SOURCE = PRETRAINED / "crp_gaussian_mixture_2d.pt"
 SETTINGS = {
-    "ordered": {"steps": 1500, "batch_size": 16, "num_particles": 1, "lr": 1e-3, "num_points": (2, 100),
+    "ordered": {"steps": 2000, "batch_size": 16, "num_particles": 1, "lr": 1e-3, "num_points": (2, 100),
                 "name": "ordered_gaussian_catalog_2d"},
     "procedural": {"steps": 3000, "batch_size": 16, "num_particles": 8, "lr": 1e-3, "num_points": (35, 51),
                    "name": "procedural_catalog"},
@@ -58,10 +60,15 @@ def build(kind: str, resume: bool) -> tuple[object, torch.nn.Module]:
                       max_cluster_size=max_size)
 
 
-def ship(kind: str, checkpoint: Path) -> Path:
-    """Weights only (no optimiser state) and the run's card, into pyro_acp/pretrained/<name>.pt/.json."""
+def ship(kind: str, checkpoint: Path, evaluation: Path, size_cap: str, statements: dict[str, str]) -> Path:
+    """Weights only (no optimiser state) and the run's card, with the measured figures of ``evaluation`` (the
+    JSON of benchmarks/bench_ordered_baselines.py) and the card's statements, into pyro_acp/pretrained/."""
     guide, card = load_guide(checkpoint)
+    guide.size_cap = guide.config["size_cap"] = size_cap
     card = {k: v for k, v in card.items() if k not in ("format_version", "guide")}
+    card["evaluation"] = {**json.loads(evaluation.read_text()),
+                          "command": "python benchmarks/bench_ordered_baselines.py --json <file>"}
+    card["statements"] = statements
     if kind == "ordered":
         card["training"]["clustering"] = f"the ACP-S of {SOURCE.name}, frozen; heads trained here"
     card["reproduce"] = f"python benchmarks/train_noc.py --model {kind} --output {checkpoint.name}"
@@ -75,10 +82,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--ship", action="store_true", help="copy the finished checkpoint into pretrained/")
+    parser.add_argument("--ship", type=Path, default=None, metavar="EVALUATION_JSON",
+                        help="copy the finished checkpoint into pretrained/ with these measured figures")
+    parser.add_argument("--size-cap", choices=("predicted", "model"), default="predicted")
+    parser.add_argument("--statements", type=Path, default=None, help="JSON of the card's statements")
     args = parser.parse_args()
-    if args.ship:
-        print("shipped", ship(args.model, args.output), read_card(args.output)["training"])
+    if args.ship is not None:
+        statements = {} if args.statements is None else json.loads(args.statements.read_text())
+        print("shipped", ship(args.model, args.output, args.ship, args.size_cap, statements))
         return
     settings = dict(SETTINGS[args.model])
     settings.pop("name")

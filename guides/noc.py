@@ -4,7 +4,8 @@ The catalog problem: group the points, then order the groups. NOC is an :class:`
 with two more heads, trained jointly with it on simulated ordered partitions:
 
 - **cardinality head**: at every cluster step, from the step's context cat(D, U, G) (anchor, available
-  points, finished clusters), a regression t_k >= 0 of the number of *other* points that join the anchor.
+  points, finished clusters) and its number of candidates |A_k|, a regression t_k in [0, |A_k|] of the
+  number of *other* points that join the anchor.
   At sampling time the cluster keeps the anchor and at most ceil(t_k) of its joiners, the most probable
   ones (:func:`~pyro_acp.guides.clusterwise.cap_cluster_size`), and never more than ``max_cluster_size``.
 - **pointer network** over the K finished clusters: a cluster embedding c_k = MLP(mean of a point network
@@ -41,7 +42,6 @@ import pyro
 import torch
 from pyro import poutine
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from pyro_acp.data.batch import Batch
 from pyro_acp.data.partitions import canonicalize
@@ -52,13 +52,15 @@ from pyro_acp.inference.log_prob import LogProbEstimate, log_prob_estimate
 from pyro_acp.nn.attention import MAB, PMA, pooled
 from pyro_acp.nn.encoders import mlp
 from pyro_acp.posteriors.ordered import check_ordered_labels
-from pyro_acp.validation import check_positive_int, check_scalar
+from pyro_acp.validation import check_choice, check_positive_int, check_scalar
 
 __all__ = ["NOC", "NOCS", "OrderedHeads", "creation_order", "ordered_log_prob_estimate"]
 
 #: a join logit standing for -inf in scoring: its Bernoulli log factor is exactly 0 for target 0 and
 #: SCORING_FLOOR (probability zero in any sum) for target 1; -inf itself would make 0 * inf = NaN
 SCORING_FLOOR = -1e4
+#: where the sampler's size cap comes from (OrderedHeads ``size_cap``)
+SIZE_CAPS = ("predicted", "model")
 
 
 def creation_order(batch: Batch) -> tuple[Batch, Tensor]:
@@ -89,7 +91,10 @@ class OrderedHeads:
 
     Args (besides the clustering guide's): ``ordering_weight`` (lambda_o), ``cardinality_weight`` (lambda_k),
     ``max_cluster_size`` (a hard cap at sampling time, e.g. the model's; None: the predicted sizes only),
-    ``sample_order`` (draw the order from the pointer network at sampling time; False: greedy).
+    ``sample_order`` (draw the order from the pointer network at sampling time; False: greedy),
+    ``size_cap`` ("predicted": a cluster keeps at most ceil(t_k) + 1 members, and never more than
+    ``max_cluster_size``; "model": at most ``max_cluster_size``, the cardinality head trained but unused at
+    sampling).
     ``center``: the clustering encoder's median centring (off by default); the pointer network always reads
     the uncentred, scaled inputs, so an order by distance from the origin is learnable either way.
     """
@@ -98,8 +103,9 @@ class OrderedHeads:
 
     def __init__(self, data_dim: int, hidden_dim: int = 128, *, ordering_weight: float = 4.0,
                  cardinality_weight: float = 0.003, max_cluster_size: int | None = None,
-                 sample_order: bool = True, center: bool = False, **kwargs):
+                 sample_order: bool = True, size_cap: str = "predicted", center: bool = False, **kwargs):
         super().__init__(data_dim, hidden_dim, center=center, **kwargs)
+        self.size_cap = check_choice(size_cap, "size_cap", SIZE_CAPS)
         self.ordering_weight = check_scalar(ordering_weight, "ordering_weight")
         self.cardinality_weight = check_scalar(cardinality_weight, "cardinality_weight")
         if self.ordering_weight < 0 or self.cardinality_weight < 0:
@@ -108,9 +114,10 @@ class OrderedHeads:
             max_cluster_size, "max_cluster_size")
         self.sample_order = bool(sample_order)
         self.config.update(ordering_weight=self.ordering_weight, cardinality_weight=self.cardinality_weight,
-                           max_cluster_size=self.max_cluster_size, sample_order=self.sample_order)
+                           max_cluster_size=self.max_cluster_size, sample_order=self.sample_order,
+                           size_cap=self.size_cap)
         h, heads, d = hidden_dim, self.config["num_heads"], data_dim
-        self.cardinality_net = mlp(3 * h, h, 1, 2)
+        self.cardinality_net = mlp(3 * h + 1, h, 1, 2)
         self.order_point_net = mlp(h + 2 * d, h, h, 2)
         self.order_cluster_net = mlp(h + 2 * d + 1, h, h, 2)
         self.order_attention = MAB(h, h, h, heads)
@@ -168,9 +175,13 @@ class OrderedHeads:
             self._cache[id(batch)] = encoding
         return encoding
 
-    def cardinality(self, context: Tensor) -> Tensor:
-        """Predicted number of other members t_k >= 0 (S,) of each step from its context cat(D, U, G) (S, 3H)."""
-        return F.softplus(self.cardinality_net(context)).squeeze(-1)
+    def cardinality(self, enc: StepEncoding) -> Tensor:
+        """Predicted number of other members t_k (S,) of each step: t_k = |A_k| sigmoid(MLP(cat(D, U, G),
+        log(1 + |A_k|))), a share of the step's |A_k| join candidates (the pooled context is a weighted mean, so
+        it does not carry the count itself)."""
+        count = enc.available.sum(-1, keepdim=True).to(enc.context.dtype)
+        share = torch.sigmoid(self.cardinality_net(torch.cat([enc.context, count.log1p()], -1)))
+        return (count * share).squeeze(-1)
 
     def cluster_embeddings(self, data: DataEncoding, dataset: Tensor, members: Tensor) -> Tensor:
         """Pointer inputs c_k (T, K, H) of clusters given by member masks (T, K, N) of data sets ``dataset`` (T,)."""
@@ -243,7 +254,7 @@ class OrderedHeads:
             super().model(batch)
             enc = self.encode(batch)
         order = self.order_log_prob(batch)[creation_order(batch)[0].step_mask]  # (S,), data set by data set
-        squared = (self.cardinality(enc.context) - enc.targets.sum(-1).to(enc.context.dtype)).square()
+        squared = (self.cardinality(enc) - enc.targets.sum(-1).to(enc.context.dtype)).square()
         # a plate of its own over the same steps (a plate name is used once per trace), on the steps' dim
         with poutine.scale(scale=1.0 / batch.batch_size), pyro.plate("head_steps", enc.available.shape[0], dim=-1):
             pyro.factor("ordering", self.ordering_weight * order)
@@ -252,8 +263,11 @@ class OrderedHeads:
     # ------------------------------------------------------------------ the size cap in scoring
     def join_size_cap(self, enc: StepEncoding) -> Tensor:
         """(S,) the most members a step's cluster keeps at sampling time: ceil(t_k) + 1, at most
-        ``max_cluster_size``."""
-        size = self.cardinality(enc.context).ceil().long() + 1
+        ``max_cluster_size`` (``size_cap="model"``: ``max_cluster_size``; with neither, every point)."""
+        if self.size_cap == "model":
+            bound = enc.available.shape[-1] if self.max_cluster_size is None else self.max_cluster_size
+            return torch.full(enc.available.shape[:1], bound, dtype=torch.long, device=enc.available.device)
+        size = self.cardinality(enc).ceil().long() + 1
         return size if self.max_cluster_size is None else size.clamp(max=self.max_cluster_size)
 
     @contextlib.contextmanager

@@ -134,11 +134,36 @@ def test_objective_is_the_clustering_bound_plus_the_weighted_heads():
     with torch.no_grad():
         order = guide.order_log_prob(batch).sum()
         enc = guide.encode(batch)
-        squared = (guide.cardinality(enc.context) - enc.targets.sum(-1)).square().sum()
+        squared = (guide.cardinality(enc) - enc.targets.sum(-1)).square().sum()
     base = loss(0.0, 0.0)
     assert float(loss(4.0, 0.003) - base) == pytest.approx(-float(4.0 * order - 0.003 * squared) / 4, rel=1e-5)
     assert float(loss(0.0, 1.0) - base) == pytest.approx(float(squared) / 4, rel=1e-5)
     assert float(order) < 0 and float(squared) > 0  # the heads' terms are really there
+
+
+def test_nocs_starts_from_a_trained_acps_and_caps_by_the_model():
+    from pyro_acp.guides import ACPS
+    from pyro_acp.guides.noc import NOCS
+
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        source = ACPS(2, hidden_dim=16, center=True)
+        guide = NOCS(2, hidden_dim=16, center=True, max_cluster_size=3, size_cap="model")
+    heads = {k: v.clone() for k, v in guide.state_dict().items() if k.startswith(guide.HEAD_PREFIXES)}
+    guide.load_clustering(source)
+    for name, value in guide.state_dict().items():
+        expected = heads[name] if name.startswith(guide.HEAD_PREFIXES) else source.state_dict()[name]
+        assert torch.equal(value, expected), name
+    assert build_guide(guide.config).config == guide.config and guide.config["type"] == "NOCS"
+    with pytest.raises(ValueError, match="do not fit the clustering part"):
+        guide.load_clustering(ACPS(2, hidden_dim=32))
+    x, _ = OrderedGaussianCatalog().simulate(1, num_points=12, seed=2).unpadded(0)
+    with torch.no_grad():
+        guide.cardinality_net[-1].bias.fill_(-1e4)  # the head says "alone", but size_cap="model" ignores it
+        labels = sample_partitions(guide, x, 20, generator=torch.Generator().manual_seed(0), ordered=True)[0]
+    assert bool((cap_adherence(labels, 3) == 1).all()) and bool((labels.max(-1).values < 11).all())
+    with pytest.raises(ValueError, match="size_cap"):
+        NOCS(2, hidden_dim=16, size_cap="never")
 
 
 def test_config_rebuilds_the_guide():

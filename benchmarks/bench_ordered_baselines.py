@@ -1,0 +1,202 @@
+"""NOC against the ordered-clustering baselines on one test set, and against the exact ordered posterior.
+
+Methods, all scored by :func:`pyro_acp.diagnostics.ordered_metrics.ordered_scores` on the same fresh
+simulations of ``OrderedGaussianCatalog()`` (default N in [5, 100), seed 20261201, unseen in training):
+
+- **NOC**: the shipped guide (``pyro_acp/pretrained/ordered_gaussian_catalog_2d.pt``, or ``--guide``), the MAP
+  of ``infer(model, x, num_samples=100)`` (the most probable of 100 sampled ordered partitions).
+- **ACP + pointer**: the shipped ACP-S (``crp_gaussian_mixture_2d.pt``) clusters (MAP of ``infer`` under
+  ``CRPGaussianMixture()``), ordered greedily by a pointer network trained separately, on the ordering loss
+  alone (teacher-forced on true clusters; a small NOC whose clustering part is unused), ``--pointer-steps``.
+- **DP-GMM two-stage**: scikit-learn's ``BayesianGaussianMixture`` (Dirichlet-process weights, concentration
+  0.7 as the model's CRP, spherical covariances, up to 20 components), its hard assignments, clusters sorted
+  by the distance of their centroid from the origin.
+
+Columns: V-measure, Kendall tau of the elements' positions and of the matched clusters' order, cap adherence
+(clusters of at most 30 points), seconds per data set. Then NOC's total variation to
+:func:`pyro_acp.exact_ordered_posterior` at N = 4, 5, 6 (1,000 samples, ``--tv-sets`` data sets each), and the
+best V-measure any exchangeable method can reach on this test distribution (:func:`oracle_v_measure`).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_ordered_baselines.py [--guide CHECKPOINT] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import pyro_acp
+from pyro_acp.diagnostics.ordered_metrics import (
+    guide_predictor,
+    ordered_scores,
+    ordered_total_variation,
+    v_measure,
+)
+from pyro_acp.guides.clusterwise import FinishedClusters
+from pyro_acp.guides.noc import NOC
+from pyro_acp.models import CRPGaussianMixture, OrderedGaussianCatalog
+from pyro_acp.pretrained.checkpoint import load_guide
+from pyro_acp.reference.exact_ordered import exact_ordered_posterior
+
+PRETRAINED = Path(pyro_acp.__file__).parent / "pretrained"
+TEST_SEED = 20261201
+
+
+def dpgmm_predictor(alpha: float, max_components: int = 20, seed: int = 0):
+    """x -> positions (N,): DP Gaussian mixture clusters, sorted by their centroid's distance from the origin."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import BayesianGaussianMixture
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        data = x.double().numpy()
+        mixture = BayesianGaussianMixture(
+            n_components=min(max_components, len(data)), weight_concentration_prior_type="dirichlet_process",
+            weight_concentration_prior=alpha, covariance_type="spherical", max_iter=500, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            labels = mixture.fit_predict(data)
+        used, labels = np.unique(labels, return_inverse=True)
+        centroids = np.stack([data[labels == k].mean(0) for k in range(len(used))])
+        rank = np.argsort(np.argsort(np.linalg.norm(centroids, axis=1), kind="stable"), kind="stable")
+        return torch.as_tensor(rank[labels])
+
+    return predict
+
+
+def train_pointer(model: OrderedGaussianCatalog, steps: int, seed: int = 0) -> NOC:
+    """A pointer network trained alone: a small NOC on the ordering loss of simulated true clusters only."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        pointer = NOC(model.data_dim, hidden_dim=32)
+    optimizer = torch.optim.Adam(pointer.parameters(), lr=3e-3)
+    for step in range(steps):
+        batch = model.simulate(16, num_points=(5, 100), seed=seed * 100_000 + step)
+        loss = -pointer.order_log_prob(batch).sum() / batch.batch_size
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return pointer.eval()
+
+
+def acp_pointer_predictor(pointer: NOC, num_samples: int = 100, seed: int = 0):
+    """x -> positions (N,): the shipped ACP-S MAP clusters, in the separately trained pointer's greedy order."""
+    acps = load_guide(PRETRAINED / "crp_gaussian_mixture_2d.pt")[0]
+    clustering = CRPGaussianMixture()
+    pointer.sample_order = False
+
+    @torch.no_grad()
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        labels = pyro_acp.infer(clustering, x, guide=acps, num_samples=num_samples, seed=seed,
+                                progress_bar=False, check_prior=False).map
+        k = int(labels.max()) + 1
+        data = pointer.encode_data(x.unsqueeze(0), torch.ones(1, x.shape[0], dtype=torch.bool))
+        clusters = FinishedClusters(data, torch.zeros(1, dtype=torch.long), labels.unsqueeze(0),
+                                    torch.tensor([k]), torch.zeros(1, k, pointer.hidden_dim))
+        order = pointer.order_clusters(clusters)[0]  # order[p]: the cluster placed p-th
+        return order.argsort()[labels]
+
+    return predict
+
+
+def oracle_v_measure(model: OrderedGaussianCatalog, num_datasets: int = 500, seed: int = TEST_SEED,
+                     generator_seed: int = 0) -> dict[str, float]:
+    """The best V-measure a method that treats points exchangeably can reach on the test distribution: an oracle
+    that knows the latent (unsplit) clusters, reporting them whole or dealt into the same number of random
+    near-equal parts of at most ``max_cluster_size`` (the model's split is by point index, invisible in x).
+    The latent clusters come from the same simulation with the split switched off (same random stream)."""
+    import pyro_acp.models.catalogs as catalogs
+
+    options = {"num_points": model.default_num_points, "seed": seed}
+    batch = model.simulate(num_datasets, **options)
+    split = catalogs.ordered_catalog_labels
+    catalogs.ordered_catalog_labels = lambda labels, means, cap: split(labels, means, None)
+    try:
+        latent = model.simulate(num_datasets, **options)
+    finally:
+        catalogs.ordered_catalog_labels = split
+    if not torch.equal(batch.x, latent.x):
+        raise RuntimeError("the latent simulation did not reproduce the test set")
+    generator = torch.Generator().manual_seed(generator_seed)
+    dealt = torch.full_like(latent.labels, -1)
+    for b in range(num_datasets):
+        labels, cap = latent.labels[b], model.max_cluster_size
+        offset = 0
+        for k in range(int(labels.max()) + 1):
+            members = (labels == k).nonzero().flatten()
+            members = members[torch.randperm(members.numel(), generator=generator)]
+            parts = -(-members.numel() // cap)
+            dealt[b, members] = offset + torch.arange(members.numel()) % parts
+            offset += parts
+    has_split = batch.labels.max(1).values != latent.labels.max(1).values
+    whole = v_measure(batch.labels, latent.labels)
+    return {"share_with_split_cluster": float(has_split.double().mean()), "oracle_whole": float(whole.mean()),
+            "oracle_random_parts": float(v_measure(batch.labels, dealt).mean())}
+
+
+def timed_scores(model, predict, **options) -> dict[str, float]:
+    """:func:`ordered_scores` with the mean seconds per data set."""
+    began = time.perf_counter()
+    scores = ordered_scores(model, predict, **options)
+    scores["seconds_per_set"] = (time.perf_counter() - began) / options["num_datasets"]
+    return scores
+
+
+def small_n_tv(model, guide, sizes=(4, 5, 6), num_sets: int = 10, num_samples: int = 1000) -> dict[str, float]:
+    """Mean TV of NOC's samples to the exact ordered posterior at each N (data sets seeds 7000 + i)."""
+    result = {}
+    for n in sizes:
+        tvs = []
+        for i in range(num_sets):
+            x, _ = model.simulate(1, num_points=n, seed=7000 + 100 * n + i).unpadded(0)
+            post = pyro_acp.infer(model, x, guide=guide, num_samples=num_samples, seed=i, progress_bar=False,
+                                  check_prior=False, estimate_log_prob=False)
+            tvs.append(ordered_total_variation(post, exact_ordered_posterior(model, x)))
+        result[f"tv_n{n}"] = float(np.mean(tvs))
+        result[f"tv_n{n}_max"] = float(np.max(tvs))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--guide", type=Path, default=PRETRAINED / "ordered_gaussian_catalog_2d.pt")
+    parser.add_argument("--num-datasets", type=int, default=50)
+    parser.add_argument("--pointer-steps", type=int, default=400)
+    parser.add_argument("--tv-sets", type=int, default=10)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    model = OrderedGaussianCatalog()
+    guide = load_guide(args.guide)[0]
+    options = {"num_datasets": args.num_datasets, "num_points": model.default_num_points, "seed": TEST_SEED}
+    began = time.perf_counter()
+    pointer = train_pointer(model, args.pointer_steps)
+    pointer_time = time.perf_counter() - began
+    table = {
+        "NOC": timed_scores(model, guide_predictor(model, guide), **options),
+        "ACP + pointer": timed_scores(model, acp_pointer_predictor(pointer), **options),
+        "DP-GMM two-stage": timed_scores(model, dpgmm_predictor(model.alpha), **options),
+    }
+    columns = ("v_measure", "element_tau", "cluster_order_tau", "cap_adherence", "seconds_per_set")
+    print("| method | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for name, scores in table.items():
+        print(f"| {name} | " + " | ".join(f"{scores[c]:.3f}" for c in columns) + " |")
+    print(f"(pointer network trained alone for {args.pointer_steps} steps in {pointer_time:.0f} s)")
+    tv = small_n_tv(model, guide, num_sets=args.tv_sets)
+    print("NOC TV to the exact ordered posterior:", {k: round(v, 3) for k, v in tv.items()})
+    oracle = oracle_v_measure(model)
+    print("best achievable V-measure (500 catalogs):", {k: round(v, 3) for k, v in oracle.items()})
+    if args.json is not None:
+        options = {**vars(args), "guide": str(args.guide), "json": str(args.json)}
+        record = {"table": table, "tv": tv, "oracle": oracle, "options": options, "test_seed": TEST_SEED}
+        args.json.write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
