@@ -1,0 +1,288 @@
+"""Train the graph guides of issue 16 (item 3 and CLUSTER) and write their model-card figures.
+
+One guide per call, each a GatedGCN (4 layers, width 128) over 20 Laplacian eigenvectors, with ACP-S
+(``--arch acp`` for ACP), trained by ``pyro_acp.train`` on the model's own simulations:
+
+- ``sbm``: ``SBM()`` at its defaults (the paper's general SBM: CRP(0.7), Beta(6, 3) within, Beta(1, 5)
+  between), N in [50, 300). Evaluation: mean AMI of the MAP on the held-out graphs of
+  ``benchmarks/bench_graph_baselines.py`` (seeds 9,000,000 + i), and the time per graph.
+- ``logdegree``: ``LogDegreeSBM(num_blocks=(2, 3, 4), a=(1, 30), b=(1, 10))``, N in [300, 600) (the paper's
+  range). Evaluation: mean AMI over a grid of (a, b) for K = 2, N = 300 and K = 4, N = 600, with the
+  exact-recovery threshold |sqrt(a) - sqrt(b)| = sqrt(K) drawn on the figure (``logdegree_grid.png``).
+- ``cluster``: ``PlantedPartition()`` (the CLUSTER recipe), semi-supervised (``label_slots=6``: trained with
+  the clusters labelled by their anchors). Evaluation: class-balanced accuracy (mean per-community recall)
+  with one random labelled node per community and no further clusters, as Dwivedi et al.
+- ``cluster-unsupervised``: the same model without labels. Evaluation: mean AMI of the MAP.
+
+Training fits a wall-clock budget (``--train-minutes``, default 7, then the evaluation; one call stays under
+9 minutes on a GPU): the script times a few probe steps, plans ``steps`` (and so the learning-rate schedule)
+for what fits, and ``pyro_acp.train`` stops at the budget at the latest. The checkpoint (``.pt`` + JSON card
+under ``--out``) is written every ``--checkpoint-every`` steps; a later call with ``--resume`` continues the
+planned schedule from it (``--steps`` raises the plan) for another budget. Evaluation figures go into the
+card's ``"evaluation"`` and a JSON file beside it. Training batches come from ``pyro_acp.train``'s seed
+stream (seed ``--seed``), never from the evaluation seeds (``EVAL_SEED`` + i, as in the baseline table).
+
+    python benchmarks/train_graph_guides.py --guide sbm --device cuda               # train 7 min + evaluate
+    python benchmarks/train_graph_guides.py --guide sbm --device cuda --resume      # 7 more minutes
+    python benchmarks/train_graph_guides.py --guide sbm --evaluate-only --device cuda
+    python benchmarks/train_graph_guides.py --guide logdegree --dry-run --out /tmp/x  # seconds, on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import pyro_acp
+from pyro_acp.guides import ACP, ACPS
+from pyro_acp.models import SBM, LogDegreeSBM, PlantedPartition
+from pyro_acp.posteriors.graph import balanced_accuracy
+from pyro_acp.pretrained.checkpoint import config_path, load_guide, read_payload
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL_SEED = 9_000_000  # the held-out graphs of bench_graph_baselines.py; training never draws these
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one guide is trained on, its architecture, and how it is evaluated."""
+
+    model: object
+    num_points: tuple[int, int] | None  # None: the model's recipe (PlantedPartition draws N itself)
+    evaluation: str  # "ami", "grid" or "balanced_accuracy"
+    guide: dict = field(default_factory=lambda: {"hidden_dim": 128, "encoder_layers": 4})
+    eval_graphs: int = 20
+    eval_samples: int = 100
+    grid: tuple = ((2, 300), (4, 600))  # (K, N) of the log-degree grid
+    grid_shape: tuple[int, int] = (6, 5)  # points along a in [1, 30] and b in [1, 10]
+    grid_graphs: int = 2  # graphs per grid cell (the paper: 40 for K = 2, 10 for K = 4)
+
+
+SETTINGS = {
+    "sbm": Setting(SBM(), (50, 300), "ami"),
+    "logdegree": Setting(LogDegreeSBM(num_blocks=(2, 3, 4), a=(1, 30), b=(1, 10)), (300, 600), "grid",
+                         eval_samples=20),
+    "cluster": Setting(PlantedPartition(), None, "balanced_accuracy",
+                       guide={"hidden_dim": 128, "encoder_layers": 4, "label_slots": 6}),
+    "cluster-unsupervised": Setting(PlantedPartition(), None, "ami"),
+}
+
+DRY_RUN = {"guide_width": 8, "layers": 1, "steps": 2, "batch_size": 2, "particles": 2, "eval_graphs": 2,
+           "eval_samples": 3, "sbm_points": (10, 20), "logdegree_points": (160, 170), "grid": ((2, 160),),
+           "grid_shape": (2, 2), "grid_graphs": 1}
+
+
+def dry_run(setting: Setting) -> Setting:
+    """A tiny version of ``setting`` that runs in seconds on a CPU (the script's test)."""
+    guide = {**setting.guide, "hidden_dim": DRY_RUN["guide_width"], "encoder_layers": DRY_RUN["layers"]}
+    points = setting.num_points
+    if isinstance(setting.model, SBM):
+        points = DRY_RUN["sbm_points"]
+    elif isinstance(setting.model, LogDegreeSBM):
+        points = DRY_RUN["logdegree_points"]
+    return replace(setting, guide=guide, num_points=points, eval_graphs=DRY_RUN["eval_graphs"],
+                   eval_samples=DRY_RUN["eval_samples"], grid=DRY_RUN["grid"], grid_shape=DRY_RUN["grid_shape"],
+                   grid_graphs=DRY_RUN["grid_graphs"])
+
+
+def build_guide(setting: Setting, arch: str, seed: int):
+    with pyro_acp.seeding.forked_rng(seed):
+        return (ACP if arch == "acp" else ACPS)(setting.model.data_dim, encoder="gatedgcn", **setting.guide)
+
+
+def seconds_per_step(setting: Setting, arch: str, options: dict, probes: int = 3) -> float:
+    """Median wall time of a fresh guide's training steps after the first (warm-up) one."""
+    guide = build_guide(setting, arch, seed=1)
+    stamps: list[float] = []
+    pyro_acp.train(setting.model, guide, steps=probes + 1, seed=1, progress_bar=False, validate_every=0,
+                   callback=lambda step, history: stamps.append(time.perf_counter()), **options)
+    return float(np.median(np.diff(stamps)))
+
+
+def train(setting: Setting, args: argparse.Namespace, path: Path) -> dict:
+    """Train (or resume) within the budget; returns the facts recorded in the card."""
+    options = {"batch_size": args.batch_size, "num_particles": args.particles, "lr": args.lr,
+               "num_points": setting.num_points, "device": args.device}
+    guide = build_guide(setting, args.arch, args.seed)
+    previous_minutes = 0.0
+    if args.resume:
+        card = json.loads(config_path(path).read_text())
+        training = card["training"]
+        planned = max(args.steps or 0, int(training.get("planned_steps", training["steps"])))
+        previous_minutes = float(read_payload(path)["training"]["wall_time"]) / 60
+        if training["completed_steps"] >= planned:
+            print(f"{path} has finished its {planned} planned steps; pass --steps to plan more")
+            return {"planned_steps": planned}
+        steps = planned
+    elif args.steps is not None:
+        steps = args.steps
+    else:
+        per_step = seconds_per_step(setting, args.arch, options)
+        steps = max(1, int(args.train_minutes * 60 / per_step))
+        print(f"{per_step:.2f} s a step: planning {steps} steps for {args.train_minutes} min", flush=True)
+    began = time.perf_counter()
+    history = pyro_acp.train(
+        setting.model, guide, steps=steps, seed=args.seed, checkpoint=path, resume=args.resume,
+        checkpoint_every=args.checkpoint_every, max_minutes=previous_minutes + args.train_minutes,
+        validate_every=args.validate_every, progress_bar=not args.dry_run,
+        record={"command": "python benchmarks/train_graph_guides.py " + shlex.join(sys.argv[1:])}, **options)
+    return {"planned_steps": steps, "steps_done": history.steps[-1] + 1 if history.steps else None,
+            "this_call_seconds": round(time.perf_counter() - began, 1), "stopped": history.stopped,
+            "last_validation_elbo": history.validation_elbo[-1] if history.validation_elbo else None}
+
+
+def held_out(model, num_points, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    batch = model.simulate(1, num_points=num_points, seed=seed)
+    n = int(batch.num_points[0])
+    return batch.adjacency[0, :n, :n], batch.labels[0, :n].numpy()
+
+
+def _infer(model, guide, adjacency, samples: int, seed: int, device: str, **kwargs):
+    return pyro_acp.infer(model, adjacency, guide=guide, num_samples=samples, seed=seed, progress_bar=False,
+                          device=device, **kwargs)
+
+
+def evaluate_ami(setting: Setting, guide, device: str) -> dict:
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    amis, times = [], []
+    for i in range(setting.eval_graphs):
+        adjacency, truth = held_out(setting.model, setting.num_points, EVAL_SEED + i)
+        began = time.perf_counter()
+        post = _infer(setting.model, guide, adjacency, setting.eval_samples, i, device)
+        times.append(time.perf_counter() - began)
+        amis.append(adjusted_mutual_info_score(truth, post.map.numpy()))
+    return {"mean_ami_of_map": round(float(np.mean(amis)), 4), "sd_ami": round(float(np.std(amis)), 4),
+            "seconds_per_graph": round(float(np.mean(times)), 3), "graphs": setting.eval_graphs,
+            "samples": setting.eval_samples, "seeds": f"{EVAL_SEED}..{EVAL_SEED + setting.eval_graphs - 1}"}
+
+
+def evaluate_balanced_accuracy(setting: Setting, guide, device: str) -> dict:
+    """One labelled node per community (drawn with the graph's seed), exactly one cluster per label."""
+    scores = []
+    for i in range(setting.eval_graphs):
+        adjacency, truth = held_out(setting.model, setting.num_points, EVAL_SEED + i)
+        rng = np.random.default_rng(EVAL_SEED + i)
+        labelled = {int(rng.choice(np.flatnonzero(truth == c))): int(c) for c in np.unique(truth)}
+        post = _infer(setting.model, guide, adjacency, setting.eval_samples, i, device, labelled=labelled,
+                      new_clusters=False)
+        scores.append(balanced_accuracy(post, truth.tolist()))
+    return {"balanced_accuracy": round(float(np.mean(scores)), 4), "sd": round(float(np.std(scores)), 4),
+            "graphs": setting.eval_graphs, "samples": setting.eval_samples,
+            "labelled": "one random node per community; new_clusters=False"}
+
+
+def evaluate_grid(setting: Setting, guide, device: str, out: Path) -> dict:
+    """Mean AMI of the MAP on ``grid_graphs`` graphs per (a, b) cell, for each (K, N) of ``grid``."""
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    a_values = np.linspace(1, 30, setting.grid_shape[0])
+    b_values = np.linspace(1, 10, setting.grid_shape[1])
+    result = {"a": a_values.round(3).tolist(), "b": b_values.round(3).tolist(), "graphs_per_cell": setting.grid_graphs}
+    for k, n in setting.grid:
+        table = np.zeros((len(a_values), len(b_values)))
+        for ia, a in enumerate(a_values):
+            for ib, b in enumerate(b_values):
+                model = LogDegreeSBM(num_blocks=k, a=float(a), b=float(b))
+                scores = []
+                for g in range(setting.grid_graphs):
+                    seed = EVAL_SEED + 1000 * ia + 100 * ib + g
+                    adjacency, truth = held_out(model, n, seed)
+                    post = _infer(setting.model, guide, adjacency, setting.eval_samples, seed, device)
+                    scores.append(adjusted_mutual_info_score(truth, post.map.numpy()))
+                table[ia, ib] = np.mean(scores)
+        result[f"K={k},N={n}"] = table.round(4).tolist()
+    plot_grid(result, setting.grid, out)
+    return result
+
+
+def plot_grid(result: dict, grid, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(grid), figsize=(5 * len(grid), 4), squeeze=False)
+    a, b = np.array(result["a"]), np.array(result["b"])
+    for ax, (k, n) in zip(axes[0], grid, strict=True):
+        image = ax.imshow(np.array(result[f"K={k},N={n}"]).T, origin="lower", vmin=0, vmax=1, aspect="auto",
+                          extent=(a[0], a[-1], b[0], b[-1]), cmap="viridis")
+        line = np.linspace(a[0], a[-1], 200)
+        ax.plot(line, (np.sqrt(line) - math.sqrt(k)) ** 2, "w--", label="|sqrt a - sqrt b| = sqrt K")
+        ax.set_ylim(b[0], b[-1])
+        ax.set(xlabel="a", ylabel="b", title=f"mean AMI of the MAP, K = {k}, N = {n}")
+        ax.legend(loc="upper left", fontsize=8)
+        fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate(setting: Setting, path: Path, device: str) -> dict:
+    guide = load_guide(path, map_location=device)[0].eval()
+    began = time.perf_counter()
+    if setting.evaluation == "grid":
+        result = evaluate_grid(setting, guide, device, path.with_name(path.stem + "_grid.png"))
+    elif setting.evaluation == "balanced_accuracy":
+        result = evaluate_balanced_accuracy(setting, guide, device)
+    else:
+        result = evaluate_ami(setting, guide, device)
+    result["seconds"] = round(time.perf_counter() - began, 1)
+    result["device"] = device
+    card_file = config_path(path)
+    card = json.loads(card_file.read_text())
+    card["evaluation"] = result
+    card_file.write_text(json.dumps(card, indent=2))
+    path.with_name(path.stem + "_evaluation.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--guide", choices=sorted(SETTINGS), required=True)
+    parser.add_argument("--arch", choices=("acps", "acp"), default="acps")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "graph_guides")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--train-minutes", type=float, default=7.0, help="training budget of this call")
+    parser.add_argument("--steps", type=int, default=None, help="planned steps (default: what fits the budget)")
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint's planned schedule")
+    parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--particles", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--validate-every", type=int, default=100)
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes: the script's own test (seconds)")
+    args = parser.parse_args(argv)
+    setting = SETTINGS[args.guide]
+    if args.dry_run:
+        setting = dry_run(setting)
+        args.steps = args.steps or DRY_RUN["steps"]
+        args.batch_size, args.particles = DRY_RUN["batch_size"], DRY_RUN["particles"]
+        args.validate_every, args.checkpoint_every = 0, 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{args.guide}_{args.arch}_gatedgcn.pt"
+    if args.resume and not path.exists():
+        parser.error(f"--resume: {path} does not exist")
+    if not args.resume and not args.evaluate_only and path.exists():
+        parser.error(f"{path} exists: pass --resume to continue it, or remove it to start again")
+    report = {"guide": args.guide, "path": str(path)}
+    if not args.evaluate_only:
+        report["training"] = train(setting, args, path)
+    report["evaluation"] = evaluate(setting, path, args.device)
+    print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()
