@@ -179,6 +179,26 @@ def find_guide(model) -> Path | None:
     return None
 
 
+DEFAULT_MODEL_TYPE = "NIWGaussianMixture"
+
+
+def default_model_for_width(width: int) -> Any:
+    """The default model for real data of ``width`` values per point: the :class:`NIWGaussianMixture` of a
+    shipped, complete guide with that data dimension (the model its card records), or None when none ships."""
+    from pyro_acp.models import model_from_config
+
+    for path in pretrained_guides():
+        try:
+            card = read_card(path)
+        except ValueError:
+            continue
+        recorded = card.get("model") or {}
+        if (recorded.get("type") == DEFAULT_MODEL_TYPE and recorded.get("dim") == width
+                and card["guide"].get("data_dim") == width and is_complete(card)):
+            return model_from_config(recorded)
+    return None
+
+
 def find_incomplete_guide(model) -> tuple[Path, dict[str, Any]] | None:
     """The on-demand guide for this model whose training was interrupted (path, card), if one is cached."""
     path = on_demand_path(model)

@@ -1,0 +1,30 @@
+"""The shipped NIWGaussianMixture guides: found by the registry for their widths, and blind to units and offsets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyro_acp import infer
+from pyro_acp.models import NIWGaussianMixture
+from pyro_acp.pretrained.registry import default_model_for_width, find_guide
+
+
+@pytest.mark.parametrize("width", [2, 4])
+def test_a_shipped_guide_serves_the_default_model_of_its_width(width):
+    model = default_model_for_width(width)
+    assert model == NIWGaussianMixture(dim=width)
+    assert find_guide(model).name == f"niw_gaussian_mixture_{width}d.pt"
+
+
+def test_no_default_model_for_a_width_without_a_shipped_guide():
+    assert default_model_for_width(3) is None
+
+
+def test_infer_is_identical_under_scaling_and_shifting():
+    model = NIWGaussianMixture(dim=2)
+    x = model.simulate(1, num_points=40, seed=5).unpadded(0)[0].double()
+    plain = infer(model, x, num_samples=40, seed=3, train=False, progress_bar=False)
+    moved = infer(model, 1000 * x + 7, num_samples=40, seed=3, train=False, progress_bar=False)
+    assert torch.equal(plain.samples, moved.samples)
+    torch.testing.assert_close(plain.log_joint, moved.log_joint)
