@@ -4,8 +4,8 @@
   the SBMs. Only the upper triangle is random; samples are mirrored and log_prob counts each pair once.
 - :func:`laplacian_positional_encoding` — batched, padding-aware eigenvectors of the symmetric normalised
   Laplacian, the guide inputs of graph data.
-- :func:`to_networkx`, :func:`from_networkx`, :func:`check_adjacency`, :func:`as_adjacency` — conversions and
-  validation (networkx graphs, scipy sparse matrices, dense arrays).
+- :func:`to_networkx`, :func:`from_networkx`, :func:`networkx_adjacency`, :func:`check_adjacency`,
+  :func:`as_adjacency` — conversions and validation (networkx graphs, scipy sparse matrices, dense arrays).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def as_adjacency(graph: Any, name: str = "graph") -> PreparedGraph:
 
     What is handled and what is refused (ValueError naming the problem):
     - networkx graphs: nodes in ``graph.nodes`` order (kept as ``nodes``, so results can be keyed by them);
-      edge weights and attributes are ignored (an edge is an edge), parallel edges of a multigraph count
+      edge weights and node / edge attributes are ignored (an edge is an edge), parallel edges of a multigraph count
       once; directed graphs are refused (pass ``graph.to_undirected()``), and so are self loops.
     - matrices (dense or sparse): must be square, finite, 0/1, symmetric, with a zero diagonal; a weighted
       matrix (entries other than 0/1), a directed one (not symmetric) or one with self loops is refused,

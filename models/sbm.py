@@ -4,7 +4,8 @@
   probability per block pair (Beta(within) on the diagonal, Beta(between) off it), y_ij ~ Bernoulli(phi)
   for i < j. The probabilities are conjugate, so p(graph | partition) is exact (Beta-Bernoulli).
 - :class:`LogDegreeSBM` — the symmetric SBM with ``num_blocks`` equal blocks and edge probabilities
-  p = a log N / N within and q = b log N / N between (the exact-recovery regime).
+  p = a log N / N within and q = b log N / N between (the exact-recovery regime); K, a and b may be random
+  (a set of block counts, uniform ranges), with the likelihood still exact.
 - :class:`PlantedPartition` — the CLUSTER benchmark's recipe: a fixed number of blocks of uniformly random
   sizes, edge probabilities p_in within and p_out between.
 
