@@ -19,7 +19,9 @@ Training fits a wall-clock budget (``--train-minutes``, default 7, then the eval
 for what fits, and ``pyro_acp.train`` stops at the budget at the latest. The checkpoint (``.pt`` + JSON card
 under ``--out``) is written every ``--checkpoint-every`` steps; a later call with ``--resume`` continues the
 planned schedule from it (``--steps`` raises the plan) for another budget. Evaluation figures go into the
-card's ``"evaluation"`` and a JSON file beside it. Training batches come from ``pyro_acp.train``'s seed
+card's ``"evaluation"`` and a JSON file beside it; evaluation samples skip the guide's log-probability
+estimates (the MAP is ranked by the exact log joint), so its times are those of ``estimate_log_prob=False``.
+Training batches come from ``pyro_acp.train``'s seed
 stream (seed ``--seed``), never from the evaluation seeds (``EVAL_SEED`` + i, as in the baseline table).
 
     python benchmarks/train_graph_guides.py --guide sbm --device cuda               # train 7 min + evaluate
@@ -147,8 +149,9 @@ def held_out(model, num_points, seed: int) -> tuple[torch.Tensor, np.ndarray]:
 
 
 def _infer(model, guide, adjacency, samples: int, seed: int, device: str, **kwargs):
+    """The MAP is ranked by the exact log joint, so the guide's log-probability estimates are skipped."""
     return pyro_acp.infer(model, adjacency, guide=guide, num_samples=samples, seed=seed, progress_bar=False,
-                          device=device, **kwargs)
+                          device=device, estimate_log_prob=False, **kwargs)
 
 
 def evaluate_ami(setting: Setting, guide, device: str) -> dict:
