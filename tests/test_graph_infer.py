@@ -167,6 +167,8 @@ def test_bad_labelled_arguments(graph, guide):
         _infer(graph, guide, labelled={"v0": 1}, reweight=True)
     with pytest.raises(ValueError, match="non-empty dict"):
         _infer(graph, guide, labelled={})
+    with pytest.raises(TypeError, match="label of node 'v0' must be hashable"):
+        _infer(graph, guide, labelled={"v0": ["red"]})
     with pytest.raises(ValueError, match="for graph models"):
         pyro_acp.infer(CRPGaussianMixture(), torch.zeros(5, 2), labelled={0: 1}, train=False)
 
