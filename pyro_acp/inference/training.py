@@ -211,9 +211,10 @@ def train(
         early_stopping: stop when the validation bound stops improving (:class:`EarlyStopping`: patience in
             validation rounds and a minimum improvement; needs ``validate_every`` > 0). Deterministic given
             the seed, and a resumed run stops where the uninterrupted one would.
-        max_minutes: a wall-clock budget: training stops after the first step that ends past it (the time a
-            resumed run spent before counts). Plan ``steps`` (and so the learning-rate schedule) for what fits
-            the budget; :func:`pyro_acp.inference.on_demand.train_for_model` measures that.
+        max_minutes: a wall-clock budget: training stops after the first step that ends past it, with one
+            last validation round (the time a resumed run spent before counts). Plan ``steps`` (and so the
+            learning-rate schedule) for what fits the budget; :func:`pyro_acp.inference.on_demand.train_for_model`
+            measures that.
         record: JSON-able facts added to the card's ``training`` section (e.g. the up-front time estimate).
 
     A run that stops early (either rule) writes its last checkpoint as a complete one: the card's
@@ -323,6 +324,8 @@ def train(
                 history.steps.append(step)
                 history.loss.append(value)
                 last = step + 1 == steps
+                if not last and max_minutes is not None and time.perf_counter() - began >= 60 * max_minutes:
+                    history.stopped, last = "time budget", True  # validated once more, as at the end of a run
                 if validation is not None and ((step + 1) % validate_every == 0 or last):
                     history.validation_steps.append(step + 1)
                     history.validation_elbo.append(
@@ -330,9 +333,6 @@ def train(
                     if not last and early_stopping is not None and early_stopping.plateaued(history.validation_elbo):
                         history.stopped = "validation"
                 history.wall_time = time.perf_counter() - began
-                if not last and history.stopped is None and max_minutes is not None and \
-                        history.wall_time >= 60 * max_minutes:
-                    history.stopped = "time budget"
                 if history.stopped is not None:  # the run ends here, its checkpoint complete
                     last = True
                     settings.update(steps=step + 1, planned_steps=steps, stopped=history.stopped)
