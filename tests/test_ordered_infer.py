@@ -44,10 +44,11 @@ def test_ordered_model_gives_positions_in_the_guides_order(data):
     assert torch.equal(unordered.samples, pyro_acp.ClusteringPosterior(post.samples).samples)  # the same draws
 
 
-def test_ordered_model_refuses_a_guide_that_cannot_order(data, tmp_path, monkeypatch):
+def test_ordered_model_refuses_a_guide_that_cannot_order_and_finds_the_shipped_one(data, tmp_path, monkeypatch):
     monkeypatch.setenv("PYRO_ACP_CACHE", str(tmp_path))
     with pytest.raises(NotImplementedError, match="orders its clusters"):
         pyro_acp.infer(OrderedGaussianCatalog(), data, guide=ACPS(2, hidden_dim=16), progress_bar=False)
-    with pytest.raises(NotImplementedError, match="trained on demand"):  # no guide is shipped for alpha = 1.3
-        pyro_acp.infer(OrderedGaussianCatalog(alpha=1.3), data, progress_bar=False)
     assert not list(tmp_path.iterdir())  # refused before training anything
+    shipped = pyro_acp.infer(OrderedGaussianCatalog(), data, num_samples=5, seed=0, progress_bar=False)
+    assert isinstance(shipped, OrderedClusteringPosterior)  # the default model: the shipped NOC, found by its card
+    assert not list(tmp_path.iterdir())  # nothing trained on demand

@@ -221,14 +221,23 @@ def structural_score(colours: Any, positions_pred: Any, rules: Any, *, skip_unma
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def guide_predictor(model: Any, guide: Any, *, num_samples: int = 100, seed: int = 0) -> Callable[[Tensor], Tensor]:
-    """x -> the MAP ordered partition (N,) of ``pyro_acp.infer(model, x, guide=guide, ...)`` (seeded): the
-    most probable sampled ordered partition (the most frequent one when the posterior has no scores)."""
+def guide_predictor(model: Any, guide: Any, *, num_samples: int = 100, seed: int = 0,
+                    estimate: str = "point") -> Callable[[Tensor], Tensor]:
+    """x -> an ordered partition (N,) from ``pyro_acp.infer(model, x, guide=guide, ...)`` (seeded).
+
+    ``estimate="point"`` (default): the posterior's VI point estimate, clusters numbered by their mean
+    posterior position (:meth:`~pyro_acp.posteriors.OrderedClusteringPosterior.point_estimate`); ``"map"``:
+    the most probable sampled ordered partition, which without scores is the most frequent one, and so on
+    large catalogs (where every sample differs) just the first sample."""
     from pyro_acp.inference.infer import infer
 
+    if estimate not in ("point", "map"):
+        raise ValueError(f"estimate must be 'point' or 'map', got {estimate!r}")
+
     def predict(x: Tensor) -> Tensor:
-        return infer(model, x, guide=guide, num_samples=num_samples, seed=seed, progress_bar=False,
-                     check_prior=False).map
+        post = infer(model, x, guide=guide, num_samples=num_samples, seed=seed, progress_bar=False,
+                     check_prior=False)
+        return post.point_estimate() if estimate == "point" else post.map
 
     return predict
 

@@ -1,0 +1,42 @@
+"""The shipped NOC guide for OrderedGaussianCatalog(): found by the registry from its card, the card carries its
+measured figures, and it orders a tiny catalog close to the exact ordered posterior."""
+
+import json
+
+import pytest
+import torch
+
+import pyro_acp
+from pyro_acp.diagnostics.ordered_metrics import ordered_total_variation
+from pyro_acp.models import OrderedGaussianCatalog
+from pyro_acp.posteriors import OrderedClusteringPosterior
+from pyro_acp.pretrained.registry import find_guide, pretrained_guides
+
+SHIPPED = "ordered_gaussian_catalog_2d"
+
+
+def _card():
+    path = next(p for p in pretrained_guides() if p.stem == SHIPPED)
+    return path, json.loads(path.with_suffix(".json").read_text())
+
+
+def test_the_registry_finds_the_shipped_guide_by_its_card():
+    path, card = _card()
+    assert find_guide(OrderedGaussianCatalog()) == path
+    assert find_guide(OrderedGaussianCatalog(max_cluster_size=10)) != path  # another model: not served
+    assert card["guide"]["type"] == "NOCS" and card["model"]["type"] == "OrderedGaussianCatalog"
+    table = card["evaluation"]["table"]
+    assert {"NOC", "ACP + pointer", "DP-GMM two-stage"} <= set(table)
+    assert all(0 <= row["v_measure"] <= 1 for row in table.values())
+    assert {"over_cap_clusters", "best_achievable_v_measure"} <= set(card["statements"])
+
+
+@pytest.mark.slow
+def test_shipped_guide_against_the_exact_ordered_posterior():
+    model = OrderedGaussianCatalog()
+    x, _ = model.simulate(1, num_points=5, seed=7501).unpadded(0)
+    with torch.random.fork_rng():
+        post = pyro_acp.infer(model, x, num_samples=1000, seed=0, progress_bar=False)  # the shipped guide
+    assert isinstance(post, OrderedClusteringPosterior)
+    tv = ordered_total_variation(post, pyro_acp.exact_ordered_posterior(model, x))
+    assert tv < 0.2, tv
