@@ -203,7 +203,8 @@ def test_procedural_catalogs_train_and_infer_from_colour_indices():
 # the data sets simulated with seeds 100-105: 0.19, 0.62, 0.38, 0.32, 0.17, 0.37 (mean 0.34; untrained guide:
 # mean 0.97), measured with the earlier cardinality head (a regression on the pooled context; it passes with
 # the present share-of-candidates head too); 1,000 samples put the TV's Monte-Carlo noise near 0.03. The TV is
-# the clustering's: the unordered TV of the same samples was 0.335, and removing the size cap changed nothing. lambda_k = 0.1: with the paper's 0.003
+# the clustering's: the unordered TV of the same samples was 0.335, and removing the size cap changed nothing.
+# lambda_k = 0.1: with the paper's 0.003
 # the cardinality head is still poor after 300 steps and its cap splits clusters (more clusters than the exact
 # posterior). One torch thread: these tiny tensors gain nothing from two, and two threads contending on a
 # loaded machine made this test 4x slower.
