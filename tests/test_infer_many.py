@@ -159,7 +159,7 @@ def test_a_resumed_run_skips_the_chunks_it_finished(tmp_path, monkeypatch):
     """Chunks are cut from the sizes alone: with one data set a chunk, a resumed run prepares only the data sets
     left, and its samples are the uninterrupted run's."""
     options = {"seed": 4, "batch_points": 1, **QUICK}
-    whole = infer_many(MODEL, XS, output=tmp_path / "whole", **options)
+    infer_many(MODEL, XS, output=tmp_path / "whole", **options)
     infer_many(MODEL, XS[:3], output=tmp_path / "part", **options)
     prepared, prepare = [], many._prepare
     monkeypatch.setattr(many, "_prepare", lambda model, entry, *args: prepared.append(entry.name) or prepare(
