@@ -6,6 +6,7 @@ import torch
 import pyro_acp
 from pyro_acp.guides import ACPS
 from pyro_acp.guides.clusterwise import FinishedClusters
+from pyro_acp.inference.many import dataset_seed
 from pyro_acp.models import CRPGaussianMixture, OrderedGaussianCatalog
 from pyro_acp.posteriors import OrderedClusteringPosterior
 
@@ -32,7 +33,7 @@ def test_ordered_model_gives_positions_in_the_guides_order(data):
     guide = LargestFirst(2, hidden_dim=16)
     post = pyro_acp.infer(OrderedGaussianCatalog(), data, num_samples=30, guide=guide, seed=0, progress_bar=False)
     assert isinstance(post, OrderedClusteringPosterior)
-    assert post.log_prob is None  # the guide's estimate is of the partition alone, not of its order
+    assert post.log_prob is None  # no pointer network (order_log_prob_of): nothing scores the order
     sizes = torch.stack([(post.samples == k).sum(-1) for k in range(int(post.samples.max()) + 1)], -1)
     used = sizes > 0
     assert torch.equal(used, used.cummin(-1).values)  # positions 0..K-1, every one used
@@ -52,3 +53,11 @@ def test_ordered_model_refuses_a_guide_that_cannot_order_and_finds_the_shipped_o
     shipped = pyro_acp.infer(OrderedGaussianCatalog(), data, num_samples=5, seed=0, progress_bar=False)
     assert isinstance(shipped, OrderedClusteringPosterior)  # the default model: the shipped NOC, found by its card
     assert not list(tmp_path.iterdir())  # nothing trained on demand
+    # NOC scores its orders: log q(clustering, order) with its error (checked against enumeration in test_noc.py)
+    assert shipped.log_prob is not None and torch.isfinite(shipped.log_prob).all() and (shipped.log_prob < 0).all()
+    assert torch.isfinite(shipped.log_prob_error).all()
+    many = pyro_acp.infer_many(OrderedGaussianCatalog(), [data], num_samples=5, seed=3, progress_bar=False)[0]
+    alone = pyro_acp.infer(OrderedGaussianCatalog(), data, num_samples=5, seed=dataset_seed(3, 0),
+                           progress_bar=False)
+    assert torch.equal(many.samples, alone.samples)
+    assert torch.allclose(many.log_prob, alone.log_prob, atol=1e-4)  # infer_many scores orders as infer does

@@ -18,6 +18,7 @@ from pyro_acp.data.partitions import canonicalize
 from pyro_acp.diagnostics.importance import weight_diagnostics
 from pyro_acp.diagnostics.prior_check import PriorPredictiveWarning, prior_predictive_check
 from pyro_acp.guides import ClusterwiseGuide
+from pyro_acp.guides.noc import ordered_log_prob_estimate
 from pyro_acp.inference.frames import frames_for
 from pyro_acp.inference.log_prob import AUTO, LogProbEstimate, log_prob_estimate, log_prob_settings
 from pyro_acp.inference.on_demand import (  # noqa: F401  (re-exported: the names infer is known by)
@@ -50,6 +51,13 @@ def _estimate_log_q(guide: ClusterwiseGuide, x: Tensor, samples: Tensor, frames:
     unique, inverse = samples.unique(dim=0, return_inverse=True)
     estimate = log_prob_estimate(guide, x, unique, generator=generator, frames=frames, **settings)
     return per_sample(estimate, inverse)
+
+
+def estimates_orders(guide: ClusterwiseGuide) -> bool:
+    """Whether an order-learning guide can also score an order (a pointer network's ``order_log_prob_of``): then
+    an ordered posterior's ``log_prob`` is log q of the clustering and its order
+    (:func:`pyro_acp.guides.noc.ordered_log_prob_estimate`); else it stays None."""
+    return callable(getattr(guide, "order_log_prob_of", None))
 
 
 def per_sample(estimate: LogProbEstimate, inverse: Tensor) -> LogProbEstimate:
@@ -124,7 +132,8 @@ def infer(
 
     For an ordered model (``model.ordered``) the guide must learn an order (``guide.orders_clusters``): the
     result is an :class:`~pyro_acp.posteriors.OrderedClusteringPosterior` whose labels are the clusters'
-    positions (0 = first), with ``log_prob`` None until the guide estimates the order's probability too.
+    positions (0 = first), with ``log_prob`` the estimate of log q(clustering, order) when the guide scores
+    orders (NOC's pointer network), else None.
 
     Args:
         model: a generative model from :mod:`pyro_acp.models` (a :class:`~pyro_acp.protocols.ClusteringModel`).
@@ -199,10 +208,11 @@ def infer(
     labels = sample_partitions(guide, x, num_samples, sample_z=sample_z, sample_joins=sample_joins,
                                generator=generator, frames=frames, ordered=ordered)[0]
     estimate = None
-    if estimate_log_prob and not ordered:  # the estimate is of the partition alone: an order needs its own term
+    if estimate_log_prob and (not ordered or estimates_orders(guide)):
         settings = log_prob_settings(num_points, reweight=reweight, num_anchors=num_anchors, num_z=num_z,
                                      num_orders=num_orders)
-        estimate = _estimate_log_q(guide, x, canonicalize(labels), frames, settings, generator)
+        estimate = (ordered_log_prob_estimate(guide, x, labels, frames, settings, generator) if ordered
+                    else _estimate_log_q(guide, x, canonicalize(labels), frames, settings, generator))
     return posterior_of_samples(model, x, labels, estimate, ordered=ordered, reweight=reweight,
                                 wall_time=time.perf_counter() - began)
 

@@ -52,8 +52,15 @@ from pyro_acp.data.partitions import canonicalize
 from pyro_acp.diagnostics.importance import ImportanceWeightWarning
 from pyro_acp.diagnostics.prior_check import PriorPredictiveWarning, prior_predictive_check
 from pyro_acp.guides import ClusterwiseGuide
+from pyro_acp.guides.noc import ordered_log_prob_estimate
 from pyro_acp.inference.frames import frames_for
-from pyro_acp.inference.infer import check_guide_orders, check_options, posterior_of_samples, resolve_guide
+from pyro_acp.inference.infer import (
+    check_guide_orders,
+    check_options,
+    estimates_orders,
+    posterior_of_samples,
+    resolve_guide,
+)
 from pyro_acp.inference.log_prob import AUTO, LogProbEstimate, log_prob_settings
 from pyro_acp.inference.many_batch import BATCH_POINTS, Job, chunks, estimate_chunk, frame_count, sample_chunk
 from pyro_acp.inference.many_output import MANIFEST, RESULT_FILES, finished, guide_identity, open_output, write_result
@@ -291,6 +298,11 @@ def _run_window(run: _Run, window: list[Entry]) -> None:
         estimates: list[LogProbEstimate | None] = [None] * len(jobs)
         if run.options.estimate_log_prob and not run.ordered:  # the estimate is of the partition alone
             estimates = estimate_chunk(run.guide, jobs, [canonicalize(own) for own in labels], run.options)
+        elif run.options.estimate_log_prob and estimates_orders(run.guide):  # ordered: per data set, as infer
+            estimates = [ordered_log_prob_estimate(run.guide, job.x, own, job.frames, log_prob_settings(
+                job.num_points, reweight=run.options.reweight, num_anchors=run.options.num_anchors,
+                num_z=run.options.num_z, num_orders=run.options.num_orders), job.generator)
+                for job, own in zip(jobs, labels, strict=True)]
         elapsed, points = time.perf_counter() - began, sum(job.num_points for job in jobs)
         for i, job, own, estimate in zip(chunk, jobs, labels, estimates, strict=True):
             if done[i]:  # computed only so that its mates are batched as they were: not rewritten
