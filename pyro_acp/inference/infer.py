@@ -113,6 +113,7 @@ def infer(
     num_samples: int = 100,
     guide: ClusterwiseGuide | str | Path | None = None,
     train: bool = True,
+    train_minutes: float | None = None,
     device: str | torch.device | None = None,
     seed: int | None = None,
     sample_z: bool = True,
@@ -144,6 +145,8 @@ def infer(
         num_samples: number of partitions drawn (in parallel).
         guide: a trained guide or a checkpoint path; by default a matching pretrained or cached one.
         train: train (and cache) a guide when none matches; with False, raise instead.
+        train_minutes: a wall-clock budget for that training (its schedule is planned for the steps that fit,
+            measured first; :func:`pyro_acp.inference.on_demand.train_for_model`); None: the default schedule.
         seed: an integer makes the call reproducible and leaves torch's global RNG as it was; None draws a
             fresh seed from the global RNG.
         sample_z, sample_joins: draw z from the learned prior / joins by Bernoulli (True), or use the
@@ -197,7 +200,8 @@ def infer(
         check = prior_predictive_check(model, x)
         if check is not None and check.outside:
             warnings.warn(check.message(model), PriorPredictiveWarning, stacklevel=2)
-    guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar)
+    guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar,
+                          train_minutes=train_minutes)
     ordered = check_guide_orders(model, guide)
     device = next(guide.parameters()).device
     generator = make_generator(seed, device)

@@ -184,6 +184,7 @@ def infer_many(
     num_samples: int = 100,
     guide: ClusterwiseGuide | str | Path | None = None,
     train: bool = True,
+    train_minutes: float | None = None,
     device: str | torch.device | None = None,
     seed: int | None = None,
     sample_z: bool = True,
@@ -212,8 +213,9 @@ def infer_many(
             to ``output/<name>/`` as it finishes and returns those folders in input order: a rerun with the same
             settings skips the finished data sets (so an interrupted run resumes); other settings are refused
             unless ``overwrite``, which redoes everything.
-        num_samples, guide, train, device, sample_z, sample_joins, num_anchors, num_z, num_orders, reweight,
-            symmetrize, estimate_log_prob, check_prior: as in :func:`pyro_acp.infer`, for every data set.
+        num_samples, guide, train, train_minutes, device, sample_z, sample_joins, num_anchors, num_z,
+            num_orders, reweight, symmetrize, estimate_log_prob, check_prior: as in :func:`pyro_acp.infer`, for
+            every data set.
         seed: the root seed; data set ``key`` (its index, or its name for folders and mappings) runs on
             :func:`dataset_seed` (seed, key), whichever data sets it is batched with. None draws a root seed (a
             streamed run records it, and a rerun into the same folder reuses it).
@@ -242,7 +244,8 @@ def infer_many(
     check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
     log_prob_settings(2, reweight=reweight, num_anchors=num_anchors, num_z=num_z, num_orders=num_orders)  # checks
     sources, count = entries(datasets, getattr(model, "data_kind", "vector"))
-    guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar)
+    guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar,
+                          train_minutes=train_minutes)
     ordered = check_guide_orders(model, guide)
     device = next(guide.parameters()).device
     budget = BATCH_POINTS.get(device.type, BATCH_POINTS["cpu"]) if batch_points is None else \
