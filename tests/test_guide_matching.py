@@ -265,3 +265,13 @@ def test_an_ordered_model_gets_a_noc_guide_on_demand(tiny_on_demand):
     x, _ = model.simulate(1, num_points=6, seed=0).unpadded(0)
     post = pyro_acp.infer(model, x, num_samples=4, seed=0, progress_bar=False, check_prior=False)  # from the cache
     assert isinstance(post, OrderedClusteringPosterior) and post.samples.shape == (4, 6)
+
+
+def test_infer_passes_its_training_budget_to_on_demand_training(tiny_on_demand, x, monkeypatch, capsys):
+    """``infer(..., train_minutes=)`` reaches on-demand training (the planned steps follow the budget)."""
+    monkeypatch.setattr(on_demand_module, "measure_training_time", lambda *a, **k: TimeEstimate(0.06, 0.0))
+    monkeypatch.setitem(on_demand_module.ON_DEMAND_TRAINING, "steps", 40)
+    pyro_acp.infer(tiny_on_demand, x, num_samples=5, seed=0, progress_bar=False, train_minutes=0.003)
+    assert "a budget of 0.003 min fits 3 of 40 steps" in capsys.readouterr().out
+    training = json.loads(on_demand_path(tiny_on_demand).with_suffix(".json").read_text())["training"]
+    assert training["max_minutes"] == 0.003
