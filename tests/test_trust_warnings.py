@@ -29,7 +29,7 @@ def test_data_far_from_the_prior_warn_and_collapsed_weights_warn():
         pyro_acp.infer(model, x, num_samples=50, seed=0, progress_bar=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        weighted = pyro_acp.infer(model, x, num_samples=100, reweight=True, seed=0, progress_bar=False)
+        weighted = pyro_acp.infer(model, x, num_samples=50, reweight=True, seed=0, progress_bar=False)
     kinds = {type(w.message) for w in caught}
     assert PriorPredictiveWarning in kinds, kinds
     # the guide draws the one-cluster partition rarely; with the frame-averaged q as proposal the weights
