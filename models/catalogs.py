@@ -364,6 +364,9 @@ class ProceduralCatalog(GenerativeModel):
 
     data_kind = "catalog"
     ordered = True
+    #: the guide trained on demand: NOC with the Catalog Problem paper's loss weights for procedural catalogs
+    #: (ordering 15, cardinality 0.1; pyro_acp.protocols.guide_options)
+    guide_options = {"type": "NOC", "ordering_weight": 15.0, "cardinality_weight": 0.1}
     max_rounds = 40
     candidates_per_round = 8
 

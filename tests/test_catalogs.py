@@ -235,3 +235,11 @@ def test_custom_rules_file_round_trips_through_config(tmp_path):
     assert config["rules"] == rules
     assert ProceduralCatalog(**{k: v for k, v in config.items() if k != "type"}) == model
     assert model != ProceduralCatalog()
+
+
+def test_procedural_catalogs_ask_for_the_papers_loss_weights():
+    from pyro_acp.protocols import guide_options
+
+    options = guide_options(ProceduralCatalog())
+    assert options == {"type": "NOC", "ordering_weight": 15.0, "cardinality_weight": 0.1}
+    assert guide_options(OrderedGaussianCatalog())["type"] == "NOC"  # declared by being ordered
