@@ -13,13 +13,12 @@ one z from the prior, one size-biased order, each partition in the frame it was 
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from pathlib import Path
 
 import torch
+from exact_sweep import sweep_main  # benchmarks/exact_sweep.py, beside this script
 
 import pyro_acp
 from pyro_acp.inference.frames import frames_for
@@ -107,17 +106,7 @@ def summarise(rows):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5, 7, 10])
-    parser.add_argument("--datasets", type=int, default=10)
-    parser.add_argument("--samples", type=int, default=4000)
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    rows = run(args.sizes, args.datasets, args.samples)
-    table = summarise(rows)
-    print(table)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"args": vars(args), "rows": rows, "table": table}, indent=1))
+    sweep_main(__doc__, run, summarise, RESULTS, sizes=[5, 7, 10], datasets=10, samples=4000)
 
 
 if __name__ == "__main__":

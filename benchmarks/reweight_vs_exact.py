@@ -11,13 +11,12 @@ effective number of draws (the Monte-Carlo floor, estimated by resampling the ex
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from exact_sweep import sweep_main  # benchmarks/exact_sweep.py, beside this script
 
 import pyro_acp
 from pyro_acp.diagnostics.evaluation import close_cluster_sets
@@ -79,17 +78,7 @@ def summarise(rows):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2, 3, 4, 5, 6, 7])
-    parser.add_argument("--datasets", type=int, default=8)
-    parser.add_argument("--samples", type=int, default=2000)
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    rows = run(args.sizes, args.datasets, args.samples)
-    table = summarise(rows)
-    print(table)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"args": vars(args), "rows": rows, "table": table}, indent=1))
+    sweep_main(__doc__, run, summarise, RESULTS, sizes=[2, 3, 4, 5, 6, 7], datasets=8, samples=2000)
 
 
 if __name__ == "__main__":
