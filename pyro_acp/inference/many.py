@@ -62,7 +62,15 @@ from pyro_acp.inference.infer import (
     resolve_guide,
 )
 from pyro_acp.inference.log_prob import AUTO, LogProbEstimate, log_prob_settings
-from pyro_acp.inference.many_batch import BATCH_POINTS, Job, chunks, estimate_chunk, frame_count, sample_chunk
+from pyro_acp.inference.many_batch import (
+    BATCH_POINTS,
+    Job,
+    chunks,
+    estimate_chunk,
+    estimator_settings,
+    frame_count,
+    sample_chunk,
+)
 from pyro_acp.inference.many_output import MANIFEST, RESULT_FILES, finished, guide_identity, open_output, write_result
 from pyro_acp.inference.many_sources import DATA_SUFFIXES, Entry, describe, entries, read_points_file
 from pyro_acp.posteriors.posterior import ClusteringPosterior
@@ -302,10 +310,9 @@ def _run_window(run: _Run, window: list[Entry]) -> None:
         if run.options.estimate_log_prob and not run.ordered:  # the estimate is of the partition alone
             estimates = estimate_chunk(run.guide, jobs, [canonicalize(own) for own in labels], run.options)
         elif run.options.estimate_log_prob and estimates_orders(run.guide):  # ordered: per data set, as infer
-            estimates = [ordered_log_prob_estimate(run.guide, job.x, own, job.frames, log_prob_settings(
-                job.num_points, reweight=run.options.reweight, num_anchors=run.options.num_anchors,
-                num_z=run.options.num_z, num_orders=run.options.num_orders), job.generator)
-                for job, own in zip(jobs, labels, strict=True)]
+            estimates = [ordered_log_prob_estimate(run.guide, job.x, own, job.frames,
+                                                   estimator_settings(job, run.options), job.generator)
+                         for job, own in zip(jobs, labels, strict=True)]
         elapsed, points = time.perf_counter() - began, sum(job.num_points for job in jobs)
         for i, job, own, estimate in zip(chunk, jobs, labels, estimates, strict=True):
             if done[i]:  # computed only so that its mates are batched as they were: not rewritten

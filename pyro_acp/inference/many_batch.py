@@ -148,6 +148,12 @@ def chunks(sizes: list[tuple[int, int]], budget: int, num_samples: int) -> Itera
         yield chunk
 
 
+def estimator_settings(job: Job, options: Any) -> dict[str, Any]:
+    """The log q estimator's settings for a data set, as :func:`pyro_acp.infer` picks them for its size."""
+    return log_prob_settings(job.num_points, reweight=options.reweight, num_anchors=options.num_anchors,
+                             num_z=options.num_z, num_orders=options.num_orders)
+
+
 def estimate_chunk(guide: ClusterwiseGuide, jobs: list[Job], samples: list[Tensor], options: Any
                    ) -> list[LogProbEstimate]:
     """The log q estimates of every sample of every data set of a chunk (canonical samples (S, N_b) each), as
@@ -157,8 +163,7 @@ def estimate_chunk(guide: ClusterwiseGuide, jobs: list[Job], samples: list[Tenso
     groups: dict[tuple, list[int]] = {}
     settings_of = []
     for b, job in enumerate(jobs):
-        settings = log_prob_settings(job.num_points, reweight=options.reweight, num_anchors=options.num_anchors,
-                                     num_z=options.num_z, num_orders=options.num_orders)
+        settings = estimator_settings(job, options)
         settings_of.append(settings)
         groups.setdefault(tuple(sorted(settings.items(), key=lambda item: item[0])), []).append(b)
     distinct = [s.unique(dim=0, return_inverse=True) for s in samples]
