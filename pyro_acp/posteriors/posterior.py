@@ -8,7 +8,7 @@ Binder loss, found by a greedy search in the spirit of Dahl's SALSO), an ArviZ e
 :class:`ExactPosterior` is the same object built from an enumeration of every partition with its
 probability (small N), and can draw samples for calibration checks.
 Losses and their minimisation live in :mod:`pyro_acp.posteriors.point_estimate`, the figure in
-:mod:`pyro_acp.posteriors.plots`.
+:mod:`pyro_acp.posteriors.plots`, the summary in :mod:`pyro_acp.posteriors.summary`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +27,7 @@ from torch import Tensor
 from pyro_acp.data.partitions import canonicalize, cluster_sizes, coclustering_matrix
 from pyro_acp.posteriors.plots import plot_posterior
 from pyro_acp.posteriors.point_estimate import SEARCHES, check_loss, minimise_expected_loss
+from pyro_acp.posteriors.summary import PosteriorSummary
 from pyro_acp.seeding import make_generator
 from pyro_acp.validation import (
     check_chain,
@@ -55,73 +55,6 @@ def _check_x(x: Any, num_points: int) -> Any:
     if count != num_points:
         raise ValueError(f"x describes {count} points but the samples have {num_points}")
     return x
-
-
-# ---------------------------------------------------------------------------------------------- summary
-@dataclass(frozen=True)
-class PosteriorSummary:
-    """What :meth:`ClusteringPosterior.summary` reports; ``str()`` gives a readable block."""
-
-    method: str
-    num_points: int
-    num_samples: int
-    num_unique: int
-    k_mean: float
-    k_mode: int
-    k_distribution: dict[int, float]
-    map_num_clusters: int
-    map_probability: float | None
-    map_frequency: float
-    wall_time: float | None
-    weighted: bool = False
-    #: Kish's effective sample size of importance weights; None when the weights are the posterior itself
-    effective_sample_size: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: whether ``map_probability`` is exact (an enumerated posterior) rather than an estimate
-    map_probability_exact: bool = False
-    #: standard error in nats of an estimated ``map_probability``'s logarithm (NaN: unknown)
-    map_probability_error: float | None = None
-    #: Pareto k of importance weights and whether the weights passed their checks (None: not reweighted)
-    pareto_k: float | None = None
-    weights_reliable: bool | None = None
-
-    def _probability_text(self) -> str:
-        if self.map_probability is None:
-            return "n/a"
-        if self.map_probability_exact:
-            return f"{self.map_probability:.4g} (exact)"
-        error = self.map_probability_error
-        if error is None or math.isnan(error):
-            return f"{self.map_probability:.4g} (estimated, error unknown)"
-        if error > 1.0:
-            return f"{self.map_probability:.3g} (estimated, standard error {error:.1f} nats: not reliable)"
-        low, high = self.map_probability * math.exp(-2 * error), min(1.0, self.map_probability * math.exp(2 * error))
-        return f"{self.map_probability:.4g} (estimated; about {low:.3g}-{high:.3g})"
-
-    def _weights_text(self) -> str:
-        if not self.weighted or self.effective_sample_size is None:
-            return ""
-        text = f", effective sample size {self.effective_sample_size:.1f}"
-        if self.pareto_k is not None and not math.isnan(self.pareto_k):
-            text += f", Pareto k {self.pareto_k:.2f}"
-        if self.weights_reliable is False:
-            text += " (weights collapsed: not reliable)"
-        return text
-
-    def __str__(self) -> str:
-        kind = "weighted partitions" if self.weighted else "samples"
-        dist = ", ".join(f"{k}: {p:.3f}" for k, p in self.k_distribution.items() if p >= 5e-4)
-        lines = [
-            f"Clustering posterior ({self.method})",
-            f"  points N = {self.num_points}, {kind} S = {self.num_samples}, unique = {self.num_unique}"
-            + self._weights_text(),
-            f"  number of clusters K: mean {self.k_mean:.3f}, mode {self.k_mode}",
-            f"  P(K): {dist}",
-            f"  MAP: K = {self.map_num_clusters}, probability {self._probability_text()}, "
-            f"frequency among {kind} {self.map_frequency:.3f}",
-            "  wall time: " + ("n/a" if self.wall_time is None else f"{self.wall_time:.3f} s"),
-        ]
-        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- posterior
