@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -240,9 +241,10 @@ def cmd_train(args) -> None:
         from pyro_acp.inference.on_demand import measure_training_time
 
         estimate = measure_training_time(model, settings, device=args.device, guide=guide)
-        steps = min(args.steps, estimate.steps_within(60 * args.train_minutes, args.validate_every))
-        budget = {"max_minutes": args.train_minutes,
-                  "record": {"estimated_seconds": round(estimate.seconds(steps, args.validate_every), 1)}}
+        saves = math.ceil(args.steps / args.checkpoint_every) + 1 if args.output else 0
+        steps = min(args.steps, estimate.steps_within(60 * args.train_minutes, args.validate_every, saves))
+        seconds = estimate.seconds(steps, args.validate_every, args.checkpoint_every if args.output else 0)
+        budget = {"max_minutes": args.train_minutes, "record": {"estimated_seconds": round(seconds, 1)}}
         print(f"a budget of {args.train_minutes:g} min fits {steps} of {args.steps} steps "
               f"({1e3 * estimate.step_seconds:.0f} ms a step, measured after warm-up)")
     with distributed.process_group_from_environment(args.device, args.timeout):

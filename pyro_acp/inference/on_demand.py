@@ -18,6 +18,7 @@ and the steps planned for a budget come from what a step costs once training run
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from pyro_acp.guides import GUIDES, ClusterwiseGuide
 from pyro_acp.inference.training import train as run_training
 from pyro_acp.inference.training import validation_elbo
 from pyro_acp.models.program import as_clustering_model
-from pyro_acp.pretrained.checkpoint import build_guide, load_guide
+from pyro_acp.pretrained.checkpoint import build_guide, load_guide, save_checkpoint
 from pyro_acp.pretrained.registry import (
     check_guide_matches,
     find_guide,
@@ -60,20 +61,34 @@ _UNORDERED_GUIDE = ("{model} orders its clusters, so its posterior needs a guide
 
 @dataclass(frozen=True)
 class TimeEstimate:
-    """Measured cost of on-demand training: seconds per step (after warm-up) and per validation round."""
+    """Measured cost of on-demand training: seconds per step (after warm-up), per validation round and per
+    checkpoint written (weights, optimiser moments and card, with the read-back that verifies them)."""
 
     step_seconds: float
     validation_seconds: float
+    checkpoint_seconds: float = 0.0
 
-    def seconds(self, steps: int, validate_every: int) -> float:
-        """Estimated wall time of ``steps`` steps with a validation round every ``validate_every`` (and last)."""
+    def seconds(self, steps: int, validate_every: int, checkpoint_every: int = 0) -> float:
+        """Estimated wall time of ``steps`` steps with a validation round every ``validate_every`` (and last)
+        and a checkpoint every ``checkpoint_every`` (and last)."""
         rounds = math.ceil(steps / validate_every) if validate_every else 0
-        return steps * self.step_seconds + rounds * self.validation_seconds
+        saves = math.ceil(steps / checkpoint_every) if checkpoint_every else 0
+        return steps * self.step_seconds + rounds * self.validation_seconds + saves * self.checkpoint_seconds
 
-    def steps_within(self, seconds: float, validate_every: int) -> int:
-        """The most steps (at least 1) whose estimated time, validation included, fits in ``seconds``."""
+    def steps_within(self, seconds: float, validate_every: int, checkpoints: int = 0) -> int:
+        """The most steps (at least 1) whose estimated time, validation and ``checkpoints`` checkpoint writes
+        included, fits in ``seconds``."""
         per_step = self.step_seconds + (self.validation_seconds / validate_every if validate_every else 0.0)
-        return max(1, int(seconds / per_step))
+        return max(1, int((seconds - checkpoints * self.checkpoint_seconds) / per_step))
+
+
+#: checkpoints an on-demand run writes (one every tenth of the run, and the last)
+ON_DEMAND_CHECKPOINTS = 10
+
+
+def on_demand_checkpoint_every(steps: int) -> int:
+    """Steps between the checkpoints of an on-demand run of ``steps`` steps."""
+    return max(1, steps // ON_DEMAND_CHECKPOINTS)
 
 
 def new_guide(model: ClusteringModel, seed: int = 0, **overrides: Any) -> ClusterwiseGuide:
@@ -120,7 +135,18 @@ def measure_training_time(model: ClusteringModel, settings: dict[str, Any], *, d
             began = time.perf_counter()
             validation_elbo(probe_guide.model, probe_guide.guide, batch, particles)
             validation_seconds = time.perf_counter() - began
-    return TimeEstimate(step_seconds, validation_seconds)
+    return TimeEstimate(step_seconds, validation_seconds, _checkpoint_seconds(throwaway()))
+
+
+def _checkpoint_seconds(guide: ClusterwiseGuide) -> float:
+    """Seconds to write and verify one checkpoint of ``guide``'s size (its weights and two Adam moments per
+    weight, as training saves them), into a temporary folder."""
+    weights = {name: t.detach().cpu() for name, t in guide.state_dict().items()}
+    moments = {"exp_avg": dict(weights), "exp_avg_sq": dict(weights)}
+    with tempfile.TemporaryDirectory() as folder:
+        began = time.perf_counter()
+        save_checkpoint(Path(folder) / "probe.pt", guide, {}, {"optimizer": moments})
+        return time.perf_counter() - began
 
 
 def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path | None = None, *, train: bool = True,
@@ -223,12 +249,14 @@ def train_for_model(model: Any, *, device: str | torch.device | None = None, see
         planned, every = settings["steps"], settings.get("validate_every") or 0
         budget = ""
         if train_minutes is not None:
-            settings["steps"] = min(planned, estimate.steps_within(60 * train_minutes, every))
+            settings["steps"] = min(planned, estimate.steps_within(60 * train_minutes, every,
+                                                                   ON_DEMAND_CHECKPOINTS + 1))
             settings["max_minutes"] = train_minutes
             budget = f"; a budget of {train_minutes:g} min fits {settings['steps']} of {planned} steps"
-        seconds = estimate.seconds(settings["steps"], every)
+        seconds = estimate.seconds(settings["steps"], every, on_demand_checkpoint_every(settings["steps"]))
         record = {"estimated_seconds": round(seconds, 1), "measured_step_seconds": round(estimate.step_seconds, 4),
-                  "measured_validation_seconds": round(estimate.validation_seconds, 4)}
+                  "measured_validation_seconds": round(estimate.validation_seconds, 4),
+                  "measured_checkpoint_seconds": round(estimate.checkpoint_seconds, 4)}
         stopping = " (or fewer: it stops when the validation bound stops improving)" \
             if settings.get("early_stopping") else ""
         print(f"pyro_acp: no guide for {model!r} yet; training a {guide.config['type']} guide: {settings['steps']} "
@@ -236,8 +264,8 @@ def train_for_model(model: Any, *, device: str | torch.device | None = None, see
               f"step after {WARMUP_STEPS} warm-up steps, {estimate.validation_seconds:.1f} s a validation round"
               f"{budget}), cached at {path}")
     history = run_training(model, guide, device=device, seed=seed, checkpoint=path,
-                    checkpoint_every=max(1, settings["steps"] // 10), progress_bar=progress_bar, resume=resume,
-                    record=record, **settings)
+                           checkpoint_every=on_demand_checkpoint_every(settings["steps"]),
+                           progress_bar=progress_bar, resume=resume, record=record, **settings)
     if history.stopped is not None:
         reason = "the validation bound stopped improving" if history.stopped == "validation" else \
             "the time budget was reached"
