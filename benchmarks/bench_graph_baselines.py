@@ -13,7 +13,10 @@ a range no training script uses), each method's mean AMI to the true partition a
   one chain with 20 samples, when ``asbm`` is installed (``pip install asbm``: a benchmark extra, never a
   dependency of pyro_acp); otherwise its row says it was not installed;
 - with ``--guide PATH`` (a trained ACP / ACP-S / CCP checkpoint with a graph encoder, for ``SBM()``):
-  ``pyro_acp.infer`` with 100 samples, its MAP by exact log joint, and the most probable of 10 samples.
+  ``pyro_acp.infer`` with 100 samples, its MAP by exact log joint, and the most probable of 10 samples
+  (``estimate_log_prob=False``: the MAP is ranked by the exact log joint, the guide's log-probability
+  estimates are not needed for it). A checkpoint that a training run is still writing can be read: copy
+  it (``.pt`` and its ``.json`` card) first.
 
 Times are wall-clock seconds per graph after a warm-up call of each method on another graph; every method
 runs in this one process, one after another, on one torch thread, so the times are comparable within a run.
@@ -97,7 +100,7 @@ def acp_methods(path: str) -> dict[str, Callable[[np.ndarray, int], np.ndarray]]
     def run(num_samples: int) -> Callable[[np.ndarray, int], np.ndarray]:
         def call(adjacency: np.ndarray, seed: int) -> np.ndarray:
             return pyro_acp.infer(SBM(), torch.as_tensor(adjacency), guide=guide, num_samples=num_samples,
-                                  seed=seed, progress_bar=False).map.numpy()
+                                  seed=seed, progress_bar=False, estimate_log_prob=False).map.numpy()
         return call
 
     return {"ACP guide, MAP of 100 samples": run(100), "ACP guide, MAP of 10 samples": run(10)}

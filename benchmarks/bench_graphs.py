@@ -7,7 +7,8 @@ is the highest resident set size sampled every millisecond during the timed step
 it (CPU), or ``torch.cuda.max_memory_allocated`` during the step minus the memory allocated before (CUDA).
 
     python benchmarks/bench_graphs.py [--device cpu|cuda] [--guide PATH] [--repeats 5] [--threads 1]
-                                      [--only infer|training]
+                                      [--only infer|training] [--encoders gatedgcn:64,graphsage:128]
+                                      [--particles 8] [--steps 1] [--heap default|keep|both]
 
 ``--guide`` times a trained graph guide (a checkpoint of ACP/ACPS/CCP with a graph encoder, for SBM());
 without it the guides are untrained ACP-S + 4 GatedGCN layers of width 64 (the size ``infer`` trains on
@@ -31,13 +32,23 @@ import pyro_acp
 from pyro_acp.guides import ACPS
 from pyro_acp.inference.elbo import ClusterwiseIWAE
 from pyro_acp.models import SBM, CRPGaussianMixture
+from pyro_acp.nn.graph import keep_freed_memory
 
 ON_DEMAND_WIDTH = 64  # the width of the graph guides infer trains on demand
-TRAINING_VARIANTS = {
-    "ACPS + GatedGCN (graphs)": {"encoder": "gatedgcn"},
-    "ACPS + GraphSAGE (graphs)": {"encoder": "graphsage"},
-    "ACPS + MLP (2-D points, baseline)": {},
-}
+DEFAULT_ENCODERS = "gatedgcn:128,graphsage:128"  # --encoders: conv:width of the graph guides timed
+BASELINE = "ACPS + MLP (2-D points, baseline)"
+
+
+def training_variants(spec: str) -> dict[str, dict]:
+    """{row name: guide options} for ``spec`` "conv:width,...", the 2-D point baseline last."""
+    variants = {}
+    for item in spec.split(","):
+        conv, _, width = item.partition(":")
+        if conv not in ("gatedgcn", "graphsage") or not width.isdigit():
+            raise ValueError(f"--encoders items are conv:width with conv gatedgcn or graphsage, got {item!r}")
+        variants[f"ACPS + {conv} width {width} (graphs)"] = {"encoder": conv, "hidden_dim": int(width)}
+    variants[BASELINE] = {}
+    return variants
 
 
 def _median_time(call, repeats: int) -> float:
@@ -119,14 +130,18 @@ class _RSSSampler:
         return max(self._peak, self._rss()) - self._start
 
 
-def _training_step(name: str, options: dict, device: str, threads: int | None, queue) -> None:
-    """One SVI-bound step (forward + backward) of a fresh guide on a 16-graph batch, in a child process."""
+def _training_step(name: str, options: dict, device: str, threads: int | None, particles: int, repeats: int,
+                   keep_heap: bool, queue) -> None:
+    """SVI-bound steps (forward + backward) of a fresh guide on a 16-graph batch, in a child process: the
+    median time of ``repeats`` steps on one batch after a warm-up step on another, the peak memory of the first."""
     if threads is not None:
         torch.set_num_threads(threads)
+    if keep_heap and not keep_freed_memory():
+        raise RuntimeError("keep_freed_memory() did not take (not glibc?)")
     torch.manual_seed(0)
     model = SBM() if options else CRPGaussianMixture()
     guide = ACPS(model.data_dim, **options).to(device)
-    loss = ClusterwiseIWAE(num_particles=8)
+    loss = ClusterwiseIWAE(num_particles=particles)
     warm = model.simulate(16, num_points=(50, 300), seed=1, device=device)
     batch = model.simulate(16, num_points=(50, 300), seed=2, device=device)
     loss.differentiable_loss(guide.model, guide.guide, warm).backward()  # warm-up: allocator, lazy init
@@ -136,10 +151,15 @@ def _training_step(name: str, options: dict, device: str, threads: int | None, q
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     sampler = _RSSSampler()
-    began = time.perf_counter()
-    loss.differentiable_loss(guide.model, guide.guide, batch).backward()
-    seconds = time.perf_counter() - began
-    rss_peak = sampler.stop()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        loss.differentiable_loss(guide.model, guide.guide, batch).backward()
+        times.append(time.perf_counter() - began)
+        guide.zero_grad()
+        if len(times) == 1:
+            rss_peak = sampler.stop()
+    seconds = statistics.median(times)
     if device == "cuda":
         torch.cuda.synchronize()
         peak = (torch.cuda.max_memory_allocated() - before) / 2**20
@@ -148,17 +168,30 @@ def _training_step(name: str, options: dict, device: str, threads: int | None, q
     queue.put((name, seconds, peak, int(batch.num_points.sum()), int(batch.num_clusters.sum())))
 
 
-def bench_training(device: str, threads: int | None) -> None:
-    print(f"one training step (bound + gradients, 8 particles), 16 data sets with N in [50, 300) ({device}):")
+def bench_training(device: str, threads: int | None, encoders: str = DEFAULT_ENCODERS, particles: int = 8,
+                   repeats: int = 1, heap: str = "both") -> None:
+    """Each variant in a child process; ``heap``: "default" (glibc's malloc as it is), "keep"
+    (:func:`keep_freed_memory` first) or "both" (one child each, one after the other, and their ratio)."""
+    print(f"one training step (bound + gradients, {particles} particles, median of {repeats}), 16 data sets "
+          f"with N in [50, 300) ({device}):")
     context = multiprocessing.get_context("spawn")
-    for name, options in TRAINING_VARIANTS.items():
-        queue = context.Queue()
-        child = context.Process(target=_training_step, args=(name, options, device, threads, queue))
-        child.start()
-        name, seconds, peak, points, steps = queue.get()
-        child.join()
-        memory = "peak allocated" if device == "cuda" else "peak RSS above start"
-        print(f"  {name:36s} {seconds:7.3f} s   {memory} {peak:8.1f} MiB   ({points} nodes, {steps} cluster steps)")
+    modes = {"default": (False,), "keep": (True,), "both": (False, True)}[heap]
+    memory = "peak allocated" if device == "cuda" else "peak RSS above start"
+    for name, options in training_variants(encoders).items():
+        times = {}
+        for keep_heap in modes:
+            queue = context.Queue()
+            child = context.Process(target=_training_step,
+                                    args=(name, options, device, threads, particles, repeats, keep_heap, queue))
+            child.start()
+            _, seconds, peak, points, steps = queue.get()
+            child.join()
+            times[keep_heap] = seconds
+            label = f"{name}{', keep_freed_memory' if keep_heap else ''}"
+            print(f"  {label:58s} {seconds:7.3f} s   {memory} {peak:8.1f} MiB   ({points} nodes, "
+                  f"{steps} cluster steps)", flush=True)
+        if len(times) == 2:
+            print(f"    default / keep_freed_memory: {times[False] / times[True]:.2f}x", flush=True)
 
 
 def main() -> None:
@@ -168,6 +201,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--only", choices=("infer", "training"), default=None, help="run one part only")
+    parser.add_argument("--encoders", default=DEFAULT_ENCODERS,
+                        help="training part: graph encoders to time, conv:width,... (gatedgcn, graphsage)")
+    parser.add_argument("--particles", type=int, default=8, help="training part: IWAE particles")
+    parser.add_argument("--steps", type=int, default=1, help="training part: timed steps per variant (median)")
+    parser.add_argument("--heap", choices=("default", "keep", "both"), default="both",
+                        help="training part: glibc malloc as it is, after keep_freed_memory(), or both")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -175,7 +214,7 @@ def main() -> None:
     if args.only != "training":
         bench_infer(args.device, args.guide, args.repeats)
     if args.only != "infer":
-        bench_training(args.device, args.threads)
+        bench_training(args.device, args.threads, args.encoders, args.particles, args.steps, args.heap)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ stream (seed ``--seed``), never from the evaluation seeds (``EVAL_SEED`` + i, as
     python benchmarks/train_graph_guides.py --guide sbm --device cuda --resume      # 7 more minutes
     python benchmarks/train_graph_guides.py --guide sbm --evaluate-only --device cuda
     python benchmarks/train_graph_guides.py --guide logdegree --dry-run --out /tmp/x  # seconds, on CPU
+
+``--width``, ``--layers`` and ``--encoder`` change the architecture, ``--num-points`` the training range (a
+curriculum: train on small graphs first, then ``--init-from`` that checkpoint on the full range, in another
+``--out``). On a CPU the script first calls ``pyro_acp.nn.graph.keep_freed_memory`` (several times faster
+GatedGCN steps, same results). A resumed call must repeat the options of the first (they shape the guide).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import torch
 import pyro_acp
 from pyro_acp.guides import ACP, ACPS
 from pyro_acp.models import SBM, LogDegreeSBM, PlantedPartition
+from pyro_acp.nn.graph import keep_freed_memory
 from pyro_acp.posteriors.graph import balanced_accuracy
 from pyro_acp.pretrained.checkpoint import config_path, load_guide, read_payload
 
@@ -96,14 +102,33 @@ def dry_run(setting: Setting) -> Setting:
                    grid_graphs=DRY_RUN["grid_graphs"])
 
 
-def build_guide(setting: Setting, arch: str, seed: int):
+def build_guide(setting: Setting, arch: str, seed: int, encoder: str = "gatedgcn"):
     with pyro_acp.seeding.forked_rng(seed):
-        return (ACP if arch == "acp" else ACPS)(setting.model.data_dim, encoder="gatedgcn", **setting.guide)
+        return (ACP if arch == "acp" else ACPS)(setting.model.data_dim, encoder=encoder, **setting.guide)
 
 
-def seconds_per_step(setting: Setting, arch: str, options: dict, probes: int = 3) -> float:
+def customised(setting: Setting, args: argparse.Namespace) -> Setting:
+    """``setting`` with the command line's architecture, training sizes and evaluation size, where given."""
+    guide = dict(setting.guide)
+    if args.width is not None:
+        guide["hidden_dim"] = args.width
+    if args.layers is not None:
+        guide["encoder_layers"] = args.layers
+    changes: dict = {"guide": guide}
+    if args.num_points is not None:
+        low, high = args.num_points
+        if not 2 <= low < high:
+            raise SystemExit(f"--num-points needs 2 <= LOW < HIGH, got {low} {high}")
+        changes["num_points"] = (low, high)
+    if args.eval_graphs is not None:
+        changes["eval_graphs"] = args.eval_graphs
+    return replace(setting, **changes)
+
+
+def seconds_per_step(setting: Setting, arch: str, options: dict, encoder: str = "gatedgcn", probes: int = 3
+                     ) -> float:
     """Median wall time of a fresh guide's training steps after the first (warm-up) one."""
-    guide = build_guide(setting, arch, seed=1)
+    guide = build_guide(setting, arch, seed=1, encoder=encoder)
     stamps: list[float] = []
     pyro_acp.train(setting.model, guide, steps=probes + 1, seed=1, progress_bar=False, validate_every=0,
                    callback=lambda step, history: stamps.append(time.perf_counter()), **options)
@@ -114,7 +139,9 @@ def train(setting: Setting, args: argparse.Namespace, path: Path) -> dict:
     """Train (or resume) within the budget; returns the facts recorded in the card."""
     options = {"batch_size": args.batch_size, "num_particles": args.particles, "lr": args.lr,
                "num_points": setting.num_points, "device": args.device}
-    guide = build_guide(setting, args.arch, args.seed)
+    guide = build_guide(setting, args.arch, args.seed, args.encoder)
+    if args.init_from is not None and not args.resume:  # e.g. the fine-tune of a curriculum's earlier stage
+        load_guide(args.init_from, guide)  # architecture checked; trained_for set, so train keeps the weights
     previous_minutes = 0.0
     if args.resume:
         card = json.loads(config_path(path).read_text())
@@ -128,7 +155,7 @@ def train(setting: Setting, args: argparse.Namespace, path: Path) -> dict:
     elif args.steps is not None:
         steps = args.steps
     else:
-        per_step = seconds_per_step(setting, args.arch, options)
+        per_step = seconds_per_step(setting, args.arch, options, args.encoder)
         steps = max(1, int(args.train_minutes * 60 / per_step))
         print(f"{per_step:.2f} s a step: planning {steps} steps for {args.train_minutes} min", flush=True)
     began = time.perf_counter()
@@ -266,15 +293,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--validate-every", type=int, default=100)
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes: the script's own test (seconds)")
+    parser.add_argument("--encoder", choices=("gatedgcn", "graphsage"), default="gatedgcn")
+    parser.add_argument("--width", type=int, default=None, help="encoder and guide width (default 128)")
+    parser.add_argument("--layers", type=int, default=None, help="encoder layers (default 4)")
+    parser.add_argument("--num-points", type=int, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help="train (and evaluate) on N in [LOW, HIGH) instead of the setting's range")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start from this checkpoint's weights (same architecture), e.g. a curriculum stage")
+    parser.add_argument("--eval-graphs", type=int, default=None, help="held-out graphs to evaluate on")
+    parser.add_argument("--skip-eval", action="store_true", help="train only")
     args = parser.parse_args(argv)
+    if args.device == "cpu":
+        keep_freed_memory()  # the encoder's (E, H) edge tensors reuse heap memory (pyro_acp.nn.graph)
     setting = SETTINGS[args.guide]
     if args.dry_run:
         setting = dry_run(setting)
         args.steps = args.steps or DRY_RUN["steps"]
         args.batch_size, args.particles = DRY_RUN["batch_size"], DRY_RUN["particles"]
         args.validate_every, args.checkpoint_every = 0, 1
+    setting = customised(setting, args)  # explicit options win over the dry run's sizes
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.guide}_{args.arch}_gatedgcn.pt"
+    path = args.out / f"{args.guide}_{args.arch}_{args.encoder}.pt"
     if args.resume and not path.exists():
         parser.error(f"--resume: {path} does not exist")
     if not args.resume and not args.evaluate_only and path.exists():
@@ -282,7 +321,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"guide": args.guide, "path": str(path)}
     if not args.evaluate_only:
         report["training"] = train(setting, args, path)
-    report["evaluation"] = evaluate(setting, path, args.device)
+    if not args.skip_eval:
+        report["evaluation"] = evaluate(setting, path, args.device)
     print(json.dumps(report, indent=1))
     return report
 

@@ -24,9 +24,20 @@ Batch norm uses the batch's statistics while gradients are being computed (train
 averages otherwise (sampling, log-probability estimates, validation), whatever the module's train/eval
 flag: :func:`pyro_acp.train` does not switch modes, and a guide must encode one graph the same way at every
 call of a sampling run.
+
+Speed on a CPU: every layer makes a dozen (E, H) edge tensors (E about 0.3 N^2 directed edges on dense SBM
+graphs: 260,000 and 133 MB each at H = 128 for 16 graphs with N in [50, 300)). glibc's malloc serves blocks
+above its mmap threshold (at most 32 MiB by default) with fresh ``mmap`` pages and returns them on free, so
+every such tensor page-faults its memory in again; :func:`keep_freed_memory` keeps freed blocks in the heap
+for reuse instead (measured: a training step of ACP-S + GatedGCN of width 128 several times faster; see
+docs/graphs.md).
 """
 
 from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +50,34 @@ CONVOLUTIONS = ("gatedgcn", "graphsage")
 NODE_FEATURES = ("laplacian", "random")
 RANDOM_FEATURE_SEED = 0  # the generator of random node features at inference
 GATE_EPS = 1e-6
+# glibc mallopt parameters (malloc.h) and the values keep_freed_memory sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_ABOVE = 2**31 - 1  # the largest value mallopt takes (a C int): blocks up to 2 GiB come from the heap
+_NEVER_TRIM = -1  # "setting M_TRIM_THRESHOLD to -1 disables trimming completely" (man mallopt)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed large blocks in the heap for reuse (the whole process, from now on).
+
+    Sets ``M_MMAP_THRESHOLD`` to 2 GiB and ``M_TRIM_THRESHOLD`` to -1 with ``mallopt``: blocks up to 2 GiB
+    come from the heap, and freed heap memory is never returned to the system. Large temporaries (the
+    (E, H) edge tensors of a graph encoder) then reuse memory instead of page-faulting fresh pages at every
+    allocation, at the price of a resident set that stays at its peak (about 3.5 GB for a training step of
+    ACP-S + GatedGCN of width 128 on 16 graphs with N in [50, 300)). The results of any computation are
+    unchanged; only where tensors live in memory changes. Much the same as starting Python with
+    ``MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=18446744073709551615`` in the environment.
+
+    Returns whether the settings took (False off Linux / glibc, where nothing is changed).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_ABOVE)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
 
 
 class NodeBatchNorm(nn.BatchNorm1d):
