@@ -102,6 +102,9 @@ class OrderedGaussianCatalog(GenerativeModel):
     data_kind = "catalog"
     ordered = True
     default_num_points = (5, 100)
+    # isotropic clusters, means N(0, mean_scale^2 I), the order by |mean| and the split by point index: p(ordered
+    # partition | Q x) = p(ordered partition | x) for every orthogonal Q, so infer averages the guide over frames
+    rotation_invariant = True
 
     def __init__(self, alpha: float = 0.7, max_cluster_size: int | None = 30, sigma: float = 1.0,
                  mean_scale: float = 10.0, dim: int = 2):

@@ -124,3 +124,22 @@ def test_infer_without_log_prob_estimates():
     with pytest.raises(ValueError, match="estimate_log_prob"):
         pyro_acp.infer(model, x, reweight=True, estimate_log_prob=False, train=False)
 
+
+
+def test_the_ordered_gaussian_catalog_is_rotation_invariant_as_it_declares():
+    """Its exact posterior over ordered partitions is the same for the catalog and for the catalog rotated (or
+    reflected), so infer may average the guide over frames; a model ordered by a direction would fail this."""
+    from pyro_acp.models import OrderedGaussianCatalog
+    from pyro_acp.reference.exact_ordered import exact_ordered_posterior
+
+    model = OrderedGaussianCatalog(max_cluster_size=3)
+    x = model.simulate(1, num_points=5, seed=3).unpadded(0)[0].double()
+    assert model.rotation_invariant and frames_for(model, 5, 50).shape == (16, 2, 2)
+    as_given = exact_ordered_posterior(model, x)
+    for frame in random_frames(3, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64):
+        turned = exact_ordered_posterior(model, x @ frame.T)
+        assert torch.equal(turned.partitions, as_given.partitions)
+        assert torch.allclose(turned.probs, as_given.probs, atol=1e-3)
+    # the check has power: shifting the catalog off the origin changes the order's probabilities
+    shifted = exact_ordered_posterior(model, x + torch.tensor([8.0, 0.0], dtype=torch.float64))
+    assert (shifted.probs - as_given.probs).abs().max() > 0.05
