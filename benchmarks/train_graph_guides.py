@@ -54,7 +54,7 @@ from pyro_acp.guides import ACP, ACPS
 from pyro_acp.models import SBM, LogDegreeSBM, PlantedPartition
 from pyro_acp.nn.graph import keep_freed_memory
 from pyro_acp.posteriors.graph import balanced_accuracy
-from pyro_acp.pretrained.checkpoint import config_path, load_guide, read_payload
+from pyro_acp.pretrained.checkpoint import config_path, load_guide, read_payload, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_SEED = 9_000_000  # the held-out graphs of bench_graph_baselines.py; training never draws these
@@ -181,9 +181,25 @@ def _infer(model, guide, adjacency, samples: int, seed: int, device: str, **kwar
                           device=device, estimate_log_prob=False, **kwargs)
 
 
+TABLE_GRAPHS = 6  # the held-out graphs of the baseline table in docs/graphs.md (seeds EVAL_SEED + 0..5)
+TIMING_SEED = EVAL_SEED - 2  # the 300-node graph the time per graph at N = 300 is measured on
+
+
 def evaluate_ami(setting: Setting, guide, device: str) -> dict:
+    """Mean AMI of the MAP on ``eval_graphs`` held-out graphs (and on the baseline table's first six), and
+    the time per graph: on those graphs and, when the setting's range reaches it, the median of three calls
+    on one graph of N = 300 after a warm-up call."""
     from sklearn.metrics import adjusted_mutual_info_score
 
+    timing = {}
+    if setting.num_points is not None and setting.num_points[1] >= 300:
+        adjacency = setting.model.simulate(1, num_points=300, seed=TIMING_SEED).adjacency[0]
+        calls = []
+        for call in range(4):
+            began = time.perf_counter()
+            _infer(setting.model, guide, adjacency, setting.eval_samples, call, device)
+            calls.append(time.perf_counter() - began)
+        timing["seconds_at_n300"] = round(float(np.median(calls[1:])), 3)
     amis, times = [], []
     for i in range(setting.eval_graphs):
         adjacency, truth = held_out(setting.model, setting.num_points, EVAL_SEED + i)
@@ -193,7 +209,28 @@ def evaluate_ami(setting: Setting, guide, device: str) -> dict:
         amis.append(adjusted_mutual_info_score(truth, post.map.numpy()))
     return {"mean_ami_of_map": round(float(np.mean(amis)), 4), "sd_ami": round(float(np.std(amis)), 4),
             "seconds_per_graph": round(float(np.mean(times)), 3), "graphs": setting.eval_graphs,
-            "samples": setting.eval_samples, "seeds": f"{EVAL_SEED}..{EVAL_SEED + setting.eval_graphs - 1}"}
+            "samples": setting.eval_samples, "seeds": f"{EVAL_SEED}..{EVAL_SEED + setting.eval_graphs - 1}",
+            f"mean_ami_of_map_first_{TABLE_GRAPHS}": round(float(np.mean(amis[:TABLE_GRAPHS])), 4),
+            "ami_per_graph": [round(float(a), 4) for a in amis], **timing}
+
+
+def ship(path: Path, dest: Path, note: str | None = None) -> Path:
+    """Copy the evaluated checkpoint ``path`` to ``dest`` as a pretrained guide: weights only (no optimiser
+    state), its card with model, training (``steps`` = the steps done, so the registry serves it as complete;
+    ``planned_steps`` beside it when the run planned more), validation bound and evaluation."""
+    guide, card = load_guide(path)
+    if "evaluation" not in card:
+        raise SystemExit(f"--ship: {path} has no evaluation in its card (evaluate it first)")
+    training = dict(card["training"])
+    done = int(training["completed_steps"])
+    if done < int(training["steps"]):
+        training.update(planned_steps=int(training.get("planned_steps", training["steps"])), steps=done,
+                        stopped=training.get("stopped") or "snapshot of a run still training")
+    metadata = {"model": card["model"], "training": training, "validation_elbo": card.get("validation_elbo"),
+                "evaluation": card["evaluation"]}
+    if note:
+        metadata["note"] = note
+    return save_checkpoint(dest, guide, metadata)
 
 
 def evaluate_balanced_accuracy(setting: Setting, guide, device: str) -> dict:
@@ -302,6 +339,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="start from this checkpoint's weights (same architecture), e.g. a curriculum stage")
     parser.add_argument("--eval-graphs", type=int, default=None, help="held-out graphs to evaluate on")
     parser.add_argument("--skip-eval", action="store_true", help="train only")
+    parser.add_argument("--ship", type=Path, default=None,
+                        help="after the evaluation, write the guide (weights only, with its card) to this path")
+    parser.add_argument("--note", default=None, help="with --ship: a note for the card")
     args = parser.parse_args(argv)
     if args.device == "cpu":
         keep_freed_memory()  # the encoder's (E, H) edge tensors reuse heap memory (pyro_acp.nn.graph)
@@ -323,6 +363,10 @@ def main(argv: list[str] | None = None) -> dict:
         report["training"] = train(setting, args, path)
     if not args.skip_eval:
         report["evaluation"] = evaluate(setting, path, args.device)
+    if args.ship is not None:
+        if args.skip_eval:
+            parser.error("--ship needs the evaluation (drop --skip-eval)")
+        report["shipped"] = str(ship(path, args.ship, args.note))
     print(json.dumps(report, indent=1))
     return report
 
