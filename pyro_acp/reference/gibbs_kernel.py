@@ -74,6 +74,9 @@ class CollapsedGibbs(MCMCKernel):
         sweeps: Gibbs sweeps per ``sample`` call (thinning); 0 with ``split_merge`` runs split-merge moves
             alone (an irreducible chain too, used to check the split-merge acceptance ratio).
         keep_labels: record the labels of every sweep after warmup (:meth:`get_labels`).
+        greedy: zero temperature: each point goes to its most probable slot instead of a draw from its full
+            conditional (iterated conditional modes), so no sweep lowers log p(partition, x); an ascent to a
+            local mode (:func:`pyro_acp.reference.map_ascent.ascend_to_mode`), not a sampler.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class CollapsedGibbs(MCMCKernel):
         seed: int | None = None,
         sweeps: int = 1,
         keep_labels: bool = True,
+        greedy: bool = False,
     ) -> None:
         require_collapsed(model, "collapsed Gibbs")
         check_seating_prior(model, model.partition_prior(1))
@@ -100,6 +104,9 @@ class CollapsedGibbs(MCMCKernel):
             raise ValueError("sweeps=0 needs split_merge=True: the kernel would never move")
         self.seed = check_seed(seed)
         self.keep_labels = bool(keep_labels)
+        self.greedy = bool(greedy)
+        if self.greedy and self.split_merge:
+            raise ValueError("greedy=True (an ascent) cannot take split_merge moves (a Metropolis-Hastings sampler)")
         self.save_params = SUMMARY_SITES
         self.transforms = {name: _ChainsFirst() for name in SITES}
         self._init_labels: Tensor | None = None
@@ -250,6 +257,8 @@ class CollapsedGibbs(MCMCKernel):
         return self.prior.log_prob(labels).to(self.data) + self.statistics.log_likelihood()
 
     def _gumbel(self, shape: tuple[int, ...]) -> Tensor:
+        if self.greedy:  # argmax of the scores themselves
+            return torch.zeros(shape, device=self.data.device, dtype=self.data.dtype)
         u = torch.rand(shape, generator=self.generator, device=self.data.device, dtype=self.data.dtype)
         return -torch.log(-torch.log(u.clamp(min=torch.finfo(u.dtype).tiny)))
 
