@@ -294,6 +294,10 @@ def cmd_infer(args) -> None:
         check_input_file(args.guide, "--guide checkpoint")
     out = check_output_folder(args.output, args.overwrite)
     check_minutes_option(args.train_minutes)
+    import torch
+
+    from pyro_acp.protocols import can_ascend_to_mode
+
     points = read_points(args.input)
     if args.model is None and not args.model_option:  # the shipped guide that fits the table's width
         model = default_model(points.shape[1] if points.ndim == 2 else 1)
@@ -309,9 +313,11 @@ def cmd_infer(args) -> None:
                           train=not args.no_train, device=args.device)
     out.mkdir(parents=True, exist_ok=True)
     labels_file, summary_file, figure_file = (out / name for name in INFER_OUTPUTS)
-    estimate = post.point_estimate(loss=args.loss)
-    np.savetxt(labels_file, np.stack([post.map.numpy(), estimate.numpy()], 1), fmt="%d", delimiter=",",
-               header="map,point_estimate", comments="")
+    columns = {"map": post.map, "point_estimate": post.point_estimate(loss=args.loss)}
+    if can_ascend_to_mode(model):  # the MAP sample climbed to a local mode of the exact posterior
+        columns["refined_map"] = post.refined_map()
+    np.savetxt(labels_file, torch.stack(list(columns.values()), 1).numpy(), fmt="%d", delimiter=",",
+               header=",".join(columns), comments="")
     summary = post.summary()
     summary_file.write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
     post.plot(path=figure_file)

@@ -187,6 +187,13 @@ def require_collapsed(model: Any, caller: str) -> None:
     require(model, _COLLAPSED_METHODS, caller, "a conjugate model with an exact collapsed likelihood")
 
 
+def can_ascend_to_mode(model: Any) -> bool:
+    """Whether greedy ascent to a local mode (``ClusteringPosterior.refined_map``) applies: an unordered model
+    with an exact collapsed likelihood and the sufficient statistics collapsed Gibbs updates."""
+    methods = (*_COLLAPSED_METHODS, "gibbs_statistics", "num_points_of")
+    return not getattr(model, "ordered", False) and all(callable(getattr(model, name, None)) for name in methods)
+
+
 def require_gibbs_statistics(model: Any, caller: str) -> None:
     """TypeError unless ``model`` also provides the sufficient statistics collapsed Gibbs updates."""
     require(model, ("gibbs_statistics", "num_points_of"), caller,

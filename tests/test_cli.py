@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from pyro_acp.cli import main
 
@@ -11,9 +12,17 @@ def test_infer_command_writes_labels_summary_and_figure(tmp_path):
     np.savetxt(tmp_path / "points.csv", points, delimiter=",", header="a,b", comments="")
     assert main(["infer", str(tmp_path / "points.csv"), "--num-samples", "10", "--no-train",
                  "--output", str(tmp_path / "out")]) == 0
-    labels = np.loadtxt(tmp_path / "out" / "labels.csv", delimiter=",", skiprows=1)
-    assert labels.shape == (45, 2)
+    table = tmp_path / "out" / "labels.csv"
+    labels = np.loadtxt(table, delimiter=",", skiprows=1).astype(int)
+    assert table.read_text().splitlines()[0] == "map,point_estimate,refined_map"  # NIW: a conjugate model
+    assert labels.shape == (45, 3)
     assert len(np.unique(labels[:, 0])) == 3
+    from pyro_acp.pretrained.registry import default_model_for_width
+
+    model = default_model_for_width(2)
+    z = model.check_data(points)
+    map_joint, refined_joint = (float(model.log_joint(z, torch.as_tensor(labels[:, [c]].T))) for c in (0, 2))
+    assert refined_joint >= map_joint - 1e-6  # the ascent never lowers the exact log joint
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["num_points"] == 45
     assert (tmp_path / "out" / "posterior.png").stat().st_size > 0
 
