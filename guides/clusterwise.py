@@ -17,11 +17,8 @@ ordered models, the order of the finished clusters (:meth:`ClusterwiseGuide.orde
 from __future__ import annotations
 
 import contextlib
-import copy
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -31,6 +28,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pyro_acp.data.batch import Batch
+from pyro_acp.guides.anchors import SemiSupervisedAnchors
+from pyro_acp.guides.steps import (  # noqa: F401  (re-exported: the sampler and the guides import them from here)
+    DataEncoding,
+    FinishedClusters,
+    SamplingRound,
+    StepEncoding,
+    cap_cluster_size,
+)
 from pyro_acp.nn.attention import PMA, pooled, pooled_by_dataset
 from pyro_acp.nn.encoders import MLPEncoder, mlp
 from pyro_acp.nn.graph import CONVOLUTIONS, NODE_FEATURES, GraphEncoder
@@ -39,67 +44,7 @@ from pyro_acp.validation import check_choice, check_int, check_positive_int
 MIN_SCALE = 1e-4
 
 
-@dataclass
-class StepEncoding:
-    """Everything the prior, the join network and the encoder q need for S flattened steps."""
-
-    dataset: Tensor  # (S,) data set of each step
-    available: Tensor  # (S, N) join candidates
-    points: Tensor  # (S, N, H) per-point features seen by the join network, or (B, N, H) when shared
-    context: Tensor  # (S, 3H) cat(D, U, G)
-    anchor_code: Tensor  # (S, H) D
-    cluster_code: Tensor  # (S, H) G
-    targets: Tensor | None = None  # (S, N) joins (training only)
-    shared_points: bool = False  # points are per data set (B, N, H), indexed through ``dataset``
-
-
-class DataEncoding(NamedTuple):
-    """Per-data-set tensors (B, N, .): point encodings, variant features, h(enc) for cluster summaries."""
-
-    enc: Tensor
-    feats: Tensor
-    cluster_points: Tensor
-
-
-@dataclass
-class SamplingRound:
-    """What a sampling round knows about the T threads (one posterior sample each) still running.
-
-    Threads are flattened over data sets and samples; ``dataset`` maps each to its data set in ``data``.
-    """
-
-    data: DataEncoding  # per-data-set encodings (B, N, .), computed once
-    thread: Tensor  # (T,) index of each running thread among all threads
-    dataset: Tensor  # (T,) data set of each running thread
-    unassigned: Tensor  # (T, N) points not yet in a cluster (False on padding)
-    cluster_code: Tensor  # (T, H) G = sum of the finished clusters' summaries
-    step: int  # index of the cluster being built (0 for the first)
-
-
-@dataclass
-class FinishedClusters:
-    """Every thread's clusters once all points are assigned, numbered in creation order."""
-
-    data: DataEncoding  # per-data-set encodings (B, N, .)
-    dataset: Tensor  # (T,) data set of each thread
-    labels: Tensor  # (T, N) creation index of each point's cluster (0 = built first), -1 on padding
-    num_clusters: Tensor  # (T,) K_t
-    summaries: Tensor  # (T, K, H) g(PMA(h(enc), s_k)) per cluster in creation order; 0 for k >= K_t
-
-
-def cap_cluster_size(anchor: Tensor, joins: Tensor, logits: Tensor, max_size: Tensor | int) -> Tensor:
-    """Members (T, N) of clusters capped at ``max_size`` (an int or (T,) sizes, at least 1): the anchor and
-    the ``max_size - 1`` most probable joiners, ranked by join logit (ties: the lower point index).
-
-    ``joins`` (T, N) are the candidates that drew b_i = 1; a cluster at or under its cap is unchanged.
-    """
-    cap = torch.as_tensor(max_size, device=joins.device).clamp(min=1).expand(joins.shape[0])
-    scores = logits.masked_fill(~joins, float("-inf"))
-    rank = scores.argsort(dim=-1, descending=True, stable=True).argsort(-1)
-    return anchor | (joins & (rank < (cap - 1).unsqueeze(-1)))
-
-
-class ClusterwiseGuide(nn.Module):
+class ClusterwiseGuide(SemiSupervisedAnchors, nn.Module):
     """Base class: encoders, prior, encoder q and join network of the clusterwise posterior.
 
     The data encoder is chosen by ``encoder``: ``"mlp"`` (points (N, D), ``data_dim`` = D, the default) or a
@@ -266,45 +211,6 @@ class ClusterwiseGuide(nn.Module):
             return self.encode_data(batch.adjacency, batch.mask, features=batch.x, node_labels=node_labels)
         return self.encode_data(batch.x, batch.mask)
 
-    def labelled_view(self, batch: Batch) -> tuple[Batch, Tensor]:
-        """The batch as a semi-supervised guide trains on it, and the label slots (B, N) of its labelled nodes.
-
-        As in the semi-supervised setting of the ACP paper (CLUSTER), up to ``label_slots`` clusters of each
-        data set are labelled through one node each, their anchor (uniform among the members): those
-        clusters come first, in a uniformly random order, the others after them in the batch's order, and
-        the labelled anchors carry label slots in a random permutation (so a slot says which nodes share a
-        label, not when the cluster is visited). The randomness comes from a generator seeded by the
-        batch's own anchors, so the model and the guide of one SVI step see the same view.
-        """
-        device = batch.mask.device
-        anchors = batch.anchor.flatten().nonzero().flatten()
-        generator = torch.Generator(device).manual_seed(int((anchors * 2654435761).sum()) % 2**62)
-        num_sets, num_steps = batch.step_mask.shape
-        keys = torch.rand(num_sets, num_steps, generator=generator, device=device)
-        chosen = (keys.masked_fill(~batch.step_mask, 2.0).argsort(-1).argsort(-1) < self.label_slots)
-        chosen &= batch.step_mask
-        index = torch.arange(num_steps, device=device, dtype=keys.dtype)
-        order = torch.where(chosen, keys, 1.0 + index).argsort(-1)  # order[b, k]: old step now visited k-th
-
-        def reordered(masks: Tensor) -> Tensor:
-            return masks.gather(1, order.unsqueeze(-1).expand_as(masks))
-
-        members, anchor, step_mask = reordered(batch.members), reordered(batch.anchor), batch.step_mask.gather(1, order)
-        counts = members.long()
-        assigned = (counts.cumsum(1) - counts).bool() & step_mask.unsqueeze(-1)
-        available = batch.mask.unsqueeze(1) & ~assigned & ~anchor & step_mask.unsqueeze(-1)
-        position = order.argsort(-1)
-        labels = torch.where(batch.labels >= 0, position.gather(1, batch.labels.clamp(min=0)), batch.labels)
-        slots = torch.rand(num_sets, self.label_slots, generator=generator, device=device).argsort(-1)
-        width = min(self.label_slots, num_steps)
-        step_slot = torch.full((num_sets, num_steps), -1, dtype=torch.long, device=device)
-        step_slot[:, :width] = torch.where(chosen.sum(-1, keepdim=True) > torch.arange(width, device=device),
-                                           slots[:, :width], -1)
-        node_labels = ((step_slot + 1).unsqueeze(-1) * anchor).sum(1) - 1
-        view = replace(batch, labels=labels, anchor=anchor, available=available, members=members,
-                       assigned=assigned, step_mask=step_mask)
-        return view, node_labels
-
     def cluster_summaries(self, cluster_points: Tensor, dataset: Tensor, members: Tensor) -> Tensor:
         """g(PMA(h(enc), members)) from per-data-set h(enc) (B, N, H) and member masks (S, N) -> (S, H)."""
         return self.cluster_net(self.summarize_by_dataset(self.cluster_pool, cluster_points, dataset, members))
@@ -366,67 +272,6 @@ class ClusterwiseGuide(nn.Module):
         enc = StepEncoding(dataset, available, points, context, anchor_code, cluster_code, targets=targets,
                            shared_points=self.shares_points)
         return enc, self.prior(context)
-
-    # ------------------------------------------------------------------ semi-supervised anchors
-    def with_anchors(self, labels: Tensor, new_clusters: bool = True) -> ClusterwiseGuide:
-        """This guide (a shallow copy sharing its weights) sampling with some points' labels known.
-
-        ``labels`` (N,) or (B, N): a class 0..L-1 for every labelled point, -1 for the others. Each sample
-        visits the L classes in a uniformly random order; round k anchors its cluster at a uniformly drawn
-        labelled point of its class, puts the class's other labelled points in it and keeps every other
-        labelled point out; the unlabelled points join as the guide decides. Afterwards, with
-        ``new_clusters`` the remaining points form further clusters as usual; without, the last labelled
-        round takes every point still unassigned (the partition then has exactly L clusters: given the
-        first L - 1, the last is determined). Sampling only: training and log-probability estimates use the
-        guide as it is.
-        """
-        labels = torch.as_tensor(labels, dtype=torch.long)
-        if labels.dim() not in (1, 2) or labels.numel() == 0 or (labels < -1).any():
-            raise ValueError("anchor labels must be (N,) or (B, N) integers, a class >= 0 or -1 for unlabelled")
-        if not (labels >= 0).any():
-            raise ValueError("anchor labels mark no labelled point")
-        classes = int(labels.max()) + 1
-        rows = labels.reshape(-1, labels.shape[-1])
-        present = (rows.unsqueeze(-1) == torch.arange(classes, device=rows.device)).any(-2)  # (B, L)
-        if not present.all():
-            raise ValueError(f"anchor classes must be numbered 0..{classes - 1} with a labelled point each")
-        if self.label_slots and classes > self.label_slots:
-            raise ValueError(f"{classes} labelled classes, but this guide tells apart at most {self.label_slots} "
-                             f"(its label_slots)")
-        anchored = copy.copy(self)
-        anchored._anchors = {"labels": labels.reshape(-1, labels.shape[-1]), "new_clusters": bool(new_clusters),
-                             "order": None}
-        return anchored
-
-    def _anchor_round(self, state: SamplingRound, generator: torch.Generator | None = None,
-                      draw_order: bool = False) -> tuple[Tensor, Tensor] | None:
-        """(labels of the running threads (T, N), the class (T,) of this round) in a labelled round, else None.
-
-        ``draw_order`` (round 0, where every thread runs): first draw each thread's order of the classes.
-        """
-        anchors = getattr(self, "_anchors", None)
-        if anchors is None:
-            return None
-        labels = anchors["labels"].to(state.unassigned.device)
-        classes = int(labels.max()) + 1
-        if draw_order and state.step == 0:
-            keys = torch.rand(state.thread.shape[0], classes, generator=generator, device=labels.device)
-            anchors["order"] = keys.argsort(-1)
-        if state.step >= classes:
-            return None
-        if labels.shape[0] == 1:
-            labels = labels.expand(state.dataset.max() + 1, -1)
-        return labels[state.dataset], anchors["order"][state.thread, state.step]
-
-    def _constrain_to_anchors(self, state: SamplingRound, members: Tensor, labelled) -> Tensor:
-        """Members of a labelled round: the class's labelled points in, other labelled points out; without
-        new clusters, everything left in the last labelled round."""
-        labels, current = labelled
-        anchors = self._anchors
-        if not anchors["new_clusters"] and state.step == int(anchors["labels"].max()):
-            return state.unassigned.clone()
-        same = labels == current.unsqueeze(-1)
-        return (members & (labels < 0)) | (same & state.unassigned)
 
     # ------------------------------------------------------------------ sampling hooks
     def sample_anchor(self, state: SamplingRound, generator: torch.Generator | None = None) -> Tensor:
