@@ -147,3 +147,21 @@ def log_unsigned_stirling1(n: int) -> Tensor:
         shifted = torch.cat([torch.tensor([-math.inf], dtype=torch.float64), row[:-1]])
         row = torch.logaddexp(shifted, row + math.log(m - 1) if m > 1 else torch.full_like(row, -math.inf))
     return row
+
+
+def size_biased_relabel(labels: Tensor, generator: torch.Generator | None = None, keys: Tensor | None = None
+                        ) -> Tensor:
+    """Renumber clusters (T, N) by first appearance in a uniformly random point order, per row (``keys``
+    (T, N): the uniforms ordering the points, drawn from ``generator`` when None).
+
+    The resulting cluster order is size-biased: cluster s comes first with probability |s| / N.
+    """
+    if keys is None:
+        keys = torch.rand(labels.shape, generator=generator, device=labels.device)
+    valid = labels >= 0
+    safe = labels.clamp(min=0)
+    num_labels = int(safe.max()) + 1
+    first = keys.new_full((labels.shape[0], num_labels), 2.0)
+    first.scatter_reduce_(1, safe, keys.masked_fill(~valid, 2.0), "amin")
+    rank = first.argsort(1).argsort(1)
+    return rank.gather(1, safe).masked_fill(~valid, PAD_LABEL)

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyro_acp.data.partitions import PAD_LABEL, canonicalize
+from pyro_acp.data.partitions import PAD_LABEL, canonicalize, size_biased_relabel
 from pyro_acp.guides.clusterwise import ClusterwiseGuide
 from pyro_acp.inference.frames import framed
 from pyro_acp.inference.log_prob_settings import (  # noqa: F401  (re-exported: the estimator's settings)
@@ -49,6 +49,7 @@ from pyro_acp.inference.log_prob_settings import (  # noqa: F401  (re-exported: 
     REWEIGHT_SETTINGS,
     log_prob_settings,
 )
+from pyro_acp.inference.log_space import log_mean_and_error, scatter_logsumexp
 from pyro_acp.inference.sampling import padded_inputs
 from pyro_acp.inference.streams import EstimatorDraws
 
@@ -221,7 +222,7 @@ def _estimate(guide: ClusterwiseGuide, data: _DataRows, partitions: Tensor, owne
     everything = torch.arange(partitions.shape[0], device=partitions.device)
     log_unit, unit_partition, enumerated_units = _unit_log_probs(guide, layout, partitions, everything, num_z,
                                                                  *options)
-    log_prob, error = _mean_and_error(log_unit, unit_partition, partitions.shape[0])
+    log_prob, error = log_mean_and_error(log_unit, unit_partition, partitions.shape[0])
     for _ in range(refine_rounds if refine_to is not None else 0):
         loose = (error > refine_to).nonzero(as_tuple=True)[0]  # NaN (one unit) never compares greater
         if loose.numel() == 0:
@@ -229,7 +230,7 @@ def _estimate(guide: ClusterwiseGuide, data: _DataRows, partitions: Tensor, owne
         num_z *= REFINE_Z_FACTOR
         extra, extra_partition, _ = _unit_log_probs(guide, layout, partitions, loose, num_z, *options)
         log_unit, unit_partition = torch.cat([log_unit, extra]), torch.cat([unit_partition, extra_partition])
-        log_prob, error = _mean_and_error(log_unit, unit_partition, partitions.shape[0])
+        log_prob, error = log_mean_and_error(log_unit, unit_partition, partitions.shape[0])
     enumerated = torch.zeros(partitions.shape[0], dtype=torch.bool, device=partitions.device).index_fill(
         0, unit_partition[:enumerated_units.shape[0]][enumerated_units], True)
     return log_prob, error, enumerated
@@ -462,43 +463,3 @@ def _draw_z(guide: ClusterwiseGuide, enc, prior, noise: Tensor, z_proposal: str)
     z = loc + scale * noise
     log_p, log_q = prior.log_prob(z).sum(-1), posterior.log_prob(z).sum(-1)
     return z, log_p - (torch.logaddexp(log_p, log_q) - math.log(2.0))
-
-
-def _mean_and_error(log_values: Tensor, group: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
-    """Per group: log of the mean of exp(values), and the delta-method standard error of that log (NaN for a
-    group of one)."""
-    count = torch.zeros(num_groups, dtype=log_values.dtype, device=log_values.device).index_add(
-        0, group, torch.ones_like(log_values))
-    log_mean = scatter_logsumexp(log_values, group, num_groups) - count.log()
-    ratio = (log_values - log_mean[group]).exp().double().nan_to_num(nan=1.0)  # mean 1 within a group
-    squares = torch.zeros(num_groups, dtype=torch.float64, device=log_values.device).index_add(
-        0, group, (ratio - 1.0) ** 2)
-    variance = squares / (count.double() - 1.0)
-    error = (variance / count.double()).sqrt().to(log_values.dtype)
-    return log_mean, error.masked_fill(count < 2, float("nan"))
-
-
-def scatter_logsumexp(values: Tensor, index: Tensor, size: int) -> Tensor:
-    """log sum_{i : index_i = g} exp(values_i) for g < ``size`` (-inf for an empty group)."""
-    peak = values.new_full((size,), float("-inf")).scatter_reduce(0, index, values, "amax", include_self=True)
-    safe = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    total = values.new_zeros(size).index_add(0, index, (values - safe[index]).exp())
-    return safe + total.log()
-
-
-def size_biased_relabel(labels: Tensor, generator: torch.Generator | None = None, keys: Tensor | None = None
-                        ) -> Tensor:
-    """Renumber clusters (T, N) by first appearance in a uniformly random point order, per row (``keys``
-    (T, N): the uniforms ordering the points, drawn from ``generator`` when None).
-
-    The resulting cluster order is size-biased: cluster s comes first with probability |s| / N.
-    """
-    if keys is None:
-        keys = torch.rand(labels.shape, generator=generator, device=labels.device)
-    valid = labels >= 0
-    safe = labels.clamp(min=0)
-    num_labels = int(safe.max()) + 1
-    first = keys.new_full((labels.shape[0], num_labels), 2.0)
-    first.scatter_reduce_(1, safe, keys.masked_fill(~valid, 2.0), "amin")
-    rank = first.argsort(1).argsort(1)
-    return rank.gather(1, safe).masked_fill(~valid, PAD_LABEL)
