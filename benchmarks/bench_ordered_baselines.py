@@ -28,6 +28,7 @@ import json
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,37 +71,43 @@ def dpgmm_predictor(alpha: float, max_components: int = 20, seed: int = 0):
     return predict
 
 
-def train_pointer(model: OrderedGaussianCatalog, steps: int, seed: int = 0) -> NOC:
-    """A pointer network trained alone: a small NOC on the ordering loss of simulated true clusters only."""
+def train_pointer(model: Any, steps: int, seed: int = 0, hidden_dim: int = 32, lr: float = 3e-3) -> NOC:
+    """A pointer network trained alone: a small NOC on the ordering loss of simulated true clusters only
+    (teacher-forced, batches of 16 at the model's default sizes); its clustering part is never used."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        pointer = NOC(model.data_dim, hidden_dim=32)
-    optimizer = torch.optim.Adam(pointer.parameters(), lr=3e-3)
+        pointer = NOC(model.data_dim, hidden_dim=hidden_dim)
+    optimizer = torch.optim.Adam(pointer.parameters(), lr=lr)
     for step in range(steps):
-        batch = model.simulate(16, num_points=(5, 100), seed=seed * 100_000 + step)
+        batch = model.simulate(16, num_points=model.default_num_points, seed=seed * 100_000 + step)
         loss = -pointer.order_log_prob(batch).sum() / batch.batch_size
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    pointer.sample_order = False  # greedy at prediction time
     return pointer.eval()
+
+
+@torch.no_grad()
+def pointer_positions(pointer: NOC, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """positions (N,): the clusters of ``labels`` (N,) (numbered 0..K-1) in the pointer's order."""
+    k = int(labels.max()) + 1
+    data = pointer.encode_data(x.unsqueeze(0), torch.ones(1, x.shape[0], dtype=torch.bool))
+    clusters = FinishedClusters(data, torch.zeros(1, dtype=torch.long), labels.unsqueeze(0),
+                                torch.tensor([k]), torch.zeros(1, k, pointer.hidden_dim))
+    order = pointer.order_clusters(clusters)[0]  # order[p]: the cluster placed p-th
+    return order.argsort()[labels]
 
 
 def acp_pointer_predictor(pointer: NOC, num_samples: int = 100, seed: int = 0):
     """x -> positions (N,): the shipped ACP-S MAP clusters, in the separately trained pointer's greedy order."""
     acps = load_guide(PRETRAINED / "crp_gaussian_mixture_2d.pt")[0]
     clustering = CRPGaussianMixture()
-    pointer.sample_order = False
 
-    @torch.no_grad()
     def predict(x: torch.Tensor) -> torch.Tensor:
         labels = pyro_acp.infer(clustering, x, guide=acps, num_samples=num_samples, seed=seed,
                                 progress_bar=False, check_prior=False).point_estimate()
-        k = int(labels.max()) + 1
-        data = pointer.encode_data(x.unsqueeze(0), torch.ones(1, x.shape[0], dtype=torch.bool))
-        clusters = FinishedClusters(data, torch.zeros(1, dtype=torch.long), labels.unsqueeze(0),
-                                    torch.tensor([k]), torch.zeros(1, k, pointer.hidden_dim))
-        order = pointer.order_clusters(clusters)[0]  # order[p]: the cluster placed p-th
-        return order.argsort()[labels]
+        return pointer_positions(pointer, x, labels)
 
     return predict
 
