@@ -241,9 +241,9 @@ def cmd_train(args) -> None:
         from pyro_acp.inference.on_demand import measure_training_time
 
         estimate = measure_training_time(model, settings, device=args.device, guide=guide)
-        saves = math.ceil(args.steps / args.checkpoint_every) + 1 if args.output else 0
+        saves = math.ceil(args.steps / args.checkpoint_every) + 1  # every --checkpoint-every steps, and the last
         steps = min(args.steps, estimate.steps_within(60 * args.train_minutes, args.validate_every, saves))
-        seconds = estimate.seconds(steps, args.validate_every, args.checkpoint_every if args.output else 0)
+        seconds = estimate.seconds(steps, args.validate_every, args.checkpoint_every)
         budget = {"max_minutes": args.train_minutes, "record": {"estimated_seconds": round(seconds, 1)}}
         print(f"a budget of {args.train_minutes:g} min fits {steps} of {args.steps} steps "
               f"({1e3 * estimate.step_seconds:.0f} ms a step, measured after warm-up)")
@@ -294,8 +294,6 @@ def cmd_infer(args) -> None:
         check_input_file(args.guide, "--guide checkpoint")
     out = check_output_folder(args.output, args.overwrite)
     check_minutes_option(args.train_minutes)
-    import torch
-
     from pyro_acp.protocols import can_ascend_to_mode
 
     points = read_points(args.input)
@@ -316,7 +314,7 @@ def cmd_infer(args) -> None:
     columns = {"map": post.map, "point_estimate": post.point_estimate(loss=args.loss)}
     if can_ascend_to_mode(model):  # the MAP sample climbed to a local mode of the exact posterior
         columns["refined_map"] = post.refined_map()
-    np.savetxt(labels_file, torch.stack(list(columns.values()), 1).numpy(), fmt="%d", delimiter=",",
+    np.savetxt(labels_file, np.stack([labels.numpy() for labels in columns.values()], 1), fmt="%d", delimiter=",",
                header=",".join(columns), comments="")
     summary = post.summary()
     summary_file.write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))

@@ -157,6 +157,8 @@ def guide_options(model: Any) -> dict[str, Any]:
 
 
 _COLLAPSED_METHODS = ("check_data", "partition_prior", "log_marginal_likelihood", "log_joint")
+#: what collapsed Gibbs (and the ascent built on it) updates point by point, beside the collapsed likelihood
+_GIBBS_METHODS = ("gibbs_statistics", "num_points_of")
 
 
 def has_collapsed_likelihood(model: Any) -> bool:
@@ -190,11 +192,11 @@ def require_collapsed(model: Any, caller: str) -> None:
 def can_ascend_to_mode(model: Any) -> bool:
     """Whether greedy ascent to a local mode (``ClusteringPosterior.refined_map``) applies: an unordered model
     with an exact collapsed likelihood and the sufficient statistics collapsed Gibbs updates."""
-    methods = (*_COLLAPSED_METHODS, "gibbs_statistics", "num_points_of")
-    return not getattr(model, "ordered", False) and all(callable(getattr(model, name, None)) for name in methods)
+    has_statistics = all(callable(getattr(model, name, None)) for name in _GIBBS_METHODS)
+    return not getattr(model, "ordered", False) and has_collapsed_likelihood(model) and has_statistics
 
 
 def require_gibbs_statistics(model: Any, caller: str) -> None:
     """TypeError unless ``model`` also provides the sufficient statistics collapsed Gibbs updates."""
-    require(model, ("gibbs_statistics", "num_points_of"), caller,
+    require(model, _GIBBS_METHODS, caller,
             "the per-cluster sufficient statistics it updates point by point")

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import torch
 
 from pyro_acp.data.batch import Batch
+
+
+def shipped_guide(stem: str) -> tuple[Path, dict[str, Any]]:
+    """The weights file of the pretrained guide named ``stem`` that ships in the package, and its card."""
+    from pyro_acp.pretrained.registry import pretrained_guides
+
+    path = next(p for p in pretrained_guides() if p.stem == stem)
+    return path, json.loads(path.with_suffix(".json").read_text())
 
 
 def crp_labels(num_points: int, alpha: float, generator: torch.Generator) -> list[int]:

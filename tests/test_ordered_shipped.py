@@ -1,7 +1,6 @@
 """The shipped NOC guide for OrderedGaussianCatalog(): found by the registry from its card, the card carries its
 measured figures, and it orders a tiny catalog close to the exact ordered posterior."""
 
-import json
 
 import pytest
 import torch
@@ -10,18 +9,14 @@ import pyro_acp
 from pyro_acp.diagnostics.ordered_metrics import ordered_total_variation
 from pyro_acp.models import OrderedGaussianCatalog
 from pyro_acp.posteriors import OrderedClusteringPosterior
-from pyro_acp.pretrained.registry import find_guide, pretrained_guides
+from pyro_acp.pretrained.registry import find_guide
+from tests.helpers import shipped_guide
 
 SHIPPED = "ordered_gaussian_catalog_2d"
 
 
-def _card():
-    path = next(p for p in pretrained_guides() if p.stem == SHIPPED)
-    return path, json.loads(path.with_suffix(".json").read_text())
-
-
 def test_the_registry_finds_the_shipped_guide_by_its_card():
-    path, card = _card()
+    path, card = shipped_guide(SHIPPED)
     assert find_guide(OrderedGaussianCatalog()) == path
     assert find_guide(OrderedGaussianCatalog(max_cluster_size=10)) != path  # another model: not served
     assert card["guide"]["type"] == "NOCS" and card["model"]["type"] == "OrderedGaussianCatalog"

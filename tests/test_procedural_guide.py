@@ -2,7 +2,6 @@
 samples follow the rules far more often than those of the same guide at its initial weights."""
 
 import copy
-import json
 import warnings
 
 import pytest
@@ -13,19 +12,15 @@ from pyro_acp.diagnostics.ordered_metrics import catalog_scores
 from pyro_acp.models import ProceduralCatalog
 from pyro_acp.posteriors import OrderedClusteringPosterior
 from pyro_acp.pretrained.checkpoint import load_guide
-from pyro_acp.pretrained.registry import find_guide, pretrained_guides
+from pyro_acp.pretrained.registry import find_guide
+from tests.helpers import shipped_guide
 
 SHIPPED = "procedural_catalog"
 SEED = 4242  # fresh catalogs: training batches come from the 63-bit seed stream of train(seed=0)
 
 
-def _shipped():
-    path = next(p for p in pretrained_guides() if p.stem == SHIPPED)
-    return path, json.loads(path.with_suffix(".json").read_text())
-
-
 def test_the_registry_serves_the_shipped_guide_for_the_default_rules():
-    path, card = _shipped()
+    path, card = shipped_guide(SHIPPED)
     assert find_guide(ProceduralCatalog()) == path
     other = {**copy.deepcopy(ProceduralCatalog().rules.raw), "num_tokens": [35, 45]}
     assert find_guide(ProceduralCatalog(other)) != path  # other rules: another model, not served
@@ -52,7 +47,7 @@ def _mean_scores(model, guide, catalogs) -> torch.Tensor:
 @pytest.mark.slow
 def test_infer_uses_the_shipped_guide_and_beats_its_initial_weights():
     model = ProceduralCatalog()
-    path, _ = _shipped()
+    path, _ = shipped_guide(SHIPPED)
     batch = model.simulate(4, seed=SEED)
     catalogs = [batch.unpadded(b)[0] for b in range(batch.batch_size)]
     found = pyro_acp.infer(model, catalogs[0], num_samples=20, seed=0, progress_bar=False, estimate_log_prob=False)

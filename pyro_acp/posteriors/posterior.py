@@ -225,19 +225,19 @@ class ClusteringPosterior:
         from pyro_acp.reference.map_ascent import ascend_to_mode
 
         num_starts = check_positive_int(num_starts, "num_starts")
-        if self.model is None or self.x is None or self._log_joint is None:
+        missing = [what for what, value in (("model", self.model), ("data", self.x), ("log joint", self._log_joint))
+                   if value is None]
+        if missing:
             raise ValueError("refined_map needs the model, the data and the samples' exact log joint; this "
-                             f"{self.method} posterior has {'no model' if self.model is None else 'no data'}"
-                             " (infer and gibbs on a conjugate model record them)")
+                             f"{self.method} posterior has no {' and no '.join(missing)} (infer and gibbs on a "
+                             "conjugate model record them)")
         if getattr(self.model, "ordered", False):
             raise NotImplementedError(f"refined_map ascends over unordered partitions; {type(self.model).__name__} "
                                       "orders its clusters (labels are positions), which the ascent would lose")
         key = ("refined_map", num_starts, max_rounds)
         if key not in self._point_estimates:
-            uniq, inverse = self._samples.unique(dim=0, return_inverse=True)
-            best = torch.full((uniq.shape[0],), -torch.inf, dtype=torch.float64)
-            best.scatter_reduce_(0, inverse, self._log_joint.to(torch.float64), "amax")
-            starts = uniq[best.argsort(descending=True)[:num_starts]]
+            uniq, _, first = self._unique_with_first()  # a partition's log joint is the same at every copy
+            starts = uniq[self._log_joint[first].argsort(descending=True)[:num_starts]]
             modes, log_joint = ascend_to_mode(self.model, self.x, starts, max_rounds=max_rounds)
             self._point_estimates[key] = modes[int(log_joint.argmax())]
         return self._point_estimates[key].clone()

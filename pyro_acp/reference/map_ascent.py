@@ -84,5 +84,4 @@ def ascend_to_mode(model: Any, x: Any, starts: Any, *, max_rounds: int = 100, se
             params = {"labels": moved.to(torch.float64), "log_joint": log_joint}
         if torch.equal(params["labels"].long(), before):
             break
-    final = params["labels"].long()
-    return final, model.log_joint(data, final).to(torch.float64)
+    return params["labels"].long(), params["log_joint"].to(torch.float64)
