@@ -127,7 +127,7 @@ def _rules_of(rules: Any) -> Any:
     return load_rules(rules)
 
 
-def _colour_indices(colours: Any, num_colours: int) -> Tensor:
+def colour_indices(colours: Any, num_colours: int) -> Tensor:
     """Colour indices (N,) / (B, N) from indices, or from one-hot rows (N, C) / (B, N, C) of floats."""
     if isinstance(colours, (list, tuple)):
         colours = np.asarray(colours)
@@ -148,7 +148,7 @@ def _section_groups(colours: Any, positions_pred: Any, rules: Any) -> tuple[Tens
     """(order group of each predicted section (B, K), -1 if not an allowed section; real sections (B, K); single)."""
     r = _rules_of(rules)
     num_colours = len(r.colours)
-    colour, position = _colour_indices(colours, num_colours), _as_labels(positions_pred, "positions_pred")
+    colour, position = colour_indices(colours, num_colours), _as_labels(positions_pred, "positions_pred")
     if colour.dim() == 1 and position.dim() == 2:  # one catalog, many predictions (posterior samples)
         colour = colour.expand_as(position)
     colour, position, single = _pair(colour, position, ("colours", "positions_pred"))

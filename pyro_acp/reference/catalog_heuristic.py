@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyro_acp.diagnostics.ordered_metrics import colour_indices
 from pyro_acp.models.catalogs import CatalogRules, ProceduralCatalog
 from pyro_acp.validation import check_positive_int
 
@@ -80,14 +81,10 @@ def _rules_and_colours(model: ProceduralCatalog | CatalogRules, x: Any) -> tuple
     if isinstance(model, ProceduralCatalog):
         return model.rules, model.check_data(x).argmax(-1)
     if isinstance(model, CatalogRules):
-        colours = torch.as_tensor(x)
-        if colours.dim() == 2:
-            colours = colours.argmax(-1)
-        if colours.dim() != 1 or colours.numel() == 0:
-            raise ValueError(f"tokens must be a non-empty (N,) of colour indices or (N, C) one-hot rows, got "
-                             f"shape {tuple(colours.shape)}")
-        if colours.dtype.is_floating_point or (colours < 0).any() or (colours >= len(model.colours)).any():
-            raise ValueError(f"colour indices must be integers in 0..{len(model.colours) - 1} ({list(model.colours)})")
+        colours = colour_indices(x, len(model.colours))  # the metrics' parsing: indices or one-hot rows
+        if colours.dim() != 1 or colours.numel() == 0 or (colours < 0).any():
+            raise ValueError(f"tokens must be a non-empty (N,) of colour indices or (N, C) one-hot rows (no "
+                             f"padding), got shape {tuple(colours.shape)}")
         return model, colours.long()
     raise TypeError(f"expected a ProceduralCatalog or CatalogRules, got {type(model).__name__}")
 
