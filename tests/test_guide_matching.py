@@ -276,3 +276,28 @@ def test_infer_passes_its_training_budget_to_on_demand_training(tiny_on_demand, 
     assert "a budget of 0.003 min fits 3 of 40 steps" in capsys.readouterr().out
     training = json.loads(on_demand_path(tiny_on_demand).with_suffix(".json").read_text())["training"]
     assert training["max_minutes"] == 0.003
+
+
+# ---------------------------------------------------------------- semi-supervised and unsupervised guides of one model
+
+
+def test_known_labels_prefer_the_guide_that_reads_them(tmp_path, monkeypatch):
+    """Two complete cached guides serve one graph model: the one trained semi-supervised (label_slots) is
+    found when labels will be given, the unsupervised one otherwise; either alone is the fallback."""
+    from pyro_acp.models import PlantedPartition
+    from pyro_acp.pretrained.checkpoint import save_checkpoint
+    from pyro_acp.pretrained.registry import _cache_stem, find_guide
+
+    monkeypatch.setenv("PYRO_ACP_CACHE", str(tmp_path))
+    model = PlantedPartition(num_blocks=2, block_sizes=(2, 5))
+    card = {"model": model.config(), "training": {"steps": 1, "completed_steps": 1}}
+    paths = {}
+    for name, slots in (("a-semi", 2), ("b-unsupervised", 0)):  # the semi-supervised file sorts first
+        guide = ACPS(model.data_dim, encoder="gatedgcn", hidden_dim=8, encoder_layers=1, label_slots=slots)
+        paths[slots > 0] = save_checkpoint(tmp_path / f"{_cache_stem(model)}-{name}.pt", guide, card)
+    assert find_guide(model) == paths[False]
+    assert find_guide(model, semi_supervised=True) == paths[True]
+    assert resolve_guide(model, semi_supervised=True, train=False).label_slots == 2
+    assert resolve_guide(model, train=False).label_slots == 0
+    paths[False].unlink()
+    assert find_guide(model) == paths[True]  # the other kind serves when it is the only one

@@ -151,7 +151,8 @@ def _checkpoint_seconds(guide: ClusterwiseGuide) -> float:
 
 def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path | None = None, *, train: bool = True,
                   device: str | torch.device | None = None, seed: int | None = None,
-                  progress_bar: bool = True, train_minutes: float | None = None) -> ClusterwiseGuide:
+                  progress_bar: bool = True, train_minutes: float | None = None,
+                  semi_supervised: bool = False) -> ClusterwiseGuide:
     """The guide ``infer`` will use (see the module docstring for the order).
 
     A guide object must have been trained for this model (its ``trained_for``, set by ``pyro_acp.train`` and
@@ -159,6 +160,8 @@ def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path |
     fresh, untrained guide) is used with a ``UserWarning``. From the cache only complete guides are served: one
     whose training was interrupted is resumed and finished when ``train`` is True, else a ValueError says so.
     ``train_minutes``: the wall-clock budget of a guide trained now (:func:`train_for_model`).
+    ``semi_supervised``: known labels will be given, so a found guide that reads labels is preferred
+    (:func:`~pyro_acp.pretrained.registry.find_guide`).
     """
     if isinstance(guide, ClusterwiseGuide):
         check_guide_matches(model, guide)
@@ -168,7 +171,7 @@ def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path |
         check_guide_matches(model, loaded, card)
         warn_if_incomplete(guide, card, stacklevel=3)
         return loaded.eval()
-    found = find_guide(model)
+    found = find_guide(model, semi_supervised=semi_supervised)
     if found is not None:
         return load_guide(found, map_location=device or "cpu")[0].eval()
     incomplete = find_incomplete_guide(model)

@@ -25,11 +25,10 @@ averages otherwise (sampling, log-probability estimates, validation), whatever t
 flag: :func:`pyro_acp.train` does not switch modes, and a guide must encode one graph the same way at every
 call of a sampling run.
 
-Speed on a CPU: every layer makes a dozen (E, H) edge tensors (E about 0.3 N^2 directed edges on dense SBM
-graphs: 260,000 and 133 MB each at H = 128 for 16 graphs with N in [50, 300)). glibc's malloc serves blocks
-above its mmap threshold (at most 32 MiB by default) with fresh ``mmap`` pages and returns them on free, so
-every such tensor page-faults its memory in again; :func:`keep_freed_memory` keeps freed blocks in the heap
-for reuse instead (measured: a training step of ACP-S + GatedGCN of width 128 several times faster; see
+Speed on a CPU: every layer makes a dozen (E, H) edge tensors, E about 0.3 N^2 directed edges on dense SBM
+graphs, each above glibc's mmap threshold (at most 32 MiB by default). malloc serves such blocks with fresh
+``mmap`` pages and returns them on free, so every one page-faults its memory in again;
+:func:`keep_freed_memory` keeps freed blocks in the heap for reuse instead (sizes and step times in
 docs/graphs.md).
 """
 
@@ -62,8 +61,8 @@ def keep_freed_memory() -> bool:
     Sets ``M_MMAP_THRESHOLD`` to 2 GiB and ``M_TRIM_THRESHOLD`` to -1 with ``mallopt``: blocks up to 2 GiB
     come from the heap, and freed heap memory is never returned to the system. Large temporaries (the
     (E, H) edge tensors of a graph encoder) then reuse memory instead of page-faulting fresh pages at every
-    allocation, at the price of a resident set that stays at its peak (about 3.5 GB for a training step of
-    ACP-S + GatedGCN of width 128 on 16 graphs with N in [50, 300)). The results of any computation are
+    allocation, at the price of a resident set that stays at its peak (docs/graphs.md has the figures for
+    graph-guide training). The results of any computation are
     unchanged; only where tensors live in memory changes. Much the same as starting Python with
     ``MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=18446744073709551615`` in the environment.
 

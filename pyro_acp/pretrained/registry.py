@@ -166,17 +166,28 @@ def serves(card: dict[str, Any], model) -> bool:
             and card["guide"].get("data_dim") == model.data_dim)
 
 
-def find_guide(model) -> Path | None:
-    """A shipped or cached guide trained (to the end of its planned steps) for exactly this model, if any."""
+def reads_labels(card: dict[str, Any]) -> bool:
+    """Whether a card's guide was built to read known labels (``label_slots`` > 0: trained semi-supervised)."""
+    return int(card.get("guide", {}).get("label_slots", 0) or 0) > 0
+
+
+def find_guide(model, *, semi_supervised: bool = False) -> Path | None:
+    """A shipped or cached guide trained (to the end of its planned steps) for exactly this model, if any.
+
+    Where several serve the model, one whose training matches the use comes first: a guide that reads labels
+    (:func:`reads_labels`) when ``semi_supervised`` (known labels given), one that does not otherwise (a
+    semi-supervised guide was trained with every cluster labelled, so without labels it is off its training
+    distribution); the other kind is the fallback."""
     candidates = pretrained_guides() + sorted(cache_dir().glob(f"{_cache_stem(model)}*.pt"))
+    found = []
     for path in candidates:
         try:
             card = read_card(path)
         except ValueError:
             continue
         if serves(card, model) and is_complete(card) and path.exists():
-            return path
-    return None
+            found.append((reads_labels(card) != semi_supervised, path))
+    return min(found, key=lambda pair: pair[0])[1] if found else None
 
 
 DEFAULT_MODEL_TYPE = "NIWGaussianMixture"
