@@ -156,6 +156,44 @@ class SizedBlocksPartition(_FixedPartition):
                  - math.lgamma(self.num_points + 1) - math.log(float(self._counts[-1, -1])))
         return torch.where(ok, log_p, -math.inf).to(torch.get_default_dtype())
 
+    def seating_log_weights(self, counts: Tensor, num_seated: int) -> Tensor:
+        """(..., W + 1) log weights of seating one more node in each of the W slots of sizes ``counts`` (...,
+        W) (0: an empty slot, -inf) or in a new block (the last), with ``num_seated`` nodes in ``counts``.
+
+        For a node of a complete partition (``num_seated`` = N - 1, what collapsed Gibbs sweeps need) these
+        are exact: p(partition) is proportional to prod_k n_k! on the valid partitions (exactly K blocks, all
+        sizes in [low, high)), so joining a block of n_k nodes weighs log(n_k + 1), a new block log 1 = 0,
+        and a choice that leaves the partition invalid has probability 0. Invalid choices get
+        -``VIOLATION_PENALTY`` per unit of violation instead of -inf: on a valid state they still never win
+        against a valid one, and from an invalid state (a guide's sample with a block too small, say) the
+        node goes where the partition comes closest to valid. With fewer nodes seated (Gibbs's sequential
+        start) a choice counts as valid when the R = N - 1 - ``num_seated`` nodes still to come can complete
+        it (bring every block up to ``low``, up to K blocks, none above ``high`` - 1): a feasible start, not
+        the prior's marginal predictive.
+        """
+        counts = torch.as_tensor(counts, dtype=torch.float64)
+        remaining = self.num_points - 1 - int(num_seated)
+        width = counts.shape[-1]
+        # after[..., j, :]: the slot sizes once the node took choice j (slot j, or j = W: a new block)
+        grown = torch.nn.functional.pad(counts, (0, 1))
+        after = grown.unsqueeze(-2) + torch.eye(width + 1, dtype=torch.float64)
+        used = after > 0
+        blocks = used.sum(-1)
+        over = (after - (self.high - 1)).clamp(min=0).sum(-1)
+        too_many = (blocks - self.num_blocks).clamp(min=0)
+        missing = (self.num_blocks - blocks).clamp(min=0)
+        shortfall = torch.where(used, (self.low - after).clamp(min=0), 0.0).sum(-1) + self.low * missing
+        room = torch.where(used, (self.high - 1 - after).clamp(min=0), 0.0).sum(-1) + (self.high - 1) * missing
+        violation = over + too_many + (shortfall - remaining).clamp(min=0) + (remaining - room).clamp(min=0)
+        weights = torch.log(grown + 1.0) - VIOLATION_PENALTY * violation
+        empty = torch.nn.functional.pad(counts == 0, (0, 1))
+        return weights.masked_fill(empty, -math.inf)
+
+
+#: nats taken off a seating weight per unit of constraint violation (see SizedBlocksPartition.seating_log_weights):
+#: far below any likelihood difference between two slots, so on a valid state an invalid move is never chosen
+#: (its weight underflows to exactly 0 against a valid one), yet finite, so an invalid state moves towards validity
+VIOLATION_PENALTY = 1e6
 
 def check_block_sizes(block_sizes: Any) -> tuple[int, int]:
     """(low, high) with 1 <= low < high: a half-open range of block sizes."""

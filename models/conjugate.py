@@ -293,3 +293,35 @@ class BlockGibbsStatistics(_SlotCounts):
 
     def log_likelihood(self) -> Tensor:
         return block_log_marginal(self._stats(), self.within, self.between)
+
+
+class TwoProbabilityGibbsStatistics(BlockGibbsStatistics):
+    """Blocks of a symmetric graph with known edge probabilities: p within a block, q between (the planted
+    partition / CLUSTER model). The counts are :class:`BlockGibbsStatistics`'s; node i joining block k of
+    n_k other nodes, m_ik of them its neighbours, changes log p(graph | partition) by
+
+        m_ik log(p / q) + (n_k - m_ik) log((1 - p) / (1 - q))
+
+    against leaving its pairs with block k between blocks, so that is the log predictive up to a term
+    constant in k (0 for a new block)."""
+
+    def __init__(self, adjacency: Tensor, p: float, q: float) -> None:
+        super().__init__(adjacency, (1.0, 1.0), (1.0, 1.0))  # the Beta pairs are unused here
+        self.p, self.q = float(p), float(q)
+        self._edge_gain = math.log(self.p / self.q)
+        self._non_edge_gain = math.log((1 - self.p) / (1 - self.q))
+
+    def log_predictive(self, i: int) -> Tensor:
+        edges = self.m[:, i, :]  # (C, W): node i's neighbours in every slot, the new slot (last) empty
+        return edges * self._edge_gain + (self.count - edges) * self._non_edge_gain
+
+    def log_likelihood(self) -> Tensor:
+        stats = self._stats()
+        within_edges = stats.edges.diagonal(dim1=-2, dim2=-1).sum(-1)
+        within_pairs = stats.pairs.diagonal(dim1=-2, dim2=-1).sum(-1)
+        between_edges = stats.edges.triu(1).sum((-2, -1))
+        between_pairs = stats.pairs.triu(1).sum((-2, -1))
+        dtype = within_edges.dtype
+        xlogy, p, q = torch.special.xlogy, torch.tensor(self.p, dtype=dtype), torch.tensor(self.q, dtype=dtype)
+        return (xlogy(within_edges, p) + xlogy(within_pairs - within_edges, 1 - p)
+                + xlogy(between_edges, q) + xlogy(between_pairs - between_edges, 1 - q))

@@ -47,6 +47,7 @@ from .block_priors import (
 )
 from .conjugate import (
     BlockGibbsStatistics,
+    TwoProbabilityGibbsStatistics,
     block_log_marginal,
     block_log_predictive,
     block_stats,
@@ -390,3 +391,7 @@ class PlantedPartition(GraphModel):
         """log p(graph | partition) with p_in, p_out known; labels (..., N) -> (...,)."""
         adjacency, labels = self._check_data_labels(adjacency, labels)
         return two_probability_log_likelihood(adjacency, labels, self.p_in, self.p_out)
+
+    def gibbs_statistics(self, adjacency: Tensor) -> TwoProbabilityGibbsStatistics:
+        """Edges from every node to every block and block sizes of C chains, scored with p_in and p_out."""
+        return TwoProbabilityGibbsStatistics(adjacency, self.p_in, self.p_out)

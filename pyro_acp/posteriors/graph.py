@@ -38,7 +38,8 @@ class GraphClusteringPosterior(ClusteringPosterior):
     """
 
     def __init__(self, samples: Any, *, nodes: list | None = None,
-                 labelled: Mapping[Hashable, Hashable] | None = None, **kwargs: Any) -> None:
+                 labelled: Mapping[Hashable, Hashable] | None = None, new_clusters: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(samples, **kwargs)
         self.nodes = list(range(self.num_points)) if nodes is None else list(nodes)
         if len(self.nodes) != self.num_points:
@@ -47,15 +48,26 @@ class GraphClusteringPosterior(ClusteringPosterior):
         if len(self._index) != len(self.nodes):
             raise ValueError("node names must be distinct")
         self.labelled = None if labelled is None else dict(labelled)
+        self.new_clusters = bool(new_clusters)
 
     @classmethod
     def from_posterior(cls, posterior: ClusteringPosterior, *, nodes: list | None = None, x: Any = None,
-                       labelled: Mapping | None = None) -> GraphClusteringPosterior:
+                       labelled: Mapping | None = None, new_clusters: bool = True) -> GraphClusteringPosterior:
         """The same samples and scores as ``posterior``, keyed by ``nodes`` (``x``: the graph, for plots)."""
-        return cls(posterior.samples, nodes=nodes, labelled=labelled, log_prob=posterior.log_prob,
+        return cls(posterior.samples, nodes=nodes, labelled=labelled, new_clusters=new_clusters,
+                   log_prob=posterior.log_prob,
                    weights=posterior.weights, chain=posterior.chain, method=posterior.method,
                    wall_time=posterior.wall_time, log_likelihood=posterior.log_likelihood,
                    x=posterior.x if x is None else x, model=posterior.model, log_joint=posterior.log_joint)
+
+    def _ascent_constraints(self) -> dict[str, Any]:
+        """With known labels, ``refined_map`` keeps the labelled nodes where the samples put them (one cluster
+        per label, never merged) and, with ``new_clusters=False``, opens no further cluster."""
+        if self.labelled is None:
+            return {}
+        frozen = torch.zeros(self.num_points, dtype=torch.bool)
+        frozen[[self.node_index(node) for node in self.labelled]] = True
+        return {"frozen": frozen, "new_clusters": self.new_clusters}
 
     def node_index(self, node: Hashable) -> int:
         """Column of ``node`` in ``samples``; KeyError naming it when the graph has no such node."""
@@ -204,7 +216,8 @@ def infer_graph(infer: Callable[..., ClusteringPosterior], model: Any, graph: An
         guide = guide.with_anchors(anchors, new_clusters=new_clusters)
     posterior = infer(model, prepared, guide=guide, **options)
     original = graph if _is_graph_object(graph) else prepared.adjacency
-    return GraphClusteringPosterior.from_posterior(posterior, nodes=nodes, x=original, labelled=labelled)
+    return GraphClusteringPosterior.from_posterior(posterior, nodes=nodes, x=original, labelled=labelled,
+                                                   new_clusters=new_clusters)
 
 
 def _is_graph_object(value: Any) -> bool:

@@ -238,9 +238,15 @@ class ClusteringPosterior:
         if key not in self._point_estimates:
             uniq, _, first = self._unique_with_first()  # a partition's log joint is the same at every copy
             starts = uniq[self._log_joint[first].argsort(descending=True)[:num_starts]]
-            modes, log_joint = ascend_to_mode(self.model, self.x, starts, max_rounds=max_rounds)
+            modes, log_joint = ascend_to_mode(self.model, self.x, starts, max_rounds=max_rounds,
+                                              **self._ascent_constraints())
             self._point_estimates[key] = modes[int(log_joint.argmax())]
         return self._point_estimates[key].clone()
+
+    def _ascent_constraints(self) -> dict[str, Any]:
+        """What the samples were conditioned on, which the ascent must keep (none here; graph posteriors
+        with known labels freeze the labelled nodes)."""
+        return {}
 
     def coclustering(self) -> Tensor:
         """(N, N) posterior probability that points i and j share a cluster, in the default dtype: accumulated

@@ -14,6 +14,7 @@ labels of every kept sweep are recorded by the kernel (:meth:`CollapsedGibbs.get
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pyro
@@ -77,6 +78,11 @@ class CollapsedGibbs(MCMCKernel):
         greedy: zero temperature: each point goes to its most probable slot instead of a draw from its full
             conditional (iterated conditional modes), so no sweep lowers log p(partition, x); an ascent to a
             local mode (:func:`pyro_acp.reference.map_ascent.ascend_to_mode`), not a sampler.
+        frozen: (N,) bool, points the sweeps never move (known labels: the chains then sample, or ascend,
+            p(partition | x, those points' clusters)); needs initial labels (``initial_params``) and no
+            split-merge.
+        new_clusters: whether a point may open a new cluster (False: only the existing clusters, e.g. one per
+            known label).
     """
 
     def __init__(
@@ -90,9 +96,12 @@ class CollapsedGibbs(MCMCKernel):
         sweeps: int = 1,
         keep_labels: bool = True,
         greedy: bool = False,
+        frozen: Any = None,
+        new_clusters: bool = True,
     ) -> None:
         require_collapsed(model, "collapsed Gibbs")
-        check_seating_prior(model, model.partition_prior(1))
+        # probed at the smallest N the model simulates: a prior with constrained block sizes cannot take N = 1
+        check_seating_prior(model, model.partition_prior(int(getattr(model, "default_num_points", (1,))[0])))
         require_gibbs_statistics(model, "collapsed Gibbs")
         self.clustering_model = model
         self.model = None
@@ -107,6 +116,10 @@ class CollapsedGibbs(MCMCKernel):
         self.greedy = bool(greedy)
         if self.greedy and self.split_merge:
             raise ValueError("greedy=True (an ascent) cannot take split_merge moves (a Metropolis-Hastings sampler)")
+        self.frozen = None if frozen is None else torch.as_tensor(frozen, dtype=torch.bool)
+        self.new_clusters = bool(new_clusters)
+        if (self.frozen is not None or not self.new_clusters) and self.split_merge:
+            raise ValueError("frozen points and new_clusters=False apply to Gibbs sweeps, not to split_merge moves")
         self.save_params = SUMMARY_SITES
         self.transforms = {name: _ChainsFirst() for name in SITES}
         self._init_labels: Tensor | None = None
@@ -139,6 +152,12 @@ class CollapsedGibbs(MCMCKernel):
         self.prior = model.partition_prior(self.num_points)
         device = data.device
         start = self._init_labels is None  # the sequential start reads every row of the seating tables
+        if self.frozen is not None:
+            if self.frozen.shape != (self.num_points,):
+                raise ValueError(f"frozen must be a (N,) = ({self.num_points},) mask, got {tuple(self.frozen.shape)}")
+            if start:
+                raise ValueError("frozen points keep the clusters of the initial labels: set initial_params first")
+            self._movable = torch.nonzero(~self.frozen.to(device)).squeeze(-1)
         self._tables = seating_tables_for(self.prior, self.num_points, 0 if start else self.num_points - 1, device)
         self._one = torch.ones(self.num_chains, dtype=data.dtype, device=device)
         self._minus_one = -self._one
@@ -175,7 +194,7 @@ class CollapsedGibbs(MCMCKernel):
             self._set_state(params["labels"].round().long().to(self.data.device))
         with pyro.validation_enabled(False):  # counts and labels are exact by construction: skip per-call checks
             for _ in range(self.sweeps):
-                order = torch.randperm(self.num_points, generator=self.generator, device=self.data.device)
+                order = self._sweep_order()
                 self._seat(order.tolist(), seated=None)
             if self.split_merge and self.num_points > 1:
                 self._split_merge()
@@ -184,6 +203,13 @@ class CollapsedGibbs(MCMCKernel):
         if self.keep_labels and self._num_sampled > self._warmup_steps:
             self._kept.append(self._params["labels"].to(self._label_dtype))
         return self._params
+
+    def _sweep_order(self) -> Tensor:
+        """A random order of the points a sweep updates: all of them, or those not ``frozen``."""
+        device = self.data.device
+        if self.frozen is None:
+            return torch.randperm(self.num_points, generator=self.generator, device=device)
+        return self._movable[torch.randperm(len(self._movable), generator=self.generator, device=device)]
 
     def get_labels(self, group_by_chain: bool = False) -> Tensor:
         """The labels of every sweep after warmup, in the latest run: (C * S, N) canonical, chain-major (chain 0's
@@ -267,8 +293,12 @@ class CollapsedGibbs(MCMCKernel):
         counts = self.statistics.counts
         scores = self.statistics.log_predictive(i)
         if self._tables is not None:
-            return self._tables.add_to(scores, counts, num_seated)
-        return scores + self.prior.seating_log_weights(counts, num_seated).to(scores.dtype)
+            scores = self._tables.add_to(scores, counts, num_seated)
+        else:
+            scores = scores + self.prior.seating_log_weights(counts, num_seated).to(scores.dtype)
+        if not self.new_clusters:
+            scores[..., -1] = -math.inf
+        return scores
 
     # ------------------------------------------------------------------ Gibbs moves
     def _seat(self, order: list[int], seated: list[int] | None) -> None:
