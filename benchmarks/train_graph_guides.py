@@ -313,11 +313,17 @@ def plot_grid(result: dict, grid, path: Path) -> None:
     fig, axes = plt.subplots(1, len(grid), figsize=(5 * len(grid), 4), squeeze=False)
     a, b = np.array(result["a"]), np.array(result["b"])
     for ax, (k, n) in zip(axes[0], grid, strict=True):
+        da, db = (a[1] - a[0]) / 2, (b[1] - b[0]) / 2  # cells centred on the grid's (a, b) values
+        extent = (a[0] - da, a[-1] + da, b[0] - db, b[-1] + db)
         image = ax.imshow(np.array(result[f"K={k},N={n}"]).T, origin="lower", vmin=0, vmax=1, aspect="auto",
-                          extent=(a[0], a[-1], b[0], b[-1]), cmap="viridis")
-        line = np.linspace(a[0], a[-1], 200)
-        ax.plot(line, (np.sqrt(line) - math.sqrt(k)) ** 2, "w--", label="|sqrt a - sqrt b| = sqrt K")
-        ax.set_ylim(b[0], b[-1])
+                          extent=extent, cmap="viridis")
+        line = np.linspace(max(extent[0], 0.0), extent[1], 400)
+        below = (np.sqrt(line) - math.sqrt(k)) ** 2  # b < a: sqrt a - sqrt b = sqrt K
+        ax.plot(np.where(np.sqrt(line) > math.sqrt(k), line, np.nan), below, "w--",
+                label="|sqrt a - sqrt b| = sqrt K")
+        ax.plot(line, (np.sqrt(line) + math.sqrt(k)) ** 2, "w--")  # b > a: sqrt b - sqrt a = sqrt K
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
         ax.set(xlabel="a", ylabel="b", title=f"mean AMI of the MAP, K = {k}, N = {n}")
         ax.legend(loc="upper left", fontsize=8)
         fig.colorbar(image, ax=ax)
