@@ -167,6 +167,8 @@ def test_frozen_points_need_initial_labels_and_a_sweeping_kernel():
     frozen = torch.zeros(7, dtype=torch.bool)
     with pytest.raises(ValueError, match="initial_params"):
         CollapsedGibbs(SMALL, frozen=frozen).setup(0, adjacency)
+    with pytest.raises(ValueError, match="initial_params"):
+        CollapsedGibbs(SMALL, new_clusters=False).setup(0, adjacency)
     with pytest.raises(ValueError, match="split_merge"):
         CollapsedGibbs(SMALL, frozen=frozen, split_merge=True)
     kernel = CollapsedGibbs(SMALL, num_chains=1, frozen=torch.zeros(5, dtype=torch.bool))

@@ -152,11 +152,12 @@ class CollapsedGibbs(MCMCKernel):
         self.prior = model.partition_prior(self.num_points)
         device = data.device
         start = self._init_labels is None  # the sequential start reads every row of the seating tables
+        if start and (self.frozen is not None or not self.new_clusters):
+            raise ValueError("frozen points and new_clusters=False keep to the clusters of the initial labels: set "
+                             "initial_params first")
         if self.frozen is not None:
             if self.frozen.shape != (self.num_points,):
                 raise ValueError(f"frozen must be a (N,) = ({self.num_points},) mask, got {tuple(self.frozen.shape)}")
-            if start:
-                raise ValueError("frozen points keep the clusters of the initial labels: set initial_params first")
             self._movable = torch.nonzero(~self.frozen.to(device)).squeeze(-1)
         self._tables = seating_tables_for(self.prior, self.num_points, 0 if start else self.num_points - 1, device)
         self._one = torch.ones(self.num_chains, dtype=data.dtype, device=device)
