@@ -25,32 +25,27 @@ comparable within a run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import time
 
-import networkx as nx
 import numpy as np
 import torch
+from bench_graph_baselines import asbm_mdl, louvain
 from sklearn.cluster import SpectralClustering
 from sklearn.metrics import adjusted_mutual_info_score
+from train_graph_guides import EVAL_SEED, held_out, one_label_per_community
 
 import pyro_acp
 from pyro_acp.models import PlantedPartition
 from pyro_acp.posteriors.graph import balanced_accuracy
 from pyro_acp.pretrained.registry import find_guide
 
-EVAL_SEED = 9_000_000
 
-
-def held_out(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    batch = PlantedPartition().simulate(1, seed=seed)
-    n = int(batch.num_points[0])
-    return batch.adjacency[0, :n, :n].numpy(), batch.labels[0, :n].numpy()
-
-
-def one_label_per_community(truth: np.ndarray, seed: int) -> dict[int, int]:
-    rng = np.random.default_rng(seed)
-    return {int(rng.choice(np.flatnonzero(truth == c))): int(c) for c in np.unique(truth)}
+def held_out_graph(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(adjacency, communities) of the CLUSTER graph of ``seed``, as train_graph_guides evaluates on it."""
+    adjacency, truth = held_out(PlantedPartition(), None, seed)
+    return adjacency.numpy(), truth
 
 
 def unsupervised_methods(guide_path, sweeps: int) -> dict:
@@ -60,13 +55,6 @@ def unsupervised_methods(guide_path, sweeps: int) -> dict:
     def spectral(adjacency, seed):
         return SpectralClustering(n_clusters=model.num_blocks, affinity="precomputed",
                                   random_state=seed).fit_predict(adjacency)
-
-    def louvain(adjacency, seed):
-        communities = nx.community.louvain_communities(nx.from_numpy_array(adjacency), seed=seed)
-        labels = np.empty(len(adjacency), dtype=int)
-        for k, nodes in enumerate(communities):
-            labels[list(nodes)] = k
-        return labels
 
     def gibbs(adjacency, seed):
         return pyro_acp.mcmc.gibbs(model, torch.as_tensor(adjacency), num_samples=sweeps, warmup_steps=sweeps,
@@ -80,12 +68,9 @@ def unsupervised_methods(guide_path, sweeps: int) -> dict:
         return call
 
     table = {"spectral clustering, K = 6 given (sklearn)": spectral, "Louvain (networkx)": louvain}
-    try:
-        import asbm  # noqa: F401  (a benchmark extra: pip install asbm)
-        from bench_graph_baselines import asbm_mdl
-
+    if importlib.util.find_spec("asbm") is not None:  # a benchmark extra: pip install asbm
         table["asbm microcanonical SBM (does not know the recipe), 1 chain x 20 samples, MDL"] = asbm_mdl
-    except ImportError:
+    else:
         print("asbm is not installed: its row is left out (pip install asbm)")
     table[f"collapsed Gibbs, 4 x ({sweeps} + {sweeps}) sweeps, MAP"] = gibbs
     if guide is not None:
@@ -123,8 +108,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    graphs = [held_out(EVAL_SEED + i) for i in range(args.graphs)]
-    warm = held_out(EVAL_SEED - 1)
+    graphs = [held_out_graph(EVAL_SEED + i) for i in range(args.graphs)]
+    warm = held_out_graph(EVAL_SEED - 1)
     rows, record = [], {"sizes": [len(a) for a, _ in graphs]}
     print(f"{args.graphs} CLUSTER graphs, N {min(record['sizes'])}..{max(record['sizes'])}", flush=True)
     unsupervised = unsupervised_methods(guide_path(False, args.guide), args.sweeps)

@@ -252,6 +252,13 @@ def ship(path: Path, dest: Path, note: str | None = None) -> Path:
     return save_checkpoint(dest, guide, metadata)
 
 
+def one_label_per_community(truth: np.ndarray, seed: int) -> dict[int, int]:
+    """{node: community}: one node of every community of ``truth``, drawn uniformly with ``seed`` (the
+    CLUSTER evaluation's labelled nodes)."""
+    rng = np.random.default_rng(seed)
+    return {int(rng.choice(np.flatnonzero(truth == c))): int(c) for c in np.unique(truth)}
+
+
 def evaluate_balanced_accuracy(setting: Setting, guide, device: str) -> dict:
     """One labelled node per community (drawn with the graph's seed), exactly one cluster per label: the
     class-balanced accuracy of the MAP and, where the model allows the ascent, of ``post.refined_map()``
@@ -260,8 +267,7 @@ def evaluate_balanced_accuracy(setting: Setting, guide, device: str) -> dict:
     scores, refined, times, refined_times = [], [], [], []
     for i in range(setting.eval_graphs):
         adjacency, truth = held_out(setting.model, setting.num_points, EVAL_SEED + i)
-        rng = np.random.default_rng(EVAL_SEED + i)
-        labelled = {int(rng.choice(np.flatnonzero(truth == c))): int(c) for c in np.unique(truth)}
+        labelled = one_label_per_community(truth, EVAL_SEED + i)
         began = time.perf_counter()
         post = _infer(setting.model, guide, adjacency, setting.eval_samples, i, device, labelled=labelled,
                       new_clusters=False)

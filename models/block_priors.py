@@ -23,6 +23,10 @@ from pyro_acp.data.partitions import canonicalize, check_labels, cluster_sizes, 
 from pyro_acp.validation import check_positive_int
 
 _NO_SHAPE = torch.Size()
+#: nats taken off a seating weight per unit of constraint violation (see SizedBlocksPartition.seating_log_weights):
+#: far below any likelihood difference between two slots, so on a valid state an invalid move is never chosen
+#: (its weight underflows to exactly 0 against a valid one), yet finite, so an invalid state moves towards validity
+VIOLATION_PENALTY = 1e6
 
 
 def balanced_block_sizes(num_points: int, num_blocks: int) -> list[int]:
@@ -189,11 +193,6 @@ class SizedBlocksPartition(_FixedPartition):
         empty = torch.nn.functional.pad(counts == 0, (0, 1))
         return weights.masked_fill(empty, -math.inf)
 
-
-#: nats taken off a seating weight per unit of constraint violation (see SizedBlocksPartition.seating_log_weights):
-#: far below any likelihood difference between two slots, so on a valid state an invalid move is never chosen
-#: (its weight underflows to exactly 0 against a valid one), yet finite, so an invalid state moves towards validity
-VIOLATION_PENALTY = 1e6
 
 def check_block_sizes(block_sizes: Any) -> tuple[int, int]:
     """(low, high) with 1 <= low < high: a half-open range of block sizes."""

@@ -253,16 +253,16 @@ class GaussianGibbsStatistics(_SlotCounts):
         return gaussian_log_marginal(stats, self.sigma, self.mean_scale).sum(-1)
 
 
-class BlockGibbsStatistics(_SlotCounts):
-    """Beta-Bernoulli blocks of a symmetric graph.
+class BlockCounts(_SlotCounts):
+    """Edge counts of the blocks of a symmetric graph, kept for C chains as nodes move (what the block models'
+    Gibbs statistics share; they add the likelihood).
 
     Keeps M = A Z (C, N, W): edges from every node to every block, E = Zᵀ A Z (C, W, W) (ordered pairs, so
     the diagonal counts within-block edges twice) and the block sizes ``count``. Moving node i into block k adds M[i]
     to row and column k of E and A[:, i] to column k of M.
     """
 
-    def __init__(self, adjacency: Tensor, within: tuple[float, float], between: tuple[float, float]) -> None:
-        self.within, self.between = tuple(within), tuple(between)
+    def __init__(self, adjacency: Tensor) -> None:
         self.adjacency = adjacency
 
     def init(self, labels: Tensor, width: int) -> None:
@@ -288,6 +288,15 @@ class BlockGibbsStatistics(_SlotCounts):
     def _stats(self) -> BlockStats:
         return _block_stats_from(self.e, self.count, self._eye.bool())
 
+
+class BlockGibbsStatistics(BlockCounts):
+    """Beta-Bernoulli blocks of a symmetric graph: :class:`BlockCounts` scored with the block probabilities
+    integrated out (Beta ``within`` / ``between``)."""
+
+    def __init__(self, adjacency: Tensor, within: tuple[float, float], between: tuple[float, float]) -> None:
+        super().__init__(adjacency)
+        self.within, self.between = tuple(within), tuple(between)
+
     def log_predictive(self, i: int) -> Tensor:
         return block_log_predictive(self.m[:, i, :], self.count, self._stats(), self.within, self.between)
 
@@ -295,10 +304,20 @@ class BlockGibbsStatistics(_SlotCounts):
         return block_log_marginal(self._stats(), self.within, self.between)
 
 
-class TwoProbabilityGibbsStatistics(BlockGibbsStatistics):
+def two_probability_log_likelihood_of_counts(within_edges: Tensor, within_pairs: Tensor, between_edges: Tensor,
+                                             between_pairs: Tensor, p: Tensor | float, q: Tensor | float) -> Tensor:
+    """log p(graph | partition) when every within-block pair is an edge with probability p and every other pair
+    with probability q, from the edge and pair counts within and between blocks (Bernoulli edges and non-edges)."""
+    dtype = within_edges.dtype
+    xlogy, p, q = torch.special.xlogy, torch.as_tensor(p, dtype=dtype), torch.as_tensor(q, dtype=dtype)
+    return (xlogy(within_edges, p) + xlogy(within_pairs - within_edges, 1 - p)
+            + xlogy(between_edges, q) + xlogy(between_pairs - between_edges, 1 - q))
+
+
+class TwoProbabilityGibbsStatistics(BlockCounts):
     """Blocks of a symmetric graph with known edge probabilities: p within a block, q between (the planted
-    partition / CLUSTER model). The counts are :class:`BlockGibbsStatistics`'s; node i joining block k of
-    n_k other nodes, m_ik of them its neighbours, changes log p(graph | partition) by
+    partition / CLUSTER model), scored on :class:`BlockCounts`. Node i joining block k of n_k other nodes,
+    m_ik of them its neighbours, changes log p(graph | partition) by
 
         m_ik log(p / q) + (n_k - m_ik) log((1 - p) / (1 - q))
 
@@ -306,7 +325,7 @@ class TwoProbabilityGibbsStatistics(BlockGibbsStatistics):
     constant in k (0 for a new block)."""
 
     def __init__(self, adjacency: Tensor, p: float, q: float) -> None:
-        super().__init__(adjacency, (1.0, 1.0), (1.0, 1.0))  # the Beta pairs are unused here
+        super().__init__(adjacency)
         self.p, self.q = float(p), float(q)
         self._edge_gain = math.log(self.p / self.q)
         self._non_edge_gain = math.log((1 - self.p) / (1 - self.q))
@@ -317,11 +336,6 @@ class TwoProbabilityGibbsStatistics(BlockGibbsStatistics):
 
     def log_likelihood(self) -> Tensor:
         stats = self._stats()
-        within_edges = stats.edges.diagonal(dim1=-2, dim2=-1).sum(-1)
-        within_pairs = stats.pairs.diagonal(dim1=-2, dim2=-1).sum(-1)
-        between_edges = stats.edges.triu(1).sum((-2, -1))
-        between_pairs = stats.pairs.triu(1).sum((-2, -1))
-        dtype = within_edges.dtype
-        xlogy, p, q = torch.special.xlogy, torch.tensor(self.p, dtype=dtype), torch.tensor(self.q, dtype=dtype)
-        return (xlogy(within_edges, p) + xlogy(within_pairs - within_edges, 1 - p)
-                + xlogy(between_edges, q) + xlogy(between_pairs - between_edges, 1 - q))
+        return two_probability_log_likelihood_of_counts(
+            stats.edges.diagonal(dim1=-2, dim2=-1).sum(-1), stats.pairs.diagonal(dim1=-2, dim2=-1).sum(-1),
+            stats.edges.triu(1).sum((-2, -1)), stats.pairs.triu(1).sum((-2, -1)), self.p, self.q)

@@ -52,6 +52,7 @@ from .conjugate import (
     block_log_predictive,
     block_stats,
     node_block_counts,
+    two_probability_log_likelihood_of_counts,
 )
 from .graphs import (
     POSITIONAL_ENCODING_DIM,
@@ -315,11 +316,7 @@ def block_pair_counts(adjacency: Tensor, labels: Tensor) -> tuple[Tensor, Tensor
 def two_probability_log_likelihood(adjacency: Tensor, labels: Tensor, p: Tensor | float, q: Tensor | float) -> Tensor:
     """log p(graph | partition) when every within-block pair is an edge with probability p and every other
     pair with probability q: Bernoulli counts of edges and non-edges within and between blocks."""
-    within_edges, within_pairs, between_edges, between_pairs = block_pair_counts(adjacency, labels)
-    p, q = torch.as_tensor(p, dtype=adjacency.dtype), torch.as_tensor(q, dtype=adjacency.dtype)
-    xlogy = torch.special.xlogy
-    return (xlogy(within_edges, p) + xlogy(within_pairs - within_edges, 1 - p)
-            + xlogy(between_edges, q) + xlogy(between_pairs - between_edges, 1 - q))
+    return two_probability_log_likelihood_of_counts(*block_pair_counts(adjacency, labels), p, q)
 
 
 class PlantedPartition(GraphModel):
