@@ -4,6 +4,7 @@ standardisation, the simulator against the Pyro program, and Gibbs / enumeration
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pyro
@@ -152,3 +153,13 @@ def test_config_round_trip_and_bad_input():
     with pytest.raises(ValueError, match="0 < lo < hi"):
         NIWGaussianMixture(alpha_range=(0.0, 1.0))
     assert math.isclose(float(model.scale_log_weights.exp().sum()), 1.0)
+
+
+def test_small_tables_warn_that_standardising_biases_the_number_of_clusters():
+    model = NIWGaussianMixture(dim=2)
+    small = torch.randn(7, 2, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="over-counts clusters on small tables"):
+        model.check_data(small)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.check_data(torch.randn(40, 2, generator=torch.Generator().manual_seed(1)))
