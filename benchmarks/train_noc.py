@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--model", choices=tuple(SETTINGS), default="ordered")
     parser.add_argument("--output", type=Path, required=True, help="checkpoint .pt (card beside it)")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's setting)")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--ship", type=Path, default=None, metavar="EVALUATION_JSON",
@@ -107,8 +108,9 @@ def main() -> None:
         return
     settings = dict(SETTINGS[args.model])
     settings.pop("name")
-    if args.steps is not None:
-        settings["steps"] = args.steps
+    for option in ("steps", "lr"):
+        if getattr(args, option) is not None:
+            settings[option] = getattr(args, option)
     torch.set_num_threads(1)  # small tensors on a shared machine: one thread each (benchmarks/bench_training.py)
     model, guide = build(args.model, args.resume)
     began = time.perf_counter()
