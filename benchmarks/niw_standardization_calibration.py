@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 
@@ -28,11 +29,12 @@ import torch
 
 from pyro_acp import exact_posterior
 from pyro_acp.models import NIWGaussianMixture
+from pyro_acp.models.base import model_from_config
 from pyro_acp.validation import check_vectors
 
 
 def mean_k(post) -> float:
-    return float((post.probs * (post.partitions.max(-1).values + 1)).sum())
+    return float((post.sample_weights * post.num_clusters).sum())
 
 
 def summary(differences: list[float]) -> dict[str, float]:
@@ -50,7 +52,7 @@ def as_infer_sees(model, n: int, sets: int, seed: int) -> dict[str, float]:
 
 
 def likelihood_alone(model, n: int, sets: int, seed: int) -> dict[str, float]:
-    raw = NIWGaussianMixture(**{k: v for k, v in model.config().items() if k != "type"})
+    raw = model_from_config(model.config())  # a copy, so that the patched check_data stays on it
     raw.check_data = lambda x: check_vectors(x, raw.dim)  # score the program's draws as they are
     pyro.set_rng_seed(seed)
     diffs = []
@@ -76,7 +78,7 @@ def main() -> None:
     for n in args.sizes:
         result[f"n{n}"] = {"as_infer_sees_data": as_infer_sees(model, n, args.sets, args.seed),
                            "likelihood_alone": likelihood_alone(model, n, args.sets, args.seed)}
-        print(n, result[f"n{n}"], flush=True)
+        print(n, result[f"n{n}"], file=sys.stderr, flush=True)  # progress; stdout is the JSON alone
     sizes = " ".join(map(str, args.sizes))
     result["command"] = f"python benchmarks/niw_standardization_calibration.py --sizes {sizes} --sets {args.sets}"
     result["wall_time_s"] = round(time.perf_counter() - began, 1)
