@@ -8,6 +8,7 @@ Nothing here imports the rest of the package, so every module can use it.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -249,3 +250,13 @@ def check_chain(chain: Any, length: int) -> Tensor | None:
     if (chain < 0).any():
         raise ValueError("chain indices must be non-negative")
     return chain.long()
+
+
+def warn_about_data(model: Any, x: Tensor, stacklevel: int = 3) -> None:
+    """Issue, once, each warning that ``model.data_warnings(x)`` (if the model declares it) gives for data ``x``.
+
+    Called by the entry points that take a user's data, not by ``check_data``, which internal steps repeat.
+    """
+    hook = getattr(model, "data_warnings", None)
+    for message in hook(x) if callable(hook) else ():
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)

@@ -155,11 +155,25 @@ def test_config_round_trip_and_bad_input():
     assert math.isclose(float(model.scale_log_weights.exp().sum()), 1.0)
 
 
-def test_small_tables_warn_that_standardising_biases_the_number_of_clusters():
+def _small_table_warnings(run) -> int:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run()
+    return sum("over-counts clusters on small tables" in str(w.message) for w in caught)
+
+
+def test_small_tables_warn_once_per_call_that_standardising_biases_the_number_of_clusters():
+    import pyro_acp
+
     model = NIWGaussianMixture(dim=2)
     small = torch.randn(7, 2, generator=torch.Generator().manual_seed(0))
-    with pytest.warns(UserWarning, match="over-counts clusters on small tables"):
-        model.check_data(small)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        model.check_data(torch.randn(40, 2, generator=torch.Generator().manual_seed(1)))
+    assert len(model.data_warnings(model.check_data(small))) == 1
+    # once per entry point, although the data are re-checked inside (log joints, MAP ranking, enumeration)
+    assert _small_table_warnings(lambda: pyro_acp.infer(model, small, num_samples=8, seed=0)) == 1
+    assert _small_table_warnings(lambda: exact_posterior(model, small)) == 1
+    assert _small_table_warnings(lambda: gibbs(model, small, num_samples=5, warmup_steps=2, num_chains=2, seed=0,
+                                               progress_bar=False)) == 1
+    assert _small_table_warnings(lambda: model.log_joint(small, torch.zeros(7, dtype=torch.long))) == 0
+    large = torch.randn(40, 2, generator=torch.Generator().manual_seed(1))
+    assert model.data_warnings(model.check_data(large)) == []
+    assert _small_table_warnings(lambda: pyro_acp.infer(model, large, num_samples=8, seed=0)) == 0

@@ -36,7 +36,7 @@ from pyro_acp.posteriors.ordered import OrderedClusteringPosterior
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.protocols import ClusteringModel, exact_log_joint, has_collapsed_likelihood
 from pyro_acp.seeding import make_generator
-from pyro_acp.validation import check_device, check_positive_int
+from pyro_acp.validation import check_device, check_positive_int, warn_about_data
 
 
 def _estimate_log_q(guide: ClusterwiseGuide, x: Tensor, samples: Tensor, frames: Tensor | None,
@@ -193,6 +193,7 @@ def infer(
     num_samples = check_positive_int(num_samples, "num_samples")
     device = check_device(device)  # before any work: a missing CUDA is a one-line error, not a load failure
     x = model.check_data(x)
+    warn_about_data(model, x)
     if model.num_points_of(x) < 2:
         raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
     check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)

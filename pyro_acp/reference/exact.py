@@ -25,7 +25,7 @@ from torch import Tensor
 from pyro_acp.data.partitions import bell_number, enumerate_partitions
 from pyro_acp.posteriors.posterior import ExactPosterior
 from pyro_acp.protocols import ClusteringModel, CollapsedModel, has_collapsed_likelihood, require_collapsed
-from pyro_acp.validation import check_positive_int
+from pyro_acp.validation import check_positive_int, warn_about_data
 
 MAX_EXACT_POINTS = 10
 MAX_PROGRAM_POINTS = 7  # Bell(7) = 877 partitions, each scored by importance sampling
@@ -125,6 +125,7 @@ def exact_posterior(model: CollapsedModel | Callable, x: Any, *, chunk_size: int
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     began = time.perf_counter()
     data = model.check_data(x)
+    warn_about_data(model, data)
     num_points = int(model.num_points_of(data)) if hasattr(model, "num_points_of") else int(data.shape[0])
     if num_points > MAX_EXACT_POINTS:
         raise ValueError(

@@ -26,7 +26,7 @@ from pyro_acp.data.partitions import canonicalize, check_labels
 from pyro_acp.protocols import require_collapsed, require_gibbs_statistics
 from pyro_acp.reference.seating import check_seating_prior, seating_tables_for
 from pyro_acp.seeding import make_generator
-from pyro_acp.validation import check_int, check_seed
+from pyro_acp.validation import check_int, check_seed, warn_about_data
 
 __all__ = ["SITES", "SUMMARY_SITES", "CollapsedGibbs"]
 
@@ -146,6 +146,7 @@ class CollapsedGibbs(MCMCKernel):
         """Validate the data, seed the generator and initialise every chain."""
         model = self.clustering_model
         data = model.check_data(x).to(torch.float64)
+        warn_about_data(model, data, stacklevel=4)
         self.data = data
         self.num_points = int(model.num_points_of(data))
         self.statistics = model.gibbs_statistics(data)
