@@ -252,11 +252,16 @@ def check_chain(chain: Any, length: int) -> Tensor | None:
     return chain.long()
 
 
+def data_warnings(model: Any, x: Tensor) -> list[str]:
+    """What ``model.data_warnings(x)`` says about validated data ``x``; nothing for a model without the hook."""
+    hook = getattr(model, "data_warnings", None)
+    return list(hook(x)) if callable(hook) else []
+
+
 def warn_about_data(model: Any, x: Tensor, stacklevel: int = 3) -> None:
-    """Issue, once, each warning that ``model.data_warnings(x)`` (if the model declares it) gives for data ``x``.
+    """Issue, once, each of the model's :func:`data_warnings` for data ``x`` as a ``UserWarning``.
 
     Called by the entry points that take a user's data, not by ``check_data``, which internal steps repeat.
     """
-    hook = getattr(model, "data_warnings", None)
-    for message in hook(x) if callable(hook) else ():
+    for message in data_warnings(model, x):
         warnings.warn(message, UserWarning, stacklevel=stacklevel)

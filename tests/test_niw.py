@@ -3,6 +3,7 @@ standardisation, the simulator against the Pyro program, and Gibbs / enumeration
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -15,7 +16,8 @@ from scipy.stats import ks_2samp, multivariate_t
 
 from pyro_acp import exact_posterior
 from pyro_acp.data.partitions import enumerate_partitions
-from pyro_acp.distributions import CRP
+from pyro_acp.distributions import CRP, AmortizedPartition
+from pyro_acp.guides import ACPS
 from pyro_acp.mcmc import gibbs
 from pyro_acp.models import NIWGaussianMixture, model_from_config
 from pyro_acp.models.niw import standardize
@@ -162,7 +164,7 @@ def _small_table_warnings(run) -> int:
     return sum("over-counts clusters on small tables" in str(w.message) for w in caught)
 
 
-def test_small_tables_warn_once_per_call_that_standardising_biases_the_number_of_clusters():
+def test_small_tables_warn_once_per_call_that_standardising_biases_the_number_of_clusters(tmp_path):
     import pyro_acp
 
     model = NIWGaussianMixture(dim=2)
@@ -173,7 +175,15 @@ def test_small_tables_warn_once_per_call_that_standardising_biases_the_number_of
     assert _small_table_warnings(lambda: exact_posterior(model, small)) == 1
     assert _small_table_warnings(lambda: gibbs(model, small, num_samples=5, warmup_steps=2, num_chains=2, seed=0,
                                                progress_bar=False)) == 1
+    assert _small_table_warnings(lambda: AmortizedPartition(ACPS(2, hidden_dim=16), small, model=model)) == 1
     assert _small_table_warnings(lambda: model.log_joint(small, torch.zeros(7, dtype=torch.long))) == 0
     large = torch.randn(40, 2, generator=torch.Generator().manual_seed(1))
     assert model.data_warnings(model.check_data(large)) == []
     assert _small_table_warnings(lambda: pyro_acp.infer(model, large, num_samples=8, seed=0)) == 0
+    # a batch run keeps it among the small table's own warnings (and names that table in one run warning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pyro_acp.infer_many(model, [small, large], num_samples=8, seed=0, output=tmp_path, progress_bar=False)
+    assert [str(w.message).split(" (")[0] for w in caught] == ["UserWarning for 1 of 2 data sets"]
+    notes = [json.loads((tmp_path / name / "summary.json").read_text())["warnings"] for name in ("00000", "00001")]
+    assert [sum("over-counts clusters on small tables" in note for note in kept) for kept in notes] == [1, 0]

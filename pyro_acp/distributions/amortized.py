@@ -26,7 +26,7 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.distributions.gibbs_type import canonical_partition_labels
-from pyro_acp.validation import check_labels, check_positive_int, check_vectors
+from pyro_acp.validation import check_labels, check_positive_int, check_vectors, warn_about_data
 
 __all__ = ["AmortizedPartition"]
 
@@ -53,6 +53,7 @@ class AmortizedPartition(TorchDistribution):
                  num_orders: int = 4, validate_args: bool | None = None):
         if model is not None:
             data = model.check_data(x)
+            warn_about_data(model, data)
         else:
             if (torch.is_tensor(x) and x.dim() == 1) or (hasattr(x, "ndim") and x.ndim == 1):
                 x = torch.as_tensor(x).reshape(-1, 1)

@@ -76,7 +76,7 @@ from pyro_acp.inference.many_sources import DATA_SUFFIXES, Entry, describe, entr
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.protocols import ClusteringModel
 from pyro_acp.seeding import SeedStream, make_generator, resolve_seed
-from pyro_acp.validation import check_choice, check_positive_int
+from pyro_acp.validation import check_choice, check_positive_int, data_warnings
 
 __all__ = ["DATA_SUFFIXES", "MANIFEST", "RESULT_FILES", "dataset_seed", "infer_many", "read_points_file"]
 
@@ -131,7 +131,7 @@ def _prepare(model: ClusteringModel, entry: Entry, x: Any, root: int, options: _
              check_prior: bool) -> Job:
     """A read data set ready for sampling: the prior check (when asked), its generator seeded, its frames drawn
     (in ``infer``'s order: frames first, from the data set's own generator)."""
-    notes = []
+    notes = [f"{UserWarning.__name__}: {message}" for message in data_warnings(model, x)]
     if check_prior:
         check = prior_predictive_check(model, x)
         if check is not None and check.outside:
