@@ -34,6 +34,7 @@ import warnings
 import numpy as np
 import pyro
 import torch
+from niw_standardization_calibration import mean_k, summary
 from torch import Tensor
 
 from pyro_acp import exact_posterior
@@ -120,14 +121,9 @@ def calibration(model: NIWGaussianMixture, n: int, sets: int, seed: int, grid: t
         invariant.append(float((probs * (partitions.max(-1).values + 1.0)).sum()) - k)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the small-table warning this benchmark is about
-            post = exact_posterior(model, z)
-        plain.append(float((post.sample_weights * post.num_clusters).sum()) - k)
+            plain.append(mean_k(exact_posterior(model, z)) - k)
         print(f"N = {n}: {i + 1}/{sets}", file=sys.stderr, flush=True)
-    out = {}
-    for name, d in (("invariant", np.asarray(invariant)), ("plain", np.asarray(plain))):
-        out[name] = {"mean_posterior_k_minus_true_k": float(d.mean()),
-                     "standard_error": float(d.std(ddof=1) / np.sqrt(len(d)))}
-    return out
+    return {"invariant": summary(invariant), "plain": summary(plain)}
 
 
 def convergence(model: NIWGaussianMixture, n: int, sets: int, seed: int) -> list[dict]:
