@@ -171,7 +171,7 @@ def test_small_tables_warn_once_per_call_that_standardising_biases_the_number_of
     small = torch.randn(7, 2, generator=torch.Generator().manual_seed(0))
     assert len(model.data_warnings(model.check_data(small))) == 1
     # once per entry point, although the data are re-checked inside (log joints, MAP ranking, enumeration)
-    assert _small_table_warnings(lambda: pyro_acp.infer(model, small, num_samples=8, seed=0)) == 1
+    assert _small_table_warnings(lambda: pyro_acp.infer(model, small, num_samples=8, seed=0).refined_map()) == 1
     assert _small_table_warnings(lambda: exact_posterior(model, small)) == 1
     assert _small_table_warnings(lambda: gibbs(model, small, num_samples=5, warmup_steps=2, num_chains=2, seed=0,
                                                progress_bar=False)) == 1

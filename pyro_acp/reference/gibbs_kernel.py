@@ -83,6 +83,8 @@ class CollapsedGibbs(MCMCKernel):
             split-merge.
         new_clusters: whether a point may open a new cluster (False: only the existing clusters, e.g. one per
             known label).
+        report_data_warnings: issue the model's warnings about the data at ``setup``
+            (:func:`pyro_acp.validation.warn_about_data`); False where the data's entry point already did.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class CollapsedGibbs(MCMCKernel):
         greedy: bool = False,
         frozen: Any = None,
         new_clusters: bool = True,
+        report_data_warnings: bool = True,
     ) -> None:
         require_collapsed(model, "collapsed Gibbs")
         # probed at the smallest N the model simulates: a prior with constrained block sizes cannot take N = 1
@@ -118,6 +121,7 @@ class CollapsedGibbs(MCMCKernel):
             raise ValueError("greedy=True (an ascent) cannot take split_merge moves (a Metropolis-Hastings sampler)")
         self.frozen = None if frozen is None else torch.as_tensor(frozen, dtype=torch.bool)
         self.new_clusters = bool(new_clusters)
+        self.report_data_warnings = bool(report_data_warnings)
         if (self.frozen is not None or not self.new_clusters) and self.split_merge:
             raise ValueError("frozen points and new_clusters=False apply to Gibbs sweeps, not to split_merge moves")
         self.save_params = SUMMARY_SITES
@@ -146,7 +150,8 @@ class CollapsedGibbs(MCMCKernel):
         """Validate the data, seed the generator and initialise every chain."""
         model = self.clustering_model
         data = model.check_data(x).to(torch.float64)
-        warn_about_data(model, data, stacklevel=4)
+        if self.report_data_warnings:
+            warn_about_data(model, data, stacklevel=4)
         self.data = data
         self.num_points = int(model.num_points_of(data))
         self.statistics = model.gibbs_statistics(data)

@@ -86,7 +86,8 @@ def ascend_to_mode(model: Any, x: Any, starts: Any, *, max_rounds: int = 100, se
         if frozen.shape != labels.shape[-1:]:
             raise ValueError(f"frozen must be a (N,) = ({labels.shape[-1]},) mask, got {tuple(frozen.shape)}")
     kernel = CollapsedGibbs(model, num_chains=labels.shape[0], greedy=True, seed=seed, keep_labels=False,
-                            frozen=frozen, new_clusters=new_clusters)
+                            frozen=frozen, new_clusters=new_clusters,
+                            report_data_warnings=False)  # reported where the posterior's data came in
     kernel.initial_params = {"labels": labels.to(torch.float64)}
     kernel.setup(0, data)
     params = kernel.initial_params
