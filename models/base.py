@@ -19,6 +19,7 @@ the global RNG, so ``pyro.set_rng_seed`` makes unseeded simulations reproducible
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,9 +28,25 @@ from torch import Tensor
 
 from pyro_acp.data.batch import Batch
 from pyro_acp.seeding import generator_rng, make_generator
-from pyro_acp.validation import check_labels, check_positive_int, check_vectors
+from pyro_acp.validation import check_choice, check_labels, check_positive_int, check_vectors
 
 _REGISTRY: dict[str, type[GenerativeModel]] = {}
+
+#: how ``simulate`` draws each data set's N in its range [lo, hi): "uniform" (every N alike) or "log-uniform"
+#: (P(N = n) proportional to log((n + 1) / n), about 1 / n: each size contributes about as many points, so the
+#: small tables that a sum of per-data-set losses otherwise drowns get as much of the gradient as the large ones)
+SIZE_LAWS = ("uniform", "log-uniform")
+
+
+def draw_sizes(lo: int, hi: int, batch_size: int, law: str, generator: torch.Generator) -> Tensor:
+    """(batch_size,) numbers of points in [lo, hi) drawn by ``law`` (one of :data:`SIZE_LAWS`)."""
+    device = generator.device
+    if check_choice(law, "size_law", SIZE_LAWS) == "uniform":
+        return torch.randint(lo, hi, (batch_size,), generator=generator, device=device)
+    # floor(exp(U)) with U uniform on [log lo, log hi) puts mass log((n + 1) / n) / log(hi / lo) on n
+    u = torch.rand(batch_size, generator=generator, device=device, dtype=torch.float64)
+    sizes = torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).floor().long()
+    return sizes.clamp(lo, hi - 1)  # exp rounding at the top edge
 
 
 def registered_models() -> dict[str, type[GenerativeModel]]:
@@ -145,13 +162,15 @@ class GenerativeModel:
         num_points: int | tuple[int, int] | None = None,
         seed: int | None = None,
         device: str | torch.device | None = None,
+        size_law: str = "uniform",
     ) -> Batch:
-        """A training batch: ``batch_size`` data sets, N uniform in [lo, hi), with teacher-forcing masks."""
+        """A training batch: ``batch_size`` data sets, N in [lo, hi) drawn by ``size_law`` (:data:`SIZE_LAWS`:
+        ``"uniform"`` or ``"log-uniform"``), with teacher-forcing masks."""
         batch_size = check_positive_int(batch_size, "batch_size")
         lo, hi = self.check_num_points_range(num_points)
         device = torch.device("cpu" if device is None else device)
         generator = make_generator(seed, device)
-        sizes = torch.randint(lo, hi, (batch_size,), generator=generator, device=device)
+        sizes = draw_sizes(lo, hi, batch_size, size_law, generator)
         mask = torch.arange(int(sizes.max()), device=device) < sizes.unsqueeze(-1)
         parts = self._simulate(sizes, mask, generator)
         return Batch.from_labels(

@@ -138,11 +138,16 @@ class LabelledDatasets(GenerativeModel):
                                   "training batches (simulate) only")
 
     def simulate(self, batch_size: int, num_points: int | tuple[int, int] | None = None, seed: int | None = None,
-                 device: str | torch.device | None = None, *, split: str = "train") -> Batch:
+                 device: str | torch.device | None = None, size_law: str = "uniform", *,
+                 split: str = "train") -> Batch:
         """``batch_size`` data sets drawn uniformly with replacement from the training part (``split="held_out"``:
         from the held-out part, for evaluation), those with N in ``num_points`` when given; padded, in random
-        point order, with teacher-forcing masks."""
+        point order, with teacher-forcing masks. ``size_law`` must be ``"uniform"``: the data sets are drawn as
+        they are, whatever their sizes."""
         batch_size = check_positive_int(batch_size, "batch_size")
+        if size_law != "uniform":
+            raise ValueError(f"size_law={size_law!r}: a collection of labelled data sets is drawn uniformly, data "
+                             "set by data set (their sizes are what they are); leave size_law='uniform'")
         lo, hi = self.check_num_points_range(num_points)
         part = self._train if check_choice(split, "split", ("train", "held_out")) == "train" else self._held
         pool = [i for i in part if lo <= self._xs[i].shape[0] < hi]

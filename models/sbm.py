@@ -357,8 +357,12 @@ class PlantedPartition(GraphModel):
         return pyro.sample("x", SymmetricAdjacency(probs), obs=obs)
 
     def simulate(self, batch_size: int, num_points: int | tuple[int, int] | None = None, seed: int | None = None,
-                 device: str | torch.device | None = None) -> Batch:
-        """A training batch; without ``num_points`` each graph's N is the sum of its block sizes (the recipe)."""
+                 device: str | torch.device | None = None, size_law: str = "uniform") -> Batch:
+        """A training batch; without ``num_points`` each graph's N is the sum of its block sizes (the recipe),
+        and ``size_law`` (how N is drawn in a ``num_points`` range) must be ``"uniform"``."""
+        if num_points is None and size_law != "uniform":
+            raise ValueError(f"size_law={size_law!r} draws N in a num_points range; without one each graph's N "
+                             "is the sum of its block sizes: give num_points or leave size_law='uniform'")
         if num_points is not None:
             lo, hi = self.check_num_points_range(num_points)
             low, high = self.default_num_points
@@ -366,7 +370,7 @@ class PlantedPartition(GraphModel):
                 raise ValueError(f"{self.num_blocks} blocks of sizes in [{self.block_sizes[0]}, "
                                  f"{self.block_sizes[1]}) hold between {low} and {high - 1} nodes; num_points "
                                  f"[{lo}, {hi}) goes beyond that")
-            return super().simulate(batch_size, num_points, seed=seed, device=device)
+            return super().simulate(batch_size, num_points, seed=seed, device=device, size_law=size_law)
         batch_size = check_positive_int(batch_size, "batch_size")
         device = torch.device("cpu" if device is None else device)
         generator = make_generator(seed, device)

@@ -31,6 +31,7 @@ from pyro_acp.cli_checks import (
 )
 
 GUIDE_NAMES = ("ACP", "ACPS", "CCP")
+SIZE_LAWS = ("uniform", "log-uniform")  # pyro_acp.models.base.SIZE_LAWS, named here so that --help needs no torch
 DEFAULT_MODEL = "CRPGaussianMixture"
 
 
@@ -234,6 +235,8 @@ def cmd_train(args) -> None:
     num_points = tuple(args.num_points) if args.num_points else None
     settings = {"batch_size": args.batch_size, "num_particles": args.num_particles, "lr": args.lr,
                 "loss": args.loss, "dreg": args.dreg, "num_points": num_points, "validate_every": args.validate_every}
+    if args.size_law != "uniform":  # only then: the time estimate's and on-demand settings stay as they were
+        settings["size_law"] = args.size_law
     steps, budget = args.steps, {}
     if args.train_minutes is not None and args.resume:  # the time spent before counts towards the budget
         budget = {"max_minutes": args.train_minutes}
@@ -364,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loss", default="iwae", choices=("iwae", "elbo"))
     train.add_argument("--dreg", action="store_true", help="DReG gradients for the encoder q")
     train.add_argument("--num-points", type=int, nargs=2, metavar=("LO", "HI"), help="N range [LO, HI)")
+    train.add_argument("--size-law", choices=SIZE_LAWS, default="uniform",
+                       help="how each data set's N is drawn in that range: uniform (default) or log-uniform "
+                       "(P(N = n) about 1/n: small tables get as much of the loss as large ones)")
     train.add_argument("--device", default=None, help="cpu (default) or cuda")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--output", default="guide.pt", help="checkpoint path (JSON card written beside it)")

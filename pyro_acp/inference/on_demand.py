@@ -52,7 +52,7 @@ ON_DEMAND_TRAINING = {"steps": 3000, "batch_size": 32, "num_particles": 8, "lr":
 WARMUP_STEPS, TIMED_STEPS = 3, 8
 
 #: settings a card records that a resumed on-demand run takes from it
-_RECORDED = ("steps", "batch_size", "num_particles", "lr", "loss", "dreg", "num_points", "clip_norm",
+_RECORDED = ("steps", "batch_size", "num_particles", "lr", "loss", "dreg", "num_points", "size_law", "clip_norm",
              "validate_every", "validation_size", "early_stopping", "max_minutes")
 
 _UNORDERED_GUIDE = ("{model} orders its clusters, so its posterior needs a guide that learns the order (a pointer "
@@ -114,7 +114,7 @@ def measure_training_time(model: ClusteringModel, settings: dict[str, Any], *, d
     times the last ``timed_steps``; then times one validation round on a batch of ``validation_size`` data
     sets (after one untimed round). The real run's seed and RNG streams are not touched.
     """
-    step_keys = ("batch_size", "num_particles", "num_points", "loss", "dreg", "lr")
+    step_keys = ("batch_size", "num_particles", "num_points", "size_law", "loss", "dreg", "lr")
     probe = {key: settings[key] for key in step_keys if key in settings}
 
     def throwaway() -> ClusterwiseGuide:
@@ -128,6 +128,8 @@ def measure_training_time(model: ClusteringModel, settings: dict[str, Any], *, d
     if settings.get("validate_every"):
         probe_guide = throwaway().to(device or "cpu")
         kwargs = {} if settings.get("num_points") is None else {"num_points": tuple(settings["num_points"])}
+        if settings.get("size_law", "uniform") != "uniform":
+            kwargs["size_law"] = settings["size_law"]
         batch = model.simulate(settings.get("validation_size", 64), seed=1, **kwargs).to(device or "cpu")
         particles = settings.get("num_particles", 40)
         with torch.random.fork_rng(), pyro.get_param_store().scope():

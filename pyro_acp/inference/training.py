@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.inference.distributed import DataParallel, ProcessLostError
 from pyro_acp.inference.elbo import ClusterwiseIWAE
+from pyro_acp.models.base import SIZE_LAWS
 from pyro_acp.models.program import as_clustering_model
 from pyro_acp.pretrained.checkpoint import load_guide, read_payload, save_checkpoint
 from pyro_acp.seeding import SeedStream, forked_rng, resolve_seed
@@ -102,8 +103,10 @@ def _schedule(total_steps: int, warmup: int, final_fraction: float) -> Callable[
     return factor
 
 
-def _batch(model, batch_size: int, num_points, seed: int, device) -> Any:
+def _batch(model, batch_size: int, num_points, seed: int, device, size_law: str = "uniform") -> Any:
     kwargs = {} if num_points is None else {"num_points": tuple(num_points)}
+    if size_law != "uniform":  # only then: a model of the ClusteringModel protocol need not know the keyword
+        kwargs["size_law"] = size_law
     return model.simulate(batch_size, seed=seed, **kwargs).to(device)
 
 
@@ -163,6 +166,7 @@ def train(
     loss: str = "iwae",
     dreg: bool = False,
     num_points: tuple[int, int] | None = None,
+    size_law: str = "uniform",
     clip_norm: float = 10.0,
     warmup_steps: int | None = None,
     final_lr_fraction: float = 0.05,
@@ -194,6 +198,11 @@ def train(
             (a different ``rank`` is an error); the validation batch is the same on every rank.
         loss: ``"iwae"`` (per-step importance-weighted bound, ``num_particles`` particles) or ``"elbo"``
             (``pyro.infer.Trace_ELBO`` with vectorised particles).
+        num_points: the range [lo, hi) of N of the training data sets (None: the model's default).
+        size_law: how each training data set's N is drawn in that range (``pyro_acp.models.base.SIZE_LAWS``):
+            ``"uniform"`` or ``"log-uniform"`` (P(N = n) about 1 / n, so every size contributes about as many
+            points to the loss; for guides that must also be right on small tables). Recorded in the card
+            when it is not uniform; the validation batch is drawn by the same law.
         checkpoint: path of a ``.pt`` file written every ``checkpoint_every`` steps and at the end
             (JSON card beside it); with ``resume=True`` training continues from it.
         compile: fuse the join network with ``torch.compile`` while training (about 1.3x faster steps on
@@ -238,6 +247,7 @@ def train(
     batch_size = check_positive_int(batch_size, "batch_size")
     num_particles = check_positive_int(num_particles, "num_particles")
     loss = check_choice(loss, "loss", ("iwae", "elbo"))
+    size_law = check_choice(size_law, "size_law", SIZE_LAWS)
     rank = check_int(rank, "rank", minimum=0)
     if reinitialize is not None and not isinstance(reinitialize, bool):
         raise ValueError(f"reinitialize must be None, True or False, got {reinitialize!r}")
@@ -265,6 +275,8 @@ def train(
     stream = SeedStream(root, rank)
     settings = {"steps": steps, "batch_size": batch_size, "num_particles": num_particles, "lr": lr,
                 "seed": stream.root, "loss": loss, "dreg": dreg, "num_points": num_points, "clip_norm": clip_norm}
+    if size_law != "uniform":  # cards of uniform runs stay as they were
+        settings["size_law"] = size_law
     settings.update(validate_every=validate_every, validation_size=validation_size, **(record or {}))
     if early_stopping is not None:
         settings["early_stopping"] = asdict(early_stopping)
@@ -302,7 +314,7 @@ def train(
         validation = None
         if lead and validate_every:
             validation = _batch(model, validation_size, num_points,
-                                SeedStream(stream.root).seed_for(0, VALIDATION_BATCH), device)
+                                SeedStream(stream.root).seed_for(0, VALIDATION_BATCH), device, size_law)
         began, saved = time.perf_counter() - history.wall_time, start
         if start < steps:  # from now on the guide is this model's (infer refuses it for another model)
             guide.trained_for = model.config()
@@ -311,7 +323,8 @@ def train(
             bar = tqdm(range(start, steps), initial=start, total=steps, disable=not (progress_bar and lead),
                        desc="training guide")
             for step in bar:
-                batch = _batch(model, local_batch, num_points, stream.seed_for(step, TRAINING_BATCHES), device)
+                batch = _batch(model, local_batch, num_points, stream.seed_for(step, TRAINING_BATCHES), device,
+                               size_law)
                 try:
                     value = svi.step(batch)
                 except ProcessLostError as err:
