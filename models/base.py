@@ -32,21 +32,28 @@ from pyro_acp.validation import check_choice, check_labels, check_positive_int, 
 
 _REGISTRY: dict[str, type[GenerativeModel]] = {}
 
-#: how ``simulate`` draws each data set's N in its range [lo, hi): "uniform" (every N alike) or "log-uniform"
+#: how ``simulate`` draws each data set's N in its range [lo, hi): "uniform" (every N alike), "log-uniform"
 #: (P(N = n) proportional to log((n + 1) / n), about 1 / n: each size contributes about as many points, so the
 #: small tables that a sum of per-data-set losses otherwise drowns get as much of the gradient as the large ones)
-SIZE_LAWS = ("uniform", "log-uniform")
+#: or "mixed" (each data set by one or the other with probability 1/2: small tables boosted, large ones kept at
+#: half their uniform share)
+SIZE_LAWS = ("uniform", "log-uniform", "mixed")
 
 
 def draw_sizes(lo: int, hi: int, batch_size: int, law: str, generator: torch.Generator) -> Tensor:
     """(batch_size,) numbers of points in [lo, hi) drawn by ``law`` (one of :data:`SIZE_LAWS`)."""
     device = generator.device
-    if check_choice(law, "size_law", SIZE_LAWS) == "uniform":
+    law = check_choice(law, "size_law", SIZE_LAWS)
+    if law == "uniform":
         return torch.randint(lo, hi, (batch_size,), generator=generator, device=device)
     # floor(exp(U)) with U uniform on [log lo, log hi) puts mass log((n + 1) / n) / log(hi / lo) on n
     u = torch.rand(batch_size, generator=generator, device=device, dtype=torch.float64)
-    sizes = torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).floor().long()
-    return sizes.clamp(lo, hi - 1)  # exp rounding at the top edge
+    sizes = torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).floor().long().clamp(lo, hi - 1)
+    if law == "mixed":
+        uniform = torch.randint(lo, hi, (batch_size,), generator=generator, device=device)
+        coin = torch.rand(batch_size, generator=generator, device=device) < 0.5
+        sizes = torch.where(coin, uniform, sizes)
+    return sizes  # (the clamp: exp rounding at the top edge)
 
 
 def registered_models() -> dict[str, type[GenerativeModel]]:
@@ -165,7 +172,7 @@ class GenerativeModel:
         size_law: str = "uniform",
     ) -> Batch:
         """A training batch: ``batch_size`` data sets, N in [lo, hi) drawn by ``size_law`` (:data:`SIZE_LAWS`:
-        ``"uniform"`` or ``"log-uniform"``), with teacher-forcing masks."""
+        ``"uniform"``, ``"log-uniform"`` or ``"mixed"``), with teacher-forcing masks."""
         batch_size = check_positive_int(batch_size, "batch_size")
         lo, hi = self.check_num_points_range(num_points)
         device = torch.device("cpu" if device is None else device)

@@ -31,7 +31,7 @@ from pyro_acp.cli_checks import (
 )
 
 GUIDE_NAMES = ("ACP", "ACPS", "CCP")
-SIZE_LAWS = ("uniform", "log-uniform")  # pyro_acp.models.base.SIZE_LAWS, named here so that --help needs no torch
+SIZE_LAWS = ("uniform", "log-uniform", "mixed")  # pyro_acp.models.base.SIZE_LAWS, named here so that --help needs no torch
 DEFAULT_MODEL = "CRPGaussianMixture"
 
 
@@ -368,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dreg", action="store_true", help="DReG gradients for the encoder q")
     train.add_argument("--num-points", type=int, nargs=2, metavar=("LO", "HI"), help="N range [LO, HI)")
     train.add_argument("--size-law", choices=SIZE_LAWS, default="uniform",
-                       help="how each data set's N is drawn in that range: uniform (default) or log-uniform "
-                       "(P(N = n) about 1/n: small tables get as much of the loss as large ones)")
+                       help="how each data set's N is drawn in that range: uniform (default), log-uniform "
+                       "(P(N = n) about 1/n: small tables get as much of the loss as large ones) or mixed (each "
+                       "data set by one or the other, with probability 1/2)")
     train.add_argument("--device", default=None, help="cpu (default) or cuda")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--output", default="guide.pt", help="checkpoint path (JSON card written beside it)")

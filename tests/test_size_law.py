@@ -29,6 +29,16 @@ def test_log_uniform_sizes_follow_their_law():
     assert float(points.max() / points.min()) < 1.2
 
 
+def test_mixed_law_is_half_uniform_half_log_uniform():
+    lo, hi, draws = 2, 12, 60_000
+    sizes = draw_sizes(lo, hi, draws, "mixed", make_generator(1))
+    counts = torch.bincount(sizes, minlength=hi)[lo:].double()
+    n = torch.arange(lo, hi, dtype=torch.float64)
+    expected = 0.5 * torch.log((n + 1) / n) / math.log(hi / lo) + 0.5 / (hi - lo)
+    error = (expected * (1 - expected) / draws).sqrt()
+    assert ((counts / draws - expected).abs() < 4 * error).all(), (counts / draws, expected)
+
+
 def test_uniform_is_the_default_and_unchanged():
     """The default draws N exactly as torch.randint on the generator did before the law existed."""
     model = CRPGaussianMixture()

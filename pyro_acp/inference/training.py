@@ -200,8 +200,9 @@ def train(
             (``pyro.infer.Trace_ELBO`` with vectorised particles).
         num_points: the range [lo, hi) of N of the training data sets (None: the model's default).
         size_law: how each training data set's N is drawn in that range (``pyro_acp.models.base.SIZE_LAWS``):
-            ``"uniform"`` or ``"log-uniform"`` (P(N = n) about 1 / n, so every size contributes about as many
-            points to the loss; for guides that must also be right on small tables). Recorded in the card
+            ``"uniform"``, ``"log-uniform"`` (P(N = n) about 1 / n, so every size contributes about as many
+            points to the loss; for guides that must also be right on small tables) or ``"mixed"`` (each data
+            set by one or the other with probability 1/2). Recorded in the card
             when it is not uniform; the validation batch is drawn by the same law.
         checkpoint: path of a ``.pt`` file written every ``checkpoint_every`` steps and at the end
             (JSON card beside it); with ``resume=True`` training continues from it.
