@@ -31,7 +31,8 @@ from pyro_acp.cli_checks import (
 )
 
 GUIDE_NAMES = ("ACP", "ACPS", "CCP")
-SIZE_LAWS = ("uniform", "log-uniform", "mixed")  # pyro_acp.models.base.SIZE_LAWS, named here so that --help needs no torch
+#: pyro_acp.models.base.SIZE_LAWS, named here so that --help needs no torch
+SIZE_LAWS = ("uniform", "log-uniform", "mixed")
 DEFAULT_MODEL = "CRPGaussianMixture"
 
 
