@@ -48,12 +48,13 @@ def draw_sizes(lo: int, hi: int, batch_size: int, law: str, generator: torch.Gen
         return torch.randint(lo, hi, (batch_size,), generator=generator, device=device)
     # floor(exp(U)) with U uniform on [log lo, log hi) puts mass log((n + 1) / n) / log(hi / lo) on n
     u = torch.rand(batch_size, generator=generator, device=device, dtype=torch.float64)
-    sizes = torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).floor().long().clamp(lo, hi - 1)
+    sizes = torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).floor().long()
+    sizes = sizes.clamp(lo, hi - 1)  # exp's rounding at the top edge
     if law == "mixed":
         uniform = torch.randint(lo, hi, (batch_size,), generator=generator, device=device)
         coin = torch.rand(batch_size, generator=generator, device=device) < 0.5
         sizes = torch.where(coin, uniform, sizes)
-    return sizes  # (the clamp: exp rounding at the top edge)
+    return sizes
 
 
 def registered_models() -> dict[str, type[GenerativeModel]]:

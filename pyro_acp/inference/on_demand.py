@@ -28,8 +28,8 @@ import pyro
 import torch
 
 from pyro_acp.guides import GUIDES, ClusterwiseGuide
+from pyro_acp.inference.training import simulate_batch, validation_elbo
 from pyro_acp.inference.training import train as run_training
-from pyro_acp.inference.training import validation_elbo
 from pyro_acp.models.program import as_clustering_model
 from pyro_acp.pretrained.checkpoint import build_guide, load_guide, save_checkpoint
 from pyro_acp.pretrained.registry import (
@@ -127,10 +127,8 @@ def measure_training_time(model: ClusteringModel, settings: dict[str, Any], *, d
     validation_seconds = 0.0
     if settings.get("validate_every"):
         probe_guide = throwaway().to(device or "cpu")
-        kwargs = {} if settings.get("num_points") is None else {"num_points": tuple(settings["num_points"])}
-        if settings.get("size_law", "uniform") != "uniform":
-            kwargs["size_law"] = settings["size_law"]
-        batch = model.simulate(settings.get("validation_size", 64), seed=1, **kwargs).to(device or "cpu")
+        batch = simulate_batch(model, settings.get("validation_size", 64), settings.get("num_points"), 1,
+                               device or "cpu", settings.get("size_law", "uniform"))
         particles = settings.get("num_particles", 40)
         with torch.random.fork_rng(), pyro.get_param_store().scope():
             validation_elbo(probe_guide.model, probe_guide.guide, batch, particles)

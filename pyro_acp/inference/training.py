@@ -103,7 +103,9 @@ def _schedule(total_steps: int, warmup: int, final_fraction: float) -> Callable[
     return factor
 
 
-def _batch(model, batch_size: int, num_points, seed: int, device, size_law: str = "uniform") -> Any:
+def simulate_batch(model, batch_size: int, num_points, seed: int, device, size_law: str = "uniform") -> Any:
+    """``model.simulate`` of a training or validation batch on ``device``, N in ``num_points`` (None: the
+    model's default) by ``size_law``."""
     kwargs = {} if num_points is None else {"num_points": tuple(num_points)}
     if size_law != "uniform":  # only then: a model of the ClusteringModel protocol need not know the keyword
         kwargs["size_law"] = size_law
@@ -314,8 +316,8 @@ def train(
             start, history = _restore(checkpoint, guide, optimizer, device, stream, schedule)
         validation = None
         if lead and validate_every:
-            validation = _batch(model, validation_size, num_points,
-                                SeedStream(stream.root).seed_for(0, VALIDATION_BATCH), device, size_law)
+            validation = simulate_batch(model, validation_size, num_points,
+                                        SeedStream(stream.root).seed_for(0, VALIDATION_BATCH), device, size_law)
         began, saved = time.perf_counter() - history.wall_time, start
         if start < steps:  # from now on the guide is this model's (infer refuses it for another model)
             guide.trained_for = model.config()
@@ -324,8 +326,8 @@ def train(
             bar = tqdm(range(start, steps), initial=start, total=steps, disable=not (progress_bar and lead),
                        desc="training guide")
             for step in bar:
-                batch = _batch(model, local_batch, num_points, stream.seed_for(step, TRAINING_BATCHES), device,
-                               size_law)
+                batch = simulate_batch(model, local_batch, num_points, stream.seed_for(step, TRAINING_BATCHES),
+                                       device, size_law)
                 try:
                     value = svi.step(batch)
                 except ProcessLostError as err:
