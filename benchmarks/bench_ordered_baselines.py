@@ -14,9 +14,10 @@ simulations of ``OrderedGaussianCatalog()`` (default N in [5, 100), seed 2026120
   by the distance of their centroid from the origin.
 
 Columns: V-measure, Kendall tau of the elements' positions and of the matched clusters' order, cap adherence
-(clusters of at most 30 points), seconds per data set. Then NOC's total variation to
-:func:`pyro_acp.exact_ordered_posterior` at N = 4, 5, 6 (1,000 samples, ``--tv-sets`` data sets each), and the
-best V-measure any exchangeable method can reach on this test distribution (:func:`oracle_v_measure`).
+(clusters of at most 30 points), seconds per data set, and NOC's paired differences to each baseline (same
+sets). Then NOC's total variation to :func:`pyro_acp.exact_ordered_posterior` at N = 4, 5, 6 (``--tv-samples``
+samples, ``--tv-sets`` data sets each), and the best V-measure any exchangeable method can reach on this test
+distribution (:func:`oracle_v_measure`).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_ordered_baselines.py [--guide CHECKPOINT] [--json OUT]
 """
@@ -36,8 +37,9 @@ import torch
 import pyro_acp
 from pyro_acp.diagnostics.ordered_metrics import (
     guide_predictor,
-    ordered_scores,
+    ordered_score_rows,
     ordered_total_variation,
+    paired_difference,
     v_measure,
 )
 from pyro_acp.guides.clusterwise import FinishedClusters
@@ -147,16 +149,26 @@ def oracle_v_measure(model: OrderedGaussianCatalog, num_datasets: int = 500, see
             "oracle_random_parts": float(v_measure(batch.labels, dealt).mean())}
 
 
-def timed_scores(model, predict, **options) -> dict[str, float]:
-    """:func:`ordered_scores` with the mean seconds per data set."""
+def timed_rows(model, predict, **options) -> tuple[dict[str, torch.Tensor], float]:
+    """:func:`ordered_score_rows` and the mean seconds per data set."""
     began = time.perf_counter()
-    scores = ordered_scores(model, predict, **options)
-    scores["seconds_per_set"] = (time.perf_counter() - began) / options["num_datasets"]
-    return scores
+    rows = ordered_score_rows(model, predict, **options)
+    return rows, (time.perf_counter() - began) / options["num_datasets"]
+
+
+def mean_scores(rows: dict[str, torch.Tensor], seconds: float) -> dict[str, float]:
+    """Each score's mean over the data sets that define it, with its standard error (``*_se``), and the seconds."""
+    scores = {}
+    for name, values in rows.items():
+        kept = values[~values.isnan()]
+        scores[name] = float(kept.mean())
+        scores[f"{name}_se"] = float(kept.std() / kept.numel() ** 0.5) if kept.numel() > 1 else float("nan")
+    return {**scores, "seconds_per_set": seconds}
 
 
 def small_n_tv(model, guide, sizes=(4, 5, 6), num_sets: int = 10, num_samples: int = 1000) -> dict[str, float]:
-    """Mean TV of NOC's samples to the exact ordered posterior at each N (data sets seeds 7000 + i)."""
+    """Mean TV of NOC's samples to the exact ordered posterior at each N (data sets seeds 7000 + 100 N + i), its
+    standard error over the data sets (``_se``: the sets differ far more than the sampling noise) and the max."""
     result = {}
     for n in sizes:
         tvs = []
@@ -166,6 +178,7 @@ def small_n_tv(model, guide, sizes=(4, 5, 6), num_sets: int = 10, num_samples: i
                                   check_prior=False, estimate_log_prob=False)
             tvs.append(ordered_total_variation(post, exact_ordered_posterior(model, x)))
         result[f"tv_n{n}"] = float(np.mean(tvs))
+        result[f"tv_n{n}_se"] = float(np.std(tvs, ddof=1) / np.sqrt(len(tvs))) if len(tvs) > 1 else float("nan")
         result[f"tv_n{n}_max"] = float(np.max(tvs))
     return result
 
@@ -176,6 +189,7 @@ def main() -> None:
     parser.add_argument("--num-datasets", type=int, default=50)
     parser.add_argument("--pointer-steps", type=int, default=400)
     parser.add_argument("--tv-sets", type=int, default=10)
+    parser.add_argument("--tv-samples", type=int, default=1000, help="NOC samples per data set for the TV")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--size-cap", choices=("predicted", "model"), default=None,
                         help="override the guide's size_cap (NOC's sampling rule)")
@@ -189,25 +203,32 @@ def main() -> None:
     began = time.perf_counter()
     pointer = train_pointer(model, args.pointer_steps)
     pointer_time = time.perf_counter() - began
-    table = {
-        "NOC": timed_scores(model, guide_predictor(model, guide), **options),
-        "ACP + pointer": timed_scores(model, acp_pointer_predictor(pointer), **options),
-        "DP-GMM two-stage": timed_scores(model, dpgmm_predictor(model.alpha), **options),
+    predictors = {
+        "NOC": guide_predictor(model, guide),
+        "ACP + pointer": acp_pointer_predictor(pointer),
+        "DP-GMM two-stage": dpgmm_predictor(model.alpha),
     }
+    rows = {name: timed_rows(model, predict, **options) for name, predict in predictors.items()}
+    table = {name: mean_scores(*found) for name, found in rows.items()}
     columns = ("v_measure", "element_tau", "cluster_order_tau", "cap_adherence", "seconds_per_set")
     print("| method | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for name, scores in table.items():
         print(f"| {name} | " + " | ".join(f"{scores[c]:.3f}" for c in columns) + " |")
     print(f"(pointer network trained alone for {args.pointer_steps} steps in {pointer_time:.0f} s)")
-    tv = small_n_tv(model, guide, num_sets=args.tv_sets)
+    paired = {f"NOC - {name}": paired_difference(rows["NOC"][0], rows[name][0]) for name in predictors
+              if name != "NOC"}
+    for name, differences in paired.items():
+        print(name, "(mean, paired SE):", {k: (round(m, 4), round(e, 4)) for k, (m, e) in sorted(differences.items())})
+    tv = small_n_tv(model, guide, num_sets=args.tv_sets, num_samples=args.tv_samples)
     print("NOC TV to the exact ordered posterior:", {k: round(v, 3) for k, v in tv.items()})
     oracle = {"table_sets": oracle_v_measure(model, args.num_datasets), "500_sets": oracle_v_measure(model)}
     print("best achievable V-measure:", {name: {k: round(v, 3) for k, v in values.items()}
                                           for name, values in oracle.items()})
     if args.json is not None:
         options = {**vars(args), "guide": str(args.guide), "json": str(args.json)}
-        record = {"table": table, "tv": tv, "oracle": oracle, "options": options, "test_seed": TEST_SEED}
+        record = {"table": table, "paired_differences": paired, "tv": tv, "oracle": oracle, "options": options,
+                  "test_seed": TEST_SEED}
         args.json.write_text(json.dumps(record, indent=2))
 
 

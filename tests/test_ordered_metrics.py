@@ -151,3 +151,25 @@ def test_ordered_scores_of_oracles_on_fresh_simulations():
     assert {scores[k] for k in ("compositional", "structural", "valid_order", "v_measure")} == {1.0}
     with pytest.raises(ValueError, match="returned 1 labels"):
         om.ordered_scores(model, lambda x: torch.zeros(1, dtype=torch.long), **settings)
+
+
+def test_score_rows_and_paired_difference_on_the_same_sets():
+    from pyro_acp.models import OrderedGaussianCatalog
+
+    model = OrderedGaussianCatalog(max_cluster_size=5)
+    settings = {"num_datasets": 6, "num_points": (8, 15), "seed": 4}
+    batch = model.simulate(6, num_points=(8, 15), seed=4)
+    truth = om.ordered_score_rows(model, _oracle(batch), **settings)
+    assert set(truth) == {"v_measure", "element_tau", "cluster_order_tau", "cap_adherence"}
+    assert all(values.shape == (6,) and values.dtype == torch.float64 for values in truth.values())
+    assert om.ordered_scores(model, _oracle(batch), **settings) == {k: float(v.mean()) for k, v in truth.items()}
+    backwards = om.ordered_score_rows(model, _oracle(batch, lambda labels: labels.max() - labels), **settings)
+    diff = om.paired_difference(truth, backwards)
+    assert diff["element_tau"] == pytest.approx((2.0, 0.0))  # +1 against -1 on every set: no spread
+    assert diff["v_measure"] == pytest.approx((0.0, 0.0), abs=1e-12)
+    lumped = om.ordered_score_rows(model, lambda x: torch.zeros(x.shape[0], dtype=torch.long), **settings)
+    mean, se = om.paired_difference(truth, lumped)["v_measure"]
+    expected = 1.0 - lumped["v_measure"]  # lumped V is 0 on each set here
+    assert mean == pytest.approx(float(expected.mean()))
+    assert se == pytest.approx(float(expected.std() / math.sqrt(6)))
+    assert math.isnan(om.paired_difference(truth, lumped)["cluster_order_tau"][0])  # undefined on every set

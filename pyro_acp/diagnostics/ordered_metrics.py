@@ -33,6 +33,7 @@ returns a float for one partition and a float64 tensor (B,) for a batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,9 @@ from pyro_acp.validation import PAD_LABEL, check_int, check_positive_int
 __all__ = [
     "CatalogScores",
     "guide_predictor",
+    "ordered_score_rows",
     "ordered_scores",
+    "paired_difference",
     "cap_adherence",
     "catalog_scores",
     "cluster_order_kendall_tau",
@@ -242,12 +245,13 @@ def guide_predictor(model: Any, guide: Any, *, num_samples: int = 100, seed: int
     return predict
 
 
-def ordered_scores(model: Any, predict: Callable[[Tensor], Any], *, num_datasets: int = 50,
-                   num_points: Any = None, seed: int = 0) -> dict[str, float]:
-    """Mean scores of ``predict(x)`` (positions (N,)) against the truth over ``num_datasets`` fresh simulations
-    ``model.simulate(num_datasets, num_points=num_points, seed=seed)``: v_measure, element_tau,
-    cluster_order_tau (mean over the data sets where it is defined), and, when the model declares them,
-    cap_adherence (``max_cluster_size``) and compositional / structural / valid_order (``rules``)."""
+def ordered_score_rows(model: Any, predict: Callable[[Tensor], Any], *, num_datasets: int = 50,
+                       num_points: Any = None, seed: int = 0) -> dict[str, Tensor]:
+    """Per data set scores (B,) float64 of ``predict(x)`` (positions (N,)) against the truth on ``num_datasets``
+    fresh simulations ``model.simulate(num_datasets, num_points=num_points, seed=seed)``: v_measure,
+    element_tau, cluster_order_tau (NaN where undefined: fewer than two matched clusters), and, when the model
+    declares them, cap_adherence (``max_cluster_size``) and compositional / structural / valid_order
+    (``rules``). Two predictors scored with the same arguments are scored on the same data sets, row by row."""
     num_datasets = check_positive_int(num_datasets, "num_datasets")
     batch = model.simulate(num_datasets, num_points=num_points, seed=check_int(seed, "seed", minimum=0))
     truth = batch.labels
@@ -258,19 +262,38 @@ def ordered_scores(model: Any, predict: Callable[[Tensor], Any], *, num_datasets
         if row.shape[0] != x.shape[0]:
             raise ValueError(f"predict returned {row.shape[0]} labels for a data set of {x.shape[0]} points")
         predicted[b, batch.mask[b]] = row
-    cluster_tau = cluster_order_kendall_tau(truth, predicted)
-    scores = {
-        "v_measure": float(v_measure(truth, predicted).mean()),
-        "element_tau": float(element_kendall_tau(truth, predicted).mean()),
-        "cluster_order_tau": float(cluster_tau[~cluster_tau.isnan()].mean()) if (~cluster_tau.isnan()).any()
-        else float("nan"),
-    }
+    rows = {"v_measure": v_measure(truth, predicted), "element_tau": element_kendall_tau(truth, predicted),
+            "cluster_order_tau": cluster_order_kendall_tau(truth, predicted)}
     cap = getattr(model, "max_cluster_size", None)
     if cap is not None:
-        scores["cap_adherence"] = float(cap_adherence(predicted, cap).mean())
+        rows["cap_adherence"] = cap_adherence(predicted, cap)
     if getattr(model, "rules", None) is not None:
-        scores.update(catalog_scores(batch.x, predicted, model).mean())
-    return scores
+        found = catalog_scores(batch.x, predicted, model)
+        rows.update({name: getattr(found, name) for name in ("compositional", "structural", "valid_order")})
+    return {name: torch.as_tensor(values).to(torch.float64) for name, values in rows.items()}
+
+
+def ordered_scores(model: Any, predict: Callable[[Tensor], Any], *, num_datasets: int = 50,
+                   num_points: Any = None, seed: int = 0) -> dict[str, float]:
+    """Mean scores of :func:`ordered_score_rows` over the data sets (cluster_order_tau: over those where it
+    is defined; NaN if none)."""
+    rows = ordered_score_rows(model, predict, num_datasets=num_datasets, num_points=num_points, seed=seed)
+    return {name: float(values[~values.isnan()].mean()) if (~values.isnan()).any() else float("nan")
+            for name, values in rows.items()}
+
+
+def paired_difference(rows_a: dict[str, Tensor], rows_b: dict[str, Tensor]) -> dict[str, tuple[float, float]]:
+    """score -> (mean of a - b, its standard error) over the data sets both define, for two predictors'
+    :func:`ordered_score_rows` on the same data sets: SE = sd(a - b) / sqrt(n) (n - 1 in the sd), the error
+    that a comparison of two methods on one test set carries (smaller than either mean's, as the sets'
+    difficulty cancels). NaN SE when fewer than two sets define a score."""
+    differences = {}
+    for name in rows_a.keys() & rows_b.keys():
+        diff = rows_a[name] - rows_b[name]
+        diff = diff[~diff.isnan()]
+        se = float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else float("nan")
+        differences[name] = (float(diff.mean()) if diff.numel() else float("nan"), se)
+    return differences
 
 
 # ---------------------------------------------------------------------------------------------- distributions
