@@ -1,12 +1,16 @@
-"""Does infer's log q estimate see every sampling frame? The default estimate against the all-frame mixture.
+"""Does infer's log q estimate the density its samples came from? Its estimate against the all-frame mixture.
 
-``infer`` samples in F = 16 random frames, so its samples come from q_F(c) = (1 / F) sum_f q(c | Q_f x). The
-default estimate (:func:`pyro_acp.inference.log_prob.log_prob_estimate` with ``frames`` alone) runs replicate
-r in frame r % F; where a partition gets fewer replicates than frames (N > 40: 2 sampled orders), it averages
-q over frames 0 and 1 only. This script computes, for the shipped ``CRPGaussianMixture()`` guide's distinct
-samples of one simulated data set per N, that default estimate and the mixture over all F frames (each
-partition estimated in every frame with ``sample_frames``, then log-mean-exp over frames), and prints their
-difference, the default's standard error and the spread of log q(c | Q_f x) across frames.
+``infer`` samples in F = 16 random frames, so its samples come from q_F(c) = (1 / F) sum_f q(c | Q_f x). Where a
+partition gets fewer replicates than frames (N > 40: 2 sampled orders), the estimator
+(:func:`pyro_acp.inference.log_prob.log_prob_estimate`) stratifies the frames into those the partition was drawn
+in and the rest (``drawn_frames``, as infer passes it). This script computes, for the shipped
+``CRPGaussianMixture()`` guide's distinct samples of simulated data sets, that estimate ("stratified"), the
+same without the drawn frames (frames in turn from a random start: "unstratified"), the stratified estimate
+with reweight=True's settings ("stratified, reweight settings": what is left when each unit is accurate), and
+the reference: each partition estimated in every frame (``sample_frames``) with the reweight settings,
+log-mean-exp over frames, with its delta-method error. It prints, per N, the gap estimate - reference (mean,
+median, min), the median stated standard error, the share of partitions whose gap is within 2 combined
+standard errors, and the time of each estimate.
 
     OMP_NUM_THREADS=1 python benchmarks/check_frame_log_q.py
 """
@@ -14,44 +18,74 @@ difference, the default's standard error and the spread of log q(c | Q_f x) acro
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import torch
 
 import pyro_acp
 import pyro_acp.inference.infer  # noqa: F401  (imports the guides before the estimator)
-from pyro_acp.inference.frames import random_frames
+from pyro_acp.inference.frames import drawn_frames, frames_for
 from pyro_acp.inference.log_prob import log_prob_estimate, log_prob_settings
+from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.models import CRPGaussianMixture
 from pyro_acp.pretrained.checkpoint import load_guide
 
 PRETRAINED = Path(pyro_acp.__file__).parent / "pretrained"
 
 
-def main(sizes: tuple[int, ...] = (30, 100), num_frames: int = 16, num_samples: int = 40) -> None:
+def all_frame_reference(guide, x, unique, frames, settings, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """log q_F of every partition from an estimate in each of the F frames, with its delta-method error."""
+    count = frames.shape[0]
+    every = log_prob_estimate(guide, x, unique.repeat(count, 1), generator=torch.Generator().manual_seed(seed),
+                              frames=frames, sample_frames=torch.arange(count).repeat_interleave(unique.shape[0]),
+                              **settings)
+    per_frame = every.log_prob[0].view(count, -1).double()
+    mixture = per_frame.logsumexp(0) - math.log(count)
+    share = (per_frame - mixture).exp() / count
+    error = (share.square() * every.standard_error[0].view(count, -1).double().square()).sum(0).sqrt()
+    return mixture, error
+
+
+def main(sizes: tuple[int, ...] = (30, 100), seeds: tuple[int, ...] = (11, 12, 13), num_samples: int = 40) -> None:
     torch.set_num_threads(1)
     guide = load_guide(PRETRAINED / "crp_gaussian_mixture_2d.pt")[0]
     model = CRPGaussianMixture()
     for n in sizes:
-        x, _ = model.simulate(1, num_points=n, seed=11).unpadded(0)
-        post = pyro_acp.infer(model, x, guide=guide, num_samples=num_samples, seed=0, progress_bar=False,
-                              estimate_log_prob=False)
-        unique = post.samples.unique(dim=0)
-        frames = random_frames(num_frames, model.data_dim, torch.Generator().manual_seed(1))
-        settings = log_prob_settings(n)
-        default = log_prob_estimate(guide, x, unique, generator=torch.Generator().manual_seed(2), frames=frames,
-                                    **settings)
-        every = log_prob_estimate(guide, x, unique.repeat(num_frames, 1), generator=torch.Generator().manual_seed(3),
-                                  frames=frames, sample_frames=torch.arange(num_frames).repeat_interleave(
-                                      unique.shape[0]), **settings)
-        per_frame = every.log_prob[0].view(num_frames, -1)
-        mixture = per_frame.logsumexp(0) - math.log(num_frames)
-        gap = default.log_prob[0] - mixture
-        spread = per_frame.max(0).values - per_frame.min(0).values
-        print(f"N = {n} ({unique.shape[0]} distinct samples, settings {settings}): default - all-frame mixture "
-              f"mean {float(gap.mean()):+.2f} nats (min {float(gap.min()):+.2f}); default standard error median "
-              f"{float(default.standard_error[0].median()):.2f}; log q spread across frames median "
-              f"{float(spread.median()):.1f} nats")
+        default, accurate = log_prob_settings(n), log_prob_settings(n, reweight=True)
+        accurate.pop("refine_to")
+        names = ("stratified", "unstratified", "stratified, reweight settings")
+        gaps: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        covered: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        errors: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        seconds = dict.fromkeys(names, 0.0)
+        for seed in seeds:
+            x, _ = model.simulate(1, num_points=n, seed=seed).unpadded(0)
+            generator = torch.Generator().manual_seed(seed)
+            frames = frames_for(model, n, num_samples, generator)
+            samples = sample_partitions(guide, x, num_samples, generator=generator, frames=frames)[0]
+            unique, inverse = pyro_acp.data.partitions.canonicalize(samples).unique(dim=0, return_inverse=True)
+            reference, reference_error = all_frame_reference(guide, x, unique, frames, accurate, seed + 100)
+            drawn = drawn_frames(inverse, unique.shape[0], frames)
+            variants = {names[0]: (drawn, default), names[1]: (None, default), names[2]: (drawn, accurate)}
+            for name, (mask, settings) in variants.items():
+                began = time.perf_counter()
+                est = log_prob_estimate(guide, x, unique, generator=torch.Generator().manual_seed(seed + 200),
+                                        frames=frames, drawn_frames=mask, **settings)
+                seconds[name] += time.perf_counter() - began
+                gap = est.log_prob[0].double() - reference
+                combined = (est.standard_error[0].double().square() + reference_error.square()).sqrt()
+                gaps[name].append(gap)
+                errors[name].append(est.standard_error[0].double())
+                covered[name].append((gap.abs() <= 2 * combined).double())
+        for name in gaps:
+            gap = torch.cat(gaps[name])
+            print(f"N = {n}, {name} ({gap.numel()} distinct partitions of {len(seeds)} data sets): "
+                  f"estimate - all-frame mixture mean {float(gap.mean()):+.2f} nats, median "
+                  f"{float(gap.median()):+.2f}, min {float(gap.min()):+.2f}; stated standard error median "
+                  f"{float(torch.cat(errors[name]).nanmedian()):.2f}; within 2 combined errors "
+                  f"{float(torch.cat(covered[name]).mean()):.0%}; {seconds[name] / len(seeds):.2f} s per data set")
+        print(f"  default settings {default}; reweight settings and reference {accurate}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pyro_acp.data.partitions import enumerate_partitions
 from pyro_acp.diagnostics.metrics import total_variation
 from pyro_acp.guides import ACPS
 from pyro_acp.inference.frames import frames_for, num_frames, random_frames, sample_frames
-from pyro_acp.inference.log_prob import estimate_log_prob
+from pyro_acp.inference.log_prob import estimate_log_prob, log_prob_estimate
 from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.models import SBM, CRPGaussianMixture
 
@@ -49,11 +49,16 @@ def test_identity_frames_change_nothing_and_wrong_frames_are_refused():
     assert torch.equal(plain, identity)
     with pytest.raises(ValueError, match="frames must have shape"):
         sample_partitions(guide, x, 4, frames=torch.eye(3).expand(2, 3, 3))
-    # frames without sample_frames: replicate r in frame r % F, here all the identity
-    in_frames = estimate_log_prob(guide, x, plain[0], frames=torch.eye(2).expand(4, 2, 2),
-                                  generator=torch.Generator().manual_seed(2))
-    as_given = estimate_log_prob(guide, x, plain[0], generator=torch.Generator().manual_seed(2))
-    assert torch.allclose(in_frames, as_given, atol=1e-5)
+    # each partition in a given identity frame: the same draws, the same estimate
+    identity = torch.eye(2).expand(4, 2, 2)
+    in_frame = estimate_log_prob(guide, x, plain[0], frames=identity, sample_frames=torch.arange(12) % 4,
+                                 generator=torch.Generator().manual_seed(2))
+    as_given = log_prob_estimate(guide, x, plain[0], generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(in_frame, as_given.log_prob, atol=1e-5)
+    # the mixture over identity frames (its start frames drawn first: other draws) is q within the errors
+    mixture = log_prob_estimate(guide, x, plain[0], frames=identity, generator=torch.Generator().manual_seed(2))
+    combined = (mixture.standard_error.square() + as_given.standard_error.square()).sqrt().nan_to_num(1.0)
+    assert ((mixture.log_prob - as_given.log_prob).abs() < 4 * combined + 0.05).all()
 
 
 def test_each_sample_sees_its_own_frame():

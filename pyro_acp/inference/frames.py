@@ -57,6 +57,17 @@ def sample_frames(num_samples: int, frames: Tensor | None, device: torch.device 
     return torch.arange(num_samples, device=device) % count
 
 
+def drawn_frames(inverse: Tensor, num_distinct: int, frames: Tensor | None) -> Tensor | None:
+    """(U, F) bool: the frames each of ``num_distinct`` distinct partitions was drawn in, from ``inverse`` (S,),
+    each sample's distinct partition (``samples.unique(dim=0, return_inverse=True)``), sample s drawn in frame
+    s % F (:func:`sample_frames`); None without frames."""
+    if frames is None:
+        return None
+    drawn = torch.zeros(num_distinct, frames.shape[0], dtype=torch.bool, device=inverse.device)
+    return drawn.index_put_((inverse, sample_frames(inverse.shape[0], frames, inverse.device)),
+                            torch.tensor(True, device=inverse.device))
+
+
 def framed(x: Tensor, mask: Tensor, frames: Tensor | None, dataset: Tensor, frame: Tensor
            ) -> tuple[Tensor, Tensor, Tensor]:
     """Data sets (B, N, D) copied into every frame (B * F, N, D) with their masks, and the row each thread

@@ -19,7 +19,7 @@ from pyro_acp.diagnostics.importance import weight_diagnostics
 from pyro_acp.diagnostics.prior_check import PriorPredictiveWarning, prior_predictive_check
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.guides.noc import ordered_log_prob_estimate
-from pyro_acp.inference.frames import frames_for
+from pyro_acp.inference.frames import drawn_frames, frames_for
 from pyro_acp.inference.log_prob import AUTO, LogProbEstimate, log_prob_estimate, log_prob_settings
 from pyro_acp.inference.on_demand import (  # noqa: F401  (re-exported: the names infer is known by)
     _UNORDERED_GUIDE,
@@ -44,12 +44,13 @@ def _estimate_log_q(guide: ClusterwiseGuide, x: Tensor, samples: Tensor, frames:
     """log q of every sample (S,) with its standard error, one estimate per distinct partition.
 
     q is the density the samples were drawn from: with frames, the mixture q_F(c) = (1 / F) sum_f q(c | Q_f x)
-    over the F sampling frames, estimated frame by frame (:mod:`pyro_acp.inference.log_prob`). As an
-    importance proposal, this marginal q_F gives weights p(c, x) / q_F(c) with less variance than per-frame
-    weights p(c, x) / q(c | Q x) (the frame integrated out), one estimate per distinct partition.
+    over the F sampling frames, stratified by the frames each partition was drawn in
+    (:mod:`pyro_acp.inference.log_prob`). As an importance proposal, this marginal q_F gives weights
+    p(c, x) / q_F(c) with less variance than per-frame weights p(c, x) / q(c | Q x) (the frame integrated out).
     """
     unique, inverse = samples.unique(dim=0, return_inverse=True)
-    estimate = log_prob_estimate(guide, x, unique, generator=generator, frames=frames, **settings)
+    estimate = log_prob_estimate(guide, x, unique, generator=generator, frames=frames,
+                                 drawn_frames=drawn_frames(inverse, unique.shape[0], frames), **settings)
     return per_sample(estimate, inverse)
 
 

@@ -21,12 +21,22 @@ repeated max(2, num_orders // K!) times), averaged in probability space (an unbi
 standard error in nats is the delta-method sd of that mean, sd_r(q_r) / (sqrt(R) mean_r q_r).
 
 Frames (:mod:`pyro_acp.inference.frames`): sampling in F frames Q_f draws from the mixture
-q_F(s) = (1 / F) sum_f q(s | Q_f x). ``frames`` alone (the F sampling frames) puts replicate r in frame r % F,
-and where orders are summed exactly and the budget allows at least F replicates, their number is a multiple of
-F, so the mean is over every frame equally: an unbiased estimate of q_F itself, the density the samples were
-drawn from, with no noise from the frames. (The
-frame a partition happened to be drawn in must not be used alone: it favours that partition.) ``frames`` with
-``sample_frames`` estimates q(s | Q x) in the given frame of each partition.
+q_F(s) = (1 / F) sum_f q(s | Q_f x), and ``frames`` alone (the F sampling frames) estimates q_F itself, the
+density the samples were drawn from:
+
+- where a partition's replicates are a multiple of F (orders summed exactly with a budget of at least F
+  replicates, rounded up), replicate r runs in frame r % F: every frame equally, no noise from the frames;
+- otherwise, with ``drawn_frames`` (the frames each partition was drawn in, D), the frames are split into two
+  strata, D and the rest O, each estimated by at least 2 replicates in frames taken in turn from a random
+  start, q_F = (|D| / F) mean_D + (|O| / F) mean_O, with variance (|D| / F)^2 var_D / n_D + (|O| / F)^2
+  var_O / n_O. Unbiased whichever D is given; D is where q is likely high (a partition is drawn where it is
+  probable), so the stratum that holds most of q_F is never missed. (The frame a partition was drawn in must
+  not be used *alone*: it favours that partition);
+- otherwise the replicates run in frames taken in turn from a random start: unbiased, noisier.
+
+The frame of replicate r used to be r % F in every case, which for fewer than F replicates averages frames
+0 .. R-1 alone: biased low by more than its stated error where q spreads across frames (docs/benchmarks.md).
+``frames`` with ``sample_frames`` estimates q(s | Q x) in the given frame of each partition.
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ from pyro_acp.inference.log_prob_settings import (  # noqa: F401  (re-exported: 
     REWEIGHT_SETTINGS,
     log_prob_settings,
 )
-from pyro_acp.inference.log_space import log_mean_and_error, scatter_logsumexp
+from pyro_acp.inference.log_space import log_stratified_mean_and_error, scatter_logsumexp
 from pyro_acp.inference.sampling import padded_inputs
 from pyro_acp.inference.streams import EstimatorDraws
 
@@ -93,6 +103,7 @@ def log_prob_estimate(
     z_proposal: str = AUTO,
     frames: Tensor | None = None,
     sample_frames: Tensor | None = None,
+    drawn_frames: Tensor | None = None,
     orders: str = "auto",
     refine_to: float | None = None,
     refine_rounds: int = 1,
@@ -105,7 +116,8 @@ def log_prob_estimate(
     ``num_anchors``: None uses every member as an anchor, otherwise at most that many per cluster.
     "auto" (any of the three): :func:`log_prob_settings` for the data sets' size N.
     ``frames`` (F, D, D): with ``sample_frames`` ((S,) or (B, S)) each partition is estimated in its own
-    frame; without, replicate r is estimated in frame r % F.
+    frame; without, the estimate is of the mixture over the F frames (module docstring), stratified by
+    ``drawn_frames`` ((S, F) or (B, S, F) bool: the frames each partition was drawn in) when given.
     ``refine_to`` (nats): partitions whose standard error exceeds it get further independent replicates with
     :data:`REFINE_Z_FACTOR` times the z draws, pooled with the first (each replicate is unbiased), for up to
     ``refine_rounds`` rounds: rare partitions, whose joins need unusual z, are the noisy ones.
@@ -119,14 +131,17 @@ def log_prob_estimate(
     num_sets, num_samples, num_points = labels.shape
     partitions = canonicalize(labels.reshape(-1, num_points).to(x.device))
     owner = torch.arange(num_sets, device=x.device).repeat_interleave(num_samples)
-    partition_frame = None
+    partition_frame = drawn = None
     if frames is not None and sample_frames is not None:
         partition_frame = sample_frames.to(x.device).expand(num_sets, num_samples).reshape(-1)
+    elif frames is not None and drawn_frames is not None:
+        drawn = _check_drawn(drawn_frames, frames.shape[0], num_samples).to(x.device)
+        drawn = drawn.expand(num_sets, num_samples, -1).reshape(num_sets * num_samples, -1)
     data = _framed_rows(x, mask, frames)
     settings = log_prob_settings(num_points, num_anchors=num_anchors, num_z=num_z, num_orders=num_orders,
                                  z_proposal=z_proposal)
-    estimate = _estimate(guide, data, partitions, owner, partition_frame, EstimatorDraws(generator), settings,
-                         orders, chunk_size, refine_to, refine_rounds)
+    estimate = _estimate(guide, data, partitions, (owner, partition_frame, drawn), EstimatorDraws(generator),
+                         settings, orders, chunk_size, refine_to, refine_rounds)
     shape = (num_sets, num_samples)
     return LogProbEstimate(*(value.view(shape) for value in estimate))
 
@@ -138,6 +153,7 @@ def log_prob_estimates(
     partitions: list[Tensor],
     generators: list[torch.Generator],
     frames: list[Tensor | None] | None = None,
+    drawn_frames: list[Tensor | None] | None = None,
     chunk_size: int = 4096,
     orders: str = "auto",
     refine_to: float | None = None,
@@ -147,7 +163,8 @@ def log_prob_estimates(
     """:func:`log_prob_estimate` of several data sets in one batched computation, each on its own generator.
 
     ``xs``: data sets (N_b, D), N_b may differ; ``partitions``: (P_b, N_b) labels of each, their counts may
-    differ; ``frames``: each data set's sampling frames (F_b, D, D) or None; the estimator options (``num_z``
+    differ; ``frames``: each data set's sampling frames (F_b, D, D) or None; ``drawn_frames``: each one's
+    (P_b, F_b) frames its partitions were drawn in, or None (:func:`log_prob_estimate`); the options (``num_z``
     ...) apply to all (call once per setting). Every random number data set b's estimate uses comes from
     ``generators[b]``, in the shapes ``log_prob_estimate(guide, xs[b], partitions[b], generator=generators[b],
     frames=frames[b])`` draws them in, so estimate b equals that call's up to the float rounding of a padded
@@ -156,6 +173,7 @@ def log_prob_estimates(
     if not (len(xs) == len(partitions) == len(generators)) or not xs:
         raise ValueError("log_prob_estimates needs as many data sets, partition sets and generators, at least one")
     frames = [None] * len(xs) if frames is None else frames
+    drawn = _drawn_of(frames, partitions, drawn_frames)
     sizes = [int(x.shape[0]) for x in xs]
     width, device = max(sizes), xs[0].device
     data = _framed_rows_of(xs, frames, width)
@@ -163,12 +181,43 @@ def log_prob_estimates(
               for p in partitions]
     owner = torch.arange(len(xs), device=device).repeat_interleave(
         torch.tensor([p.shape[0] for p in padded], device=device))
-    estimate = _estimate(guide, data, torch.cat(padded), owner, None,
+    estimate = _estimate(guide, data, torch.cat(padded), (owner, None, drawn),
                          EstimatorDraws(generators=generators, sizes=sizes),
                          log_prob_settings(width, **settings), orders, chunk_size, refine_to, refine_rounds)
     counts = [p.shape[0] for p in padded]
     return [LogProbEstimate(*(value.unsqueeze(0) for value in parts))
             for parts in zip(*(value.split(counts) for value in estimate), strict=True)]
+
+
+def _check_drawn(drawn_frames: Tensor, num_frames: int, num_samples: int) -> Tensor:
+    """``drawn_frames`` as a bool (S, F) or (B, S, F) tensor with a frame for every partition, or a ValueError."""
+    if drawn_frames.dim() not in (2, 3) or drawn_frames.shape[-2:] != (num_samples, num_frames):
+        raise ValueError(f"drawn_frames must have shape (S, F) = ({num_samples}, {num_frames}) or (B, S, F): "
+                         f"got {tuple(drawn_frames.shape)}")
+    drawn = drawn_frames.bool()
+    if not drawn.any(-1).all():
+        raise ValueError("drawn_frames: every partition must have been drawn in at least one frame")
+    return drawn
+
+
+def _drawn_of(frames: list[Tensor | None], partitions: list[Tensor], drawn_frames: list[Tensor | None] | None
+              ) -> Tensor | None:
+    """The data sets' drawn-frame masks, checked, padded to the most frames and stacked (P, F_max); False where
+    a data set has none (then it is not stratified)."""
+    if drawn_frames is None or all(d is None for d in drawn_frames):
+        return None
+    if len(drawn_frames) != len(partitions):
+        raise ValueError("log_prob_estimates needs one drawn_frames entry (or None) per data set")
+    counts = [1 if f is None else f.shape[0] for f in frames]
+    width = max(counts)
+    parts = []
+    for own, count, p in zip(drawn_frames, counts, partitions, strict=True):
+        if own is None or count == 1:
+            parts.append(torch.zeros(p.shape[0], width, dtype=torch.bool, device=p.device))
+        else:
+            own = _check_drawn(own, count, p.shape[0]).to(p.device)
+            parts.append(torch.nn.functional.pad(own, (0, width - count), value=False))
+    return torch.cat(parts)
 
 
 @dataclass(frozen=True)
@@ -206,11 +255,13 @@ def _framed_rows_of(xs: list[Tensor], frames: list[Tensor | None], width: int) -
     return _DataRows(torch.cat(rows), torch.cat(masks), num_frames.cumsum(0) - num_frames, num_frames)
 
 
-def _estimate(guide: ClusterwiseGuide, data: _DataRows, partitions: Tensor, owner: Tensor,
-              partition_frame: Tensor | None, draws: EstimatorDraws, settings: dict[str, Any], orders: str,
-              chunk_size: int, refine_to: float | None, refine_rounds: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(log q, standard error, orders enumerated) of every partition (P, N) of data set ``owner`` (P,)
-    (non-decreasing), estimated on the rows ``data``."""
+def _estimate(guide: ClusterwiseGuide, data: _DataRows, partitions: Tensor, placement: tuple,
+              draws: EstimatorDraws, settings: dict[str, Any], orders: str, chunk_size: int,
+              refine_to: float | None, refine_rounds: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(log q, standard error, orders enumerated) of every partition (P, N), estimated on the rows ``data``.
+
+    ``placement``: (owner (P,), the data set of each partition (non-decreasing); partition_frame (P,) or None,
+    a frame to estimate each in; drawn (P, F_max) bool or None, the frames each was drawn in)."""
     z_proposal = settings.get("z_proposal", AUTO)
     if z_proposal not in Z_PROPOSALS:
         raise ValueError(f"z_proposal must be one of {Z_PROPOSALS}, got {z_proposal!r}")
@@ -218,38 +269,62 @@ def _estimate(guide: ClusterwiseGuide, data: _DataRows, partitions: Tensor, owne
         raise ValueError(f"orders must be one of {ORDER_MODES}, got {orders!r}")
     num_z = settings["num_z"]
     options = (settings["num_anchors"], settings["num_orders"], orders, z_proposal, draws, chunk_size)
-    layout = (data, owner, partition_frame)
-    everything = torch.arange(partitions.shape[0], device=partitions.device)
-    log_unit, unit_partition, enumerated_units = _unit_log_probs(guide, layout, partitions, everything, num_z,
-                                                                 *options)
-    log_prob, error = log_mean_and_error(log_unit, unit_partition, partitions.shape[0])
+    layout = (data, *placement)
+    num_partitions = partitions.shape[0]
+    everything = torch.arange(num_partitions, device=partitions.device)
+    units, log_unit = _unit_log_probs(guide, layout, partitions, everything, num_z, *options)
+    # stratum 2 p + side of partition p; a stratum's weight is fixed by its partition (the same in every round)
+    stratum_log_weight = log_unit.new_zeros(2 * num_partitions).index_put_((units.stratum,), units.log_weight)
+    stratum_group = torch.arange(2 * num_partitions, device=partitions.device) // 2
+    enumerated = torch.zeros(num_partitions, dtype=torch.bool, device=partitions.device).index_fill(
+        0, units.partition[units.enumerated], True)
+    stratum = units.stratum
+
+    def pooled(log_values: Tensor, strata: Tensor) -> tuple[Tensor, Tensor]:
+        return log_stratified_mean_and_error(log_values, strata, stratum_log_weight, stratum_group, num_partitions)
+
+    log_prob, error = pooled(log_unit, stratum)
     for _ in range(refine_rounds if refine_to is not None else 0):
         loose = (error > refine_to).nonzero(as_tuple=True)[0]  # NaN (one unit) never compares greater
         if loose.numel() == 0:
             break
         num_z *= REFINE_Z_FACTOR
-        extra, extra_partition, _ = _unit_log_probs(guide, layout, partitions, loose, num_z, *options)
-        log_unit, unit_partition = torch.cat([log_unit, extra]), torch.cat([unit_partition, extra_partition])
-        log_prob, error = log_mean_and_error(log_unit, unit_partition, partitions.shape[0])
-    enumerated = torch.zeros(partitions.shape[0], dtype=torch.bool, device=partitions.device).index_fill(
-        0, unit_partition[:enumerated_units.shape[0]][enumerated_units], True)
+        extra_units, extra = _unit_log_probs(guide, layout, partitions, loose, num_z, *options)
+        log_unit, stratum = torch.cat([log_unit, extra]), torch.cat([stratum, extra_units.stratum])
+        log_prob, error = pooled(log_unit, stratum)
     return log_prob, error, enumerated
+
+
+@dataclass(frozen=True)
+class _UnitStrata:
+    """Where each unit estimate goes: its partition, its stratum (2 partition + side), the log share of the
+    frames that stratum stands for (0: one stratum for all), and whether it sums its orders exactly."""
+
+    partition: Tensor
+    stratum: Tensor
+    log_weight: Tensor
+    enumerated: Tensor
 
 
 def _unit_log_probs(guide: ClusterwiseGuide, layout: tuple, partitions: Tensor, chosen: Tensor, num_z: int,
                     num_anchors: int | None, num_orders: int, orders: str, z_proposal: str, draws: EstimatorDraws,
-                    chunk_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Independent unit estimates of log q for the partitions ``chosen`` (indices into ``partitions``): their
-    log values, the partition each belongs to, and whether each sums its orders exactly."""
-    data, owner, partition_frame = layout
-    frames_of = data.num_frames[owner[chosen]] if partition_frame is None else torch.ones_like(chosen)
-    units = _replicate_units(partitions[chosen], num_orders, orders, frames_of)
+                    chunk_size: int) -> tuple[_UnitStrata, Tensor]:
+    """Independent unit estimates of log q for the partitions ``chosen`` (indices into ``partitions``): where
+    each goes, and their log values."""
+    data, owner, partition_frame, drawn = layout
+    num_frames = data.num_frames[owner[chosen]] if partition_frame is None else torch.ones_like(chosen)
+    stratifiable = torch.zeros_like(chosen, dtype=torch.bool)
+    if drawn is not None and partition_frame is None:
+        times_drawn = drawn[chosen].sum(-1)
+        stratifiable = (times_drawn > 0) & (times_drawn < num_frames)
+    units = _replicate_units(partitions[chosen], num_orders, orders, num_frames, stratifiable)
+    if partition_frame is None:
+        unit_frame, log_weight = _place_in_frames(units, num_frames, None if drawn is None else drawn[chosen],
+                                                  draws, owner[chosen])
+    else:  # each partition in its own frame
+        unit_frame, log_weight = partition_frame[chosen[units.partition]], torch.zeros(units.partition.shape)
     units = replace(units, partition=chosen[units.partition])
     unit_owner = owner[units.partition]
-    if partition_frame is None:  # replicate r of a partition in frame r % F: fresh frames
-        unit_frame = units.replicate % data.num_frames[unit_owner]
-    else:  # each partition in its own frame
-        unit_frame = partition_frame[units.partition]
     unit_row = data.first_row[unit_owner] + unit_frame
     unit_labels = partitions[units.partition]
     rows = _step_rows(units, unit_labels, draws, unit_owner)
@@ -264,26 +339,32 @@ def _unit_log_probs(guide: ClusterwiseGuide, layout: tuple, partitions: Tensor, 
     log_unit[~units.enumerated] = per_order[~units.enumerated]
     if units.enumerated.any():
         log_unit[units.enumerated] = _sum_over_orders(log_step, rows, units)[units.enumerated]
-    return log_unit, units.partition, units.enumerated
+    strata = _UnitStrata(units.partition, 2 * units.partition + units.side, log_weight.to(log_unit), units.enumerated)
+    return strata, log_unit
 
 
 @dataclass(frozen=True)
 class _Units:
     """The independent replicates of every partition's estimate: unit u estimates q(partition[u]) by the exact
-    sum over its orders (``enumerated[u]``) or by one size-biased order; ``replicate[u]`` numbers the units
-    of one partition (it picks the unit's frame)."""
+    sum over its orders (``enumerated[u]``) or by one size-biased order; ``replicate[u]`` numbers the units of
+    one partition; a partition split into two frame strata puts its units alternately in stratum ``side`` 0
+    (its drawn frames) and 1 (the others), ``split[u]`` (else ``side`` 0)."""
 
     partition: Tensor
     replicate: Tensor
     enumerated: Tensor
     num_clusters: Tensor
+    side: Tensor
+    split: Tensor
 
 
-def _replicate_units(partitions: Tensor, num_orders: int, orders: str, num_frames: Tensor | int = 1) -> _Units:
+def _replicate_units(partitions: Tensor, num_orders: int, orders: str, num_frames: Tensor | int = 1,
+                     stratifiable: Tensor | bool = False) -> _Units:
     """``num_orders`` sampled-order units per partition, or max(2, num_orders // 2^(K-1)) enumerated ones;
     an enumerated count of at least ``num_frames`` (per partition, or one for all) is rounded up to a multiple
     of it, so that every frame is visited equally often (the frames then contribute no noise: the mean is over
-    all of them)."""
+    all of them). A ``stratifiable`` partition whose count is not a multiple of its frames is split into two
+    strata of max(2, ceil(count / 2)) units each (a standard error needs two per stratum)."""
     num_clusters = partitions.max(-1).values + 1
     subset_rows = 2 ** (num_clusters - 1)  # (S, c) pairs per cluster and partition in the exact sum, over N
     if orders == "enumerate":
@@ -300,10 +381,44 @@ def _replicate_units(partitions: Tensor, num_orders: int, orders: str, num_frame
     stratified = (exact_count + num_frames - 1) // num_frames * num_frames
     exact_count = torch.where(exact_count >= num_frames, stratified, exact_count)  # at most doubles the cost
     count = torch.where(enumerated, exact_count, torch.full_like(num_clusters, num_orders))
+    split = torch.as_tensor(stratifiable, device=partitions.device) & (count % num_frames != 0)
+    count = torch.where(split, 2 * ((count + 1) // 2).clamp(min=2), count)
     partition = torch.arange(partitions.shape[0], device=partitions.device).repeat_interleave(count)
     first = count.cumsum(0) - count
     replicate = torch.arange(partition.shape[0], device=partitions.device) - first[partition]
-    return _Units(partition, replicate, enumerated[partition], num_clusters[partition])
+    split = split.expand_as(count)[partition]
+    side = torch.where(split, replicate % 2, 0)
+    return _Units(partition, replicate, enumerated[partition], num_clusters[partition], side, split)
+
+
+def _place_in_frames(units: _Units, num_frames: Tensor, drawn: Tensor | None, draws: EstimatorDraws,
+                     owner: Tensor) -> tuple[Tensor, Tensor]:
+    """The frame of every unit and the log share (|stratum| / F) of the frames its stratum stands for.
+
+    A stratum's frames (all F of the partition's data set; or, split, its drawn frames / the others) are taken
+    in turn from a uniformly drawn start, so each unit's frame is uniform within the stratum (the stratum's
+    mean is unbiased) and a stratum with as many units as frames visits each once. ``num_frames``,
+    ``drawn`` (F_max columns) and ``owner`` are per partition, ``units.partition`` indexes them."""
+    device = num_frames.device
+    width = int(num_frames.max()) if drawn is None else drawn.shape[-1]
+    partition = units.partition
+    frame_index = torch.arange(width, device=device)
+    in_stratum = frame_index < num_frames[partition].unsqueeze(-1)  # (U, F_max)
+    if drawn is not None:
+        mine = drawn[partition]
+        side_mask = torch.where((units.side == 0).unsqueeze(-1), mine, ~mine)
+        in_stratum = in_stratum & torch.where(units.split.unsqueeze(-1), side_mask, True)
+    size = in_stratum.sum(-1)
+    start = torch.zeros(num_frames.shape[0], 2, device=device)
+    framed_sets = (num_frames > 1).nonzero(as_tuple=True)[0]  # no draws where there is one frame: as before
+    if framed_sets.numel():
+        start[framed_sets] = draws.row_uniforms(owner[framed_sets], 2, device)
+    first = (start[partition, units.side] * size).long().clamp(max=size - 1)
+    within = torch.where(units.split, units.replicate // 2, units.replicate)
+    members = ((~in_stratum) * width + frame_index).argsort(-1)  # the stratum's frames first, in order
+    frame = members.gather(1, ((first + within) % size).unsqueeze(-1)).squeeze(-1)
+    log_weight = torch.where(units.split, size.double().log() - num_frames[partition].double().log(), 0.0)
+    return frame, log_weight
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from pyro_acp.guides import ClusterwiseGuide
-from pyro_acp.inference.frames import framed, is_rotation_invariant, num_frames
+from pyro_acp.inference.frames import drawn_frames, framed, is_rotation_invariant, num_frames
 from pyro_acp.inference.infer import per_sample
 from pyro_acp.inference.log_prob import LogProbEstimate, log_prob_estimates, log_prob_settings
 from pyro_acp.inference.many_sources import Entry
@@ -169,9 +169,10 @@ def estimate_chunk(guide: ClusterwiseGuide, jobs: list[Job], samples: list[Tenso
     distinct = [s.unique(dim=0, return_inverse=True) for s in samples]
     out: list[LogProbEstimate | None] = [None] * len(jobs)
     for members in groups.values():
+        drawn = [drawn_frames(distinct[b][1], distinct[b][0].shape[0], jobs[b].frames) for b in members]
         estimates = log_prob_estimates(guide, [jobs[b].x for b in members], [distinct[b][0] for b in members],
                                        [jobs[b].generator for b in members], frames=[jobs[b].frames for b in members],
-                                       **settings_of[members[0]])
+                                       drawn_frames=drawn, **settings_of[members[0]])
         for b, estimate in zip(members, estimates, strict=True):
             out[b] = per_sample(estimate, distinct[b][1])
     return out

@@ -60,6 +60,15 @@ class EstimatorDraws:
             start += count
         return out
 
+    def row_uniforms(self, owner: Tensor, width: int, device: torch.device) -> Tensor:
+        """U(0, 1) draws (R, ``width``), ``width`` per row whatever the data set's size; rows grouped by data set."""
+        if self.generators is None:
+            return torch.rand((owner.shape[0], width), generator=self.generator, device=device)
+        runs = owner_runs(owner)
+        _check_grouped(runs)
+        parts = [torch.rand((count, width), generator=self.generators[b], device=device) for b, count in runs]
+        return torch.cat(parts) if parts else torch.empty((0, width), device=device)
+
     def normal_stream(self, owner: Tensor, num_z: int, dim: int, piece: int, device: torch.device) -> NormalStream:
         """z noise (num_z, rows, dim) for rows owned by ``owner`` (A,), drawn ``piece`` rows at a time per stream."""
         if self.generators is None:
