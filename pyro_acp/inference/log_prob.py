@@ -25,7 +25,8 @@ q_F(s) = (1 / F) sum_f q(s | Q_f x), and ``frames`` alone (the F sampling frames
 density the samples were drawn from:
 
 - where a partition's replicates are a multiple of F (orders summed exactly with a budget of at least F
-  replicates, rounded up), replicate r runs in frame r % F: every frame equally, no noise from the frames;
+  replicates, rounded up; or F sampled orders), replicate r runs in frame (s + r) % F from a random start s:
+  every frame equally, no noise from the frames;
 - otherwise, with ``drawn_frames`` (the frames each partition was drawn in, D), the frames are split into two
   strata, D and the rest O, each estimated by at least 2 replicates in frames taken in turn from a random
   start, q_F = (|D| / F) mean_D + (|O| / F) mean_O, with variance (|D| / F)^2 var_D / n_D + (|O| / F)^2

@@ -10,12 +10,14 @@ from typing import Any
 from pyro_acp.validation import check_positive_int
 
 #: the log-probability estimator by data-set size (first row whose bound N does not exceed): exact anchors and
-#: cluster orders where they are affordable, fewer as N grows so that infer at N = 200 with 100 samples stays
-#: under a second on a 2-core CPU (benchmarks/log_prob_calibration.py, benchmarks/bench_infer.py)
+#: cluster orders where they are affordable, fewer as N grows so that infer at N = 200 with 100 samples takes
+#: about 2 s on a 2-core CPU (benchmarks/log_prob_calibration.py, benchmarks/bench_infer.py). Above 40 points
+#: z from the prior alone (1 draw) left log q 12 nats low on average at N = 100; the prior/encoder mixture with
+#: 4 draws about 1.6 (benchmarks/check_frame_log_q.py, docs/benchmarks.md)
 LOG_PROB_SETTINGS = (
     (12, {"num_anchors": None, "num_z": 4, "num_orders": 16, "z_proposal": "mixture"}),
     (40, {"num_anchors": 8, "num_z": 4, "num_orders": 8, "z_proposal": "mixture"}),
-    (None, {"num_anchors": 3, "num_z": 1, "num_orders": 2, "z_proposal": "prior"}),  # the encoder pools over N
+    (None, {"num_anchors": 3, "num_z": 4, "num_orders": 2, "z_proposal": "mixture"}),
 )
 #: with reweight=True, at least these, by size as above (the noise of log q enters the weights directly; at small N
 #: all orders and anchors are summed in every sampling frame: a close-cluster set, N = 7, 2,000 samples: TV to
