@@ -3,8 +3,10 @@
 Reports the median wall time over ``--repeats`` calls (after one warm-up call) of
 ``pyro_acp.infer(OrderedGaussianCatalog(), x, num_samples=100)`` with its defaults (sampling in 16 random
 frames, then the ordered log q of every distinct sample, :func:`pyro_acp.guides.noc.ordered_log_prob_estimate`,
-computed in every frame), with ``estimate_log_prob=False`` (sampling and ordering only) and with
-``symmetrize=False`` (the data as given: one frame, log q included).
+in the frames it was drawn in and two others), with ``estimate_log_prob=False`` (sampling and ordering only) and
+with ``symmetrize=False`` (the data as given: one frame, log q included). Then, for the distinct samples of one
+call, the default estimate against the one in all 16 frames (``all_frames=True``, also timed): the gap's mean,
+median and min, and the share within 2 combined standard errors.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_ordered_infer.py [--guide CHECKPOINT]
 """
@@ -19,6 +21,10 @@ from pathlib import Path
 import torch
 
 import pyro_acp
+from pyro_acp.guides.noc import ordered_log_prob_estimate
+from pyro_acp.inference.frames import frames_for
+from pyro_acp.inference.log_prob import log_prob_settings
+from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.models import OrderedGaussianCatalog
 from pyro_acp.pretrained.checkpoint import load_guide
 
@@ -47,6 +53,29 @@ def main() -> None:
     print(f"N = {args.num_points}, 100 samples, one torch thread, median of {args.repeats} after a warm-up:")
     for name, seconds in times.items():
         print(f"infer, {name}: {statistics.median(seconds[1:]):.3f} s")
+    compare_with_all_frames(model, guide, x)
+
+
+def compare_with_all_frames(model, guide, x) -> None:
+    """The stratified ordered log q of one call's samples against the all-frame one."""
+    generator = torch.Generator().manual_seed(0)
+    frames = frames_for(model, x.shape[0], 100, generator)
+    labels = sample_partitions(guide, x, 100, generator=generator, frames=frames, ordered=True)[0]
+    settings = log_prob_settings(x.shape[0])
+    began = time.perf_counter()
+    stratified = ordered_log_prob_estimate(guide, x, labels, frames, settings, torch.Generator().manual_seed(1))
+    middle = time.perf_counter()
+    every = ordered_log_prob_estimate(guide, x, labels, frames, settings, torch.Generator().manual_seed(2),
+                                      all_frames=True)
+    ended = time.perf_counter()
+    inverse = labels.unique(dim=0, return_inverse=True)[1]
+    index = torch.zeros(int(inverse.max()) + 1, dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(inverse.shape[0]), "amin", include_self=False)  # one sample per distinct one
+    gap = (stratified.log_prob - every.log_prob)[index].double()
+    combined = (stratified.standard_error.square() + every.standard_error.square())[index].double().sqrt()
+    print(f"{index.numel()} distinct samples: stratified - all frames mean {float(gap.mean()):+.2f} nats, median "
+          f"{float(gap.median()):+.2f}, min {float(gap.min()):+.2f}; within 2 combined errors "
+          f"{float((gap.abs() <= 2 * combined).double().mean()):.0%}; {middle - began:.2f} s vs {ended - middle:.2f} s")
 
 if __name__ == "__main__":
     main()

@@ -48,6 +48,8 @@ from pyro_acp.data.partitions import canonicalize
 from pyro_acp.guides import GUIDES
 from pyro_acp.guides.acp import ACP, ACPS
 from pyro_acp.guides.clusterwise import DataEncoding, FinishedClusters, StepEncoding, cap_cluster_size
+from pyro_acp.inference.frame_strata import frame_mixture, sample_frames_to_score
+from pyro_acp.inference.frames import drawn_frames
 from pyro_acp.inference.log_prob import LogProbEstimate, log_prob_estimate
 from pyro_acp.nn.attention import MAB, PMA, pooled
 from pyro_acp.nn.encoders import mlp
@@ -340,7 +342,8 @@ class OrderedHeads:
 
 
 def ordered_log_prob_estimate(guide: OrderedHeads, x: Tensor, samples: Tensor, frames: Tensor | None,
-                              settings: dict[str, Any], generator: torch.Generator | None) -> LogProbEstimate:
+                              settings: dict[str, Any], generator: torch.Generator | None,
+                              all_frames: bool = False) -> LogProbEstimate:
     """log q of every ordered partition ``samples`` (S, N) (labels = positions) of one data set ``x`` (N, D),
     with its standard error: the density NOC's sampler draws ordered partitions from,
 
@@ -350,27 +353,28 @@ def ordered_log_prob_estimate(guide: OrderedHeads, x: Tensor, samples: Tensor, f
     capped_scoring`, estimator options ``settings`` as :func:`pyro_acp.inference.log_prob.log_prob_settings`
     gives them) and p(sigma | c, x) the pointer network's exact order probability
     (:meth:`OrderedHeads.order_log_prob_of`); the error is that of the first term. With sampling frames
-    Q_1..Q_F (F, D, D) the samples come from the mixture (1 / F) sum_f q(c, sigma | Q_f x), and both terms
-    are computed in every frame (F times the cost): log q = logsumexp_f(log q_f) - log F, standard error
-    (sum_f w_f^2 se_f^2)^(1/2) with w_f = q_f / sum_f q_f (the delta method). One estimate per distinct
-    ordered partition; returns (S,) tensors (``orders_enumerated``: all cluster orders of the partition
-    summed exactly by the estimator)."""
+    Q_1..Q_F (F, D, D) the samples come from the mixture (1 / F) sum_f q(c, sigma | Q_f x): both terms are
+    computed in every frame a partition was drawn in and in two of the others, combined without bias
+    (:mod:`pyro_acp.inference.frame_strata`; ``all_frames=True`` scores every frame, F times one estimate:
+    the reference the stratified form is checked against). One estimate per
+    distinct ordered partition; returns (S,) tensors (``orders_enumerated``: all cluster orders of the
+    partition summed exactly by the estimator in every frame scored)."""
     unique, inverse = samples.unique(dim=0, return_inverse=True)
-    count = 1 if frames is None else frames.shape[0]
     views = x.unsqueeze(0) if frames is None else torch.einsum("nd,fed->fne", x, frames.to(x))  # x_f = x Q_f^T
-    tiled = unique.repeat(count, 1)
+    drawn = drawn_frames(inverse, unique.shape[0], frames)
+    if drawn is not None and all_frames:
+        drawn = torch.ones_like(drawn)
+    picked = sample_frames_to_score(torch.ones(unique.shape[0], 1, dtype=torch.bool, device=x.device)
+                                    if drawn is None else drawn, generator)
     with guide.capped_scoring():
-        estimate = log_prob_estimate(guide, x, tiled, generator=generator, frames=frames,
-                                     sample_frames=None if frames is None else
-                                     torch.arange(count, device=x.device).repeat_interleave(unique.shape[0]),
-                                     **settings)
+        estimate = log_prob_estimate(guide, x, unique[picked.partition], generator=generator, frames=frames,
+                                     sample_frames=None if frames is None else picked.frame, **settings)
     order = torch.stack([guide.order_log_prob_of(view, unique) for view in views])  # (F, U)
-    per_frame = estimate.log_prob[0].view(count, -1) + order
-    log_prob = per_frame.logsumexp(0) - math.log(count)
-    share = (per_frame - log_prob).exp() / count
-    error = (share.square() * estimate.standard_error[0].view(count, -1).square()).sum(0).sqrt()
-    enumerated = estimate.orders_enumerated[0].view(count, -1).all(0)
-    return LogProbEstimate(log_prob[inverse], error[inverse], enumerated[inverse])
+    per_pair = estimate.log_prob[0] + order[picked.frame, picked.partition]
+    log_prob, error = frame_mixture(per_pair, estimate.standard_error[0], picked)
+    partial = torch.zeros(unique.shape[0], dtype=torch.bool, device=x.device).index_fill(
+        0, picked.partition[~estimate.orders_enumerated[0]], True)
+    return LogProbEstimate(log_prob.to(x.dtype)[inverse], error.to(x.dtype)[inverse], (~partial)[inverse])
 
 
 class NOC(OrderedHeads, ACP):

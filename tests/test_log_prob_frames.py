@@ -15,6 +15,7 @@ import torch
 
 import pyro_acp.inference.infer  # noqa: F401  (imports the guides before the estimator)
 from pyro_acp.diagnostics.evaluation import close_cluster_sets
+from pyro_acp.inference.frame_strata import frame_mixture, sample_frames_to_score
 from pyro_acp.inference.frames import drawn_frames
 from pyro_acp.inference.infer import resolve_guide
 from pyro_acp.inference.log_prob import log_prob_estimate, log_prob_estimates
@@ -139,3 +140,28 @@ def test_drawn_frames_reads_each_samples_frame_and_bad_masks_are_refused():
     with pytest.raises(ValueError, match="at least one frame"):
         log_prob_estimate(GUIDE, X, PARTITIONS, frames=FRAMES, drawn_frames=torch.zeros(4, 4, dtype=torch.bool),
                           **CHEAP)
+
+
+def test_the_ordered_frame_sample_is_unbiased_and_so_is_its_variance():
+    """Exact per-frame values q_f of one partition drawn in frame 0 of 5: over the 6 equally likely pairs of
+    other frames, the stratified q_F-hat averages to q_F exactly, and its estimated variance averages to its
+    true variance over the pairs (the finite-population estimator is unbiased); drawn in every frame, it is
+    q_F itself with no error."""
+    log_q = torch.tensor([-1.0, -3.0, -2.0, -6.0, -2.5], dtype=torch.float64)
+    drawn = torch.tensor([[True, False, False, False, False]])
+    exact = float(log_q.exp().mean())
+    estimates = {}
+    for seed in range(200):
+        picked = sample_frames_to_score(drawn, torch.Generator().manual_seed(seed))
+        assert picked.frame[~picked.other].tolist() == [0] and int(picked.other.sum()) == 2
+        log_hat, error = frame_mixture(log_q[picked.frame], torch.zeros(picked.frame.shape[0]), picked)
+        estimates[tuple(sorted(picked.frame[picked.other].tolist()))] = (float(log_hat.exp()),
+                                                                        float((error * log_hat.exp()) ** 2))
+    assert len(estimates) == 6  # every pair of the 4 other frames
+    values = torch.tensor(list(estimates.values()), dtype=torch.float64)
+    assert float(values[:, 0].mean()) == pytest.approx(exact, rel=1e-12)
+    true_variance = float(((values[:, 0] - exact) ** 2).mean())
+    assert float(values[:, 1].mean()) == pytest.approx(true_variance, rel=1e-9)
+    everywhere = sample_frames_to_score(torch.ones(1, 5, dtype=torch.bool), torch.Generator().manual_seed(0))
+    log_all, error_all = frame_mixture(log_q[everywhere.frame], torch.zeros(5), everywhere)
+    assert float(log_all.exp()) == pytest.approx(exact, rel=1e-12) and float(error_all) == 0.0

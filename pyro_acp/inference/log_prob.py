@@ -76,7 +76,11 @@ JOIN_CHUNK = 2**16
 @dataclass(frozen=True)
 class LogProbEstimate:
     """Estimates of log q(partition) (B, S), their standard errors in nats (NaN with one replicate), and
-    which partitions had all their cluster orders summed exactly."""
+    which partitions had all their cluster orders summed exactly.
+
+    The delta-method error sd_r(q_r) / (sqrt(R) mean_r q_r) can never exceed 1 nat (its value when one replicate
+    holds all the mass), so an error near 1 says the estimate is dominated by one replicate and may be off by
+    far more (docs/benchmarks.md: tens of nats at N = 100 with the default settings)."""
 
     log_prob: Tensor
     standard_error: Tensor
