@@ -13,7 +13,7 @@ from pyro_acp.validation import check_positive_int
 #: cluster orders where they are affordable, fewer as N grows so that infer at N = 200 with 100 samples takes
 #: about 2 s on a 2-core CPU (benchmarks/log_prob_calibration.py, benchmarks/bench_infer.py). Above 40 points
 #: z from the prior alone (1 draw) left log q 12 nats low on average at N = 100; the prior/encoder mixture with
-#: 4 draws about 1.6 (benchmarks/check_frame_log_q.py, docs/benchmarks.md)
+#: 4 draws about 2 (benchmarks/check_frame_log_q.py, docs/benchmarks.md)
 LOG_PROB_SETTINGS = (
     (12, {"num_anchors": None, "num_z": 4, "num_orders": 16, "z_proposal": "mixture"}),
     (40, {"num_anchors": 8, "num_z": 4, "num_orders": 8, "z_proposal": "mixture"}),
