@@ -144,8 +144,11 @@ def test_unreliable_probability_is_said_so():
     from pyro_acp.posteriors import ClusteringPosterior
 
     samples = torch.tensor([[0, 0, 1], [0, 1, 1]])
-    post = ClusteringPosterior(samples, log_prob=torch.tensor([-0.5, -1.0]), log_prob_error=torch.tensor([3.0, 3.0]))
+    # the delta-method error never exceeds 1 nat, so "not reliable" must start below it (before: above 1, never)
+    post = ClusteringPosterior(samples, log_prob=torch.tensor([-0.5, -1.0]), log_prob_error=torch.tensor([0.6, 0.6]))
     assert "not reliable" in str(post.summary())
+    fine = ClusteringPosterior(samples, log_prob=torch.tensor([-0.5, -1.0]), log_prob_error=torch.tensor([0.2, 0.2]))
+    assert "estimated; about" in str(fine.summary())
     unknown = ClusteringPosterior(samples, log_prob=torch.tensor([-0.5, -1.0]),
                                   log_prob_error=torch.tensor([float("nan")] * 2))
     assert "error unknown" in str(unknown.summary())

@@ -165,3 +165,16 @@ def test_the_ordered_frame_sample_is_unbiased_and_so_is_its_variance():
     everywhere = sample_frames_to_score(torch.ones(1, 5, dtype=torch.bool), torch.Generator().manual_seed(0))
     log_all, error_all = frame_mixture(log_q[everywhere.frame], torch.zeros(5), everywhere)
     assert float(log_all.exp()) == pytest.approx(exact, rel=1e-12) and float(error_all) == 0.0
+
+
+def test_the_stated_error_never_exceeds_one_nat():
+    """The delta-method error of a mean of R replicates is at most 1 nat, reached when one replicate holds all
+    the mass (so a summary must call estimates unreliable below 1: pyro_acp.posteriors.summary)."""
+    generator = torch.Generator().manual_seed(0)
+    log_values = torch.randn(400, generator=generator, dtype=torch.float64) * 30  # wildly spread replicates
+    group = torch.arange(400) // 4
+    _, error = log_mean_and_error(log_values, group, 100)
+    assert float(error.max()) <= 1.0 + 1e-9 and float(error.max()) > 0.99  # some group is dominated by one
+    one_holds_all = torch.tensor([0.0, -1e4, -1e4, -1e4], dtype=torch.float64)
+    _, ceiling = log_mean_and_error(one_holds_all, torch.zeros(4, dtype=torch.long), 1)
+    assert float(ceiling) == pytest.approx(1.0, abs=1e-9)

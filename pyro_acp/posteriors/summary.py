@@ -7,6 +7,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+#: a log-probability error (nats) from which the estimate is called not reliable: the delta-method error of a
+#: mean of R replicates is at most 1 nat (one replicate holding all the mass), and from half that one
+#: replicate dominates; such estimates were off by up to tens of nats at N = 100 (docs/benchmarks.md)
+UNRELIABLE_ERROR = 0.5
+
 
 @dataclass(frozen=True)
 class PosteriorSummary:
@@ -43,8 +48,9 @@ class PosteriorSummary:
         error = self.map_probability_error
         if error is None or math.isnan(error):
             return f"{self.map_probability:.4g} (estimated, error unknown)"
-        if error > 1.0:
-            return f"{self.map_probability:.3g} (estimated, standard error {error:.1f} nats: not reliable)"
+        if error >= UNRELIABLE_ERROR:
+            return (f"{self.map_probability:.3g} (estimated, standard error {error:.2f} nats: one replicate "
+                    "dominates, not reliable)")
         low, high = self.map_probability * math.exp(-2 * error), min(1.0, self.map_probability * math.exp(2 * error))
         return f"{self.map_probability:.4g} (estimated; about {low:.3g}-{high:.3g})"
 
