@@ -178,3 +178,23 @@ def test_the_stated_error_never_exceeds_one_nat():
     one_holds_all = torch.tensor([0.0, -1e4, -1e4, -1e4], dtype=torch.float64)
     _, ceiling = log_mean_and_error(one_holds_all, torch.zeros(4, dtype=torch.long), 1)
     assert float(ceiling) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_the_ordered_frame_sample_states_the_variance_of_noisy_frames():
+    """Every frame's q_f = 1, estimated with lognormal noise of mean 1 (relative sd 0.31), a partition drawn
+    in frame 0 of 6: over 20,000 draws of the 2 other frames and the noise, the mean stated variance is the
+    empirical variance of q_F-hat within 15 % (the noise's own delta-method excess is 9 %); counting the other
+    X"""
+    count, sigma = 20_000, 0.3
+    drawn = torch.zeros(count, 6, dtype=torch.bool)
+    drawn[:, 0] = True
+    picked = sample_frames_to_score(drawn, torch.Generator().manual_seed(0))
+    noise = torch.randn(picked.frame.shape[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    log_hat = sigma * noise - sigma**2 / 2
+    relative_sd = math.sqrt(math.exp(sigma**2) - 1)
+    log_q, error = frame_mixture(log_hat, torch.full_like(log_hat, relative_sd), picked)
+    q = log_q.exp()
+    stated = float(((error * q) ** 2).mean())
+    empirical = float(q.var())
+    assert float(q.mean()) == pytest.approx(1.0, abs=4 * math.sqrt(empirical / count))
+    assert stated == pytest.approx(empirical, rel=0.15), (stated, empirical)

@@ -7,9 +7,11 @@ are all scored, and of the other frames O a simple random sample of m (without r
 
     q_F = (1 / F) sum_{f in D} q_f + (|O| / F) mean_{f in sample} q_f,
 
-unbiased whatever D is, with variance sum_{f scored} w_f^2 var(q_f-hat) (each frame's own estimation noise) plus
-(|O| / F)^2 (1 - m / |O|) s^2 / m (the frames' spread within O, s^2 their sample variance; the finite-population
-correction makes it 0 when every frame of O is scored, undefined when m = 1 < |O|).
+unbiased whatever D is. Its variance is estimated without bias by (1 / F)^2 sum_{f in D} var_f (the drawn
+frames' own estimation noise) + (|O| / F)^2 [(1 - m / |O|) s^2 / m + sum_{f sampled} var_f / (m |O|)], s^2 the
+sample variance of the m noisy estimates (whose expectation holds the frames' spread and their mean noise, so
+only the rest of the noise is added); the finite-population correction makes the first term 0 when every frame
+of O is scored, and it is undefined when m = 1 < |O|.
 """
 
 from __future__ import annotations
@@ -69,8 +71,12 @@ def frame_mixture(log_values: Tensor, errors: Tensor, sample: FrameSample) -> tu
     log_weighted = log_values + sample.weight.log()
     log_q = scatter_logsumexp(log_weighted, sample.partition, num_partitions)
     relative = (log_weighted - log_q[sample.partition]).exp()  # each pair's share of q_F-hat
+    # each scored frame's own noise; a sampled other frame's counts m / |O| of it, the rest being already in the
+    # spread s^2 of the noisy values below (E s^2 = the frames' spread + their mean noise variance)
+    m_of_pair, other_of_pair = sample.num_sampled[sample.partition].double(), sample.num_other[sample.partition]
+    noise_share = torch.where(sample.other, m_of_pair / other_of_pair.double().clamp(min=1), 1.0)
     variance = torch.zeros(num_partitions, dtype=torch.float64, device=log_values.device).index_add(
-        0, sample.partition, (relative * errors.double()).square())
+        0, sample.partition, noise_share * (relative * errors.double()).square())
     # the spread of q_f over the sampled other frames, relative to q_F-hat
     other = sample.other
     scaled = (log_values - log_q[sample.partition]).exp()[other]

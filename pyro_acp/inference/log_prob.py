@@ -172,13 +172,14 @@ def log_prob_estimates(
     (P_b, F_b) frames its partitions were drawn in, or None (:func:`log_prob_estimate`); the options (``num_z``
     ...) apply to all (call once per setting). Every random number data set b's estimate uses comes from
     ``generators[b]``, in the shapes ``log_prob_estimate(guide, xs[b], partitions[b], generator=generators[b],
-    frames=frames[b])`` draws them in, so estimate b equals that call's up to the float rounding of a padded
-    batch, whichever data sets share the batch. Returns one estimate per data set, of shape (1, P_b).
+    frames=frames[b], drawn_frames=drawn_frames[b])`` draws them in, so estimate b equals that call's up to the
+    float rounding of a padded batch, whichever data sets share the batch. Returns one estimate per data set,
+    of shape (1, P_b).
     """
     if not (len(xs) == len(partitions) == len(generators)) or not xs:
         raise ValueError("log_prob_estimates needs as many data sets, partition sets and generators, at least one")
     frames = [None] * len(xs) if frames is None else frames
-    drawn = _drawn_of(frames, partitions, drawn_frames)
+    drawn = _drawn_of(frames, partitions, drawn_frames, xs[0].device)
     sizes = [int(x.shape[0]) for x in xs]
     width, device = max(sizes), xs[0].device
     data = _framed_rows_of(xs, frames, width)
@@ -205,8 +206,8 @@ def _check_drawn(drawn_frames: Tensor, num_frames: int, num_samples: int) -> Ten
     return drawn
 
 
-def _drawn_of(frames: list[Tensor | None], partitions: list[Tensor], drawn_frames: list[Tensor | None] | None
-              ) -> Tensor | None:
+def _drawn_of(frames: list[Tensor | None], partitions: list[Tensor], drawn_frames: list[Tensor | None] | None,
+              device: torch.device) -> Tensor | None:
     """The data sets' drawn-frame masks, checked, padded to the most frames and stacked (P, F_max); False where
     a data set has none (then it is not stratified)."""
     if drawn_frames is None or all(d is None for d in drawn_frames):
@@ -218,9 +219,9 @@ def _drawn_of(frames: list[Tensor | None], partitions: list[Tensor], drawn_frame
     parts = []
     for own, count, p in zip(drawn_frames, counts, partitions, strict=True):
         if own is None or count == 1:
-            parts.append(torch.zeros(p.shape[0], width, dtype=torch.bool, device=p.device))
+            parts.append(torch.zeros(p.shape[0], width, dtype=torch.bool, device=device))
         else:
-            own = _check_drawn(own, count, p.shape[0]).to(p.device)
+            own = _check_drawn(own, count, p.shape[0]).to(device)
             parts.append(torch.nn.functional.pad(own, (0, width - count), value=False))
     return torch.cat(parts)
 
