@@ -27,7 +27,7 @@ import torch
 import pyro_acp
 import pyro_acp.inference.infer  # noqa: F401  (imports the guides before the estimator)
 from pyro_acp.inference.frames import drawn_frames, frames_for
-from pyro_acp.inference.log_prob import log_prob_estimate, log_prob_settings
+from pyro_acp.inference.log_prob import LogProbEstimate, log_prob_estimate, log_prob_settings
 from pyro_acp.inference.log_space import log_mean_and_error
 from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.models import CRPGaussianMixture
@@ -56,7 +56,7 @@ def frames_zero_and_one(guide, x, unique, frames, settings, seed: int):
                             frames=frames, sample_frames=torch.arange(2).repeat_interleave(count),
                             **{**settings, "num_orders": 1, "orders": "sample"})
     mixture, error = log_mean_and_error(est.log_prob[0], torch.arange(count).repeat(2), count)  # as it stated
-    return type(est)(mixture.unsqueeze(0), error.unsqueeze(0), est.orders_enumerated[0][:count].unsqueeze(0))
+    return LogProbEstimate(mixture.unsqueeze(0), error.unsqueeze(0), est.orders_enumerated[0][:count].unsqueeze(0))
 
 
 def main(sizes: tuple[int, ...] = (30, 100), seeds: tuple[int, ...] = (11, 12, 13), num_samples: int = 40) -> None:
