@@ -165,6 +165,8 @@ def test_the_ordered_frame_sample_is_unbiased_and_so_is_its_variance():
     everywhere = sample_frames_to_score(torch.ones(1, 5, dtype=torch.bool), torch.Generator().manual_seed(0))
     log_all, error_all = frame_mixture(log_q[everywhere.frame], torch.zeros(5), everywhere)
     assert float(log_all.exp()) == pytest.approx(exact, rel=1e-12) and float(error_all) == 0.0
+    with pytest.raises(ValueError, match="other_frames"):  # scoring no other frame would drop their share
+        sample_frames_to_score(drawn, other_frames=0)
 
 
 def test_the_stated_error_never_exceeds_one_nat():

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from pyro_acp.inference.log_space import scatter_logsumexp
+from pyro_acp.validation import check_positive_int
 
 #: frames scored per partition outside those it was drawn in (two: the spread within O needs two)
 OTHER_FRAMES = 2
@@ -44,7 +45,9 @@ class FrameSample:
 def sample_frames_to_score(drawn: Tensor, generator: torch.Generator | None = None,
                            other_frames: int = OTHER_FRAMES) -> FrameSample:
     """Every drawn frame of each partition and a simple random sample of ``other_frames`` of the others
-    (``drawn`` (P, F) bool, every row with a drawn frame)."""
+    (``drawn`` (P, F) bool, every row with a drawn frame). At least one other frame: with none, O's share of
+    q_F would be dropped."""
+    check_positive_int(other_frames, "other_frames")
     num_partitions, num_frames = drawn.shape
     device = drawn.device
     if num_frames == 1:  # nothing to sample: no draws
