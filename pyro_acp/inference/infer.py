@@ -31,6 +31,7 @@ from pyro_acp.inference.on_demand import (  # noqa: F401  (re-exported: the name
 from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.models.graphs import PreparedGraph
 from pyro_acp.models.program import as_clustering_model
+from pyro_acp.posteriors.deferred import DeferredLogProb, defer_estimate
 from pyro_acp.posteriors.graph import infer_graph
 from pyro_acp.posteriors.ordered import OrderedClusteringPosterior
 from pyro_acp.posteriors.posterior import ClusteringPosterior
@@ -85,22 +86,27 @@ def check_guide_orders(model: ClusteringModel, guide: ClusterwiseGuide) -> bool:
     return ordered
 
 
-def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor, estimate: LogProbEstimate | None, *,
+def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
+                         estimate: LogProbEstimate | DeferredLogProb | None, *,
                          ordered: bool, reweight: bool, wall_time: float) -> ClusteringPosterior:
     """What :func:`infer` (and ``infer_many``, per data set) makes of sampled labels (S, N): canonical samples
     (ordered: the labels are positions, already canonical), the exact log joint where the model has one,
     self-normalised importance weights p(c, x) / q(c) and their diagnostics when reweighting (``estimate``:
-    the guide's log q of every sample, or None), everything moved to the CPU."""
+    the guide's log q of every sample, made already (needed when reweighting) or deferred to its first read;
+    or None), everything moved to the CPU."""
     samples = labels if ordered else canonicalize(labels)
     log_joint = exact_log_joint(model, x, samples)
     weights = diagnostics = None
     if reweight:
         weights = importance_weights(log_joint, estimate.log_prob)
         diagnostics = weight_diagnostics(log_joint - estimate.log_prob)  # warns when the weights have collapsed
+    if isinstance(estimate, LogProbEstimate):
+        scores = {"log_prob": estimate.log_prob.cpu(), "log_prob_error": estimate.standard_error.cpu()}
+    else:
+        scores = {"log_prob": estimate}
     posterior_type = OrderedClusteringPosterior if ordered else ClusteringPosterior
     return posterior_type(
-        samples.cpu(), log_prob=None if estimate is None else estimate.log_prob.cpu(),
-        log_prob_error=None if estimate is None else estimate.standard_error.cpu(),
+        samples.cpu(), **scores,
         weights=None if weights is None else weights.cpu(), weight_diagnostics=diagnostics,
         method="acp+is" if reweight else "acp", wall_time=wall_time, x=x.cpu(), model=model,
         log_joint=None if log_joint is None else log_joint.cpu(),
@@ -179,8 +185,14 @@ def infer(
             use, cached per model and N). With ``reweight``, collapsed weights (low effective sample size or
             a large Pareto k) always warn (:class:`~pyro_acp.diagnostics.importance.ImportanceWeightWarning`).
         estimate_log_prob: False skips the guide's log-probability estimates (``posterior.log_prob`` is
-            then None): the samples, co-clustering, K and the MAP (by the exact log joint) do not need them,
-            and at N = 1,000 they are most of the cost.
+            then None). With True they are made on the first read of ``posterior.log_prob`` (or of what
+            reads it: ``log_prob_error``, ``summary()``, ``to_arviz()``, and the MAP of a model without an
+            exact log joint), from the random stream they would have had here, so the numbers do not depend
+            on when they are read; ``reweight`` makes them at once. The samples, co-clustering, K and the MAP
+            by the exact log joint do not need them, and they cost many times the sampling (seconds at
+            N = 100). ``posterior.wall_time`` counts the sampling; ``posterior.log_prob_seconds`` the
+            estimate once made. Read ``log_prob`` before training or moving the guide further: a guide
+            whose parameters have changed refuses to score samples it did not draw.
         labelled: graph models: {node: label} of nodes whose community is known; they anchor the clusters
             of their labels (in a random order per sample) and the other nodes are clustered around them.
         new_clusters: with ``labelled``, whether nodes may also form clusters that hold no labelled node.
@@ -217,8 +229,14 @@ def infer(
     if estimate_log_prob and (not ordered or estimates_orders(guide)):
         settings = log_prob_settings(num_points, reweight=reweight, num_anchors=num_anchors, num_z=num_z,
                                      num_orders=num_orders)
-        estimate = (ordered_log_prob_estimate(guide, x, labels, frames, settings, generator) if ordered
-                    else _estimate_log_q(guide, x, canonicalize(labels), frames, settings, generator))
+
+        def estimate_with(stream: torch.Generator) -> LogProbEstimate:
+            return (ordered_log_prob_estimate(guide, x, labels, frames, settings, stream) if ordered
+                    else _estimate_log_q(guide, x, canonicalize(labels), frames, settings, stream))
+
+        # the importance weights need log q now; otherwise it is estimated on first read (deferred.py)
+        estimate = (estimate_with(generator) if reweight else
+                    defer_estimate(guide, lambda stream: estimate_with(stream).pair(), generator))
     return posterior_of_samples(model, x, labels, estimate, ordered=ordered, reweight=reweight,
                                 wall_time=time.perf_counter() - began)
 

@@ -82,6 +82,10 @@ class LogProbEstimate:
     standard_error: Tensor
     orders_enumerated: Tensor
 
+    def pair(self) -> tuple[Tensor, Tensor]:
+        """(log_prob, standard_error), as a posterior stores them."""
+        return self.log_prob, self.standard_error
+
 
 def estimate_log_prob(guide: ClusterwiseGuide, x: Tensor, labels: Tensor, mask: Tensor | None = None,
                       **options) -> Tensor:

@@ -55,7 +55,7 @@ class GraphClusteringPosterior(ClusteringPosterior):
                        labelled: Mapping | None = None, new_clusters: bool = True) -> GraphClusteringPosterior:
         """The same samples and scores as ``posterior``, keyed by ``nodes`` (``x``: the graph, for plots)."""
         return cls(posterior.samples, nodes=nodes, labelled=labelled, new_clusters=new_clusters,
-                   log_prob=posterior.log_prob,
+                   **posterior.log_prob_arguments(), weight_diagnostics=posterior.weight_diagnostics,
                    weights=posterior.weights, chain=posterior.chain, method=posterior.method,
                    wall_time=posterior.wall_time, log_likelihood=posterior.log_likelihood,
                    x=posterior.x if x is None else x, model=posterior.model, log_joint=posterior.log_joint)

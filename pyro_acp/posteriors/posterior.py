@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize, cluster_sizes, coclustering_matrix
+from pyro_acp.posteriors.deferred import DeferredLogProb
 from pyro_acp.posteriors.plots import plot_posterior
 from pyro_acp.posteriors.point_estimate import SEARCHES, check_loss, minimise_expected_loss
 from pyro_acp.posteriors.summary import PosteriorSummary
@@ -64,6 +65,9 @@ class ClusteringPosterior:
     Args:
         samples: (S, N) integer labels, any labelling (stored canonical).
         log_prob: (S,) estimated log p(partition | x) (e.g. from an amortized guide); -inf allowed, NaN not.
+            Or a :class:`~pyro_acp.posteriors.deferred.DeferredLogProb`, which brings its own errors and is
+            estimated on the first read of ``log_prob`` or ``log_prob_error`` (``log_prob_pending`` says whether
+            it has run).
         log_prob_error: (S,) standard error of each ``log_prob`` estimate in nats (NaN: unknown).
         weight_diagnostics: for importance weights, their
             :class:`~pyro_acp.diagnostics.importance.WeightDiagnostics` (effective sample size, Pareto k).
@@ -111,12 +115,12 @@ class ClusteringPosterior:
     ) -> None:
         self._samples = self.canonical_samples(samples)
         s = self._samples.shape[0]
-        self._log_prob = check_vector(log_prob, "log_prob", s, allow_neg_inf=True)
-        self._log_prob_error = check_vector(log_prob_error, "log_prob_error", s, allow_nan=True)
-        if self._log_prob_error is not None and (self._log_prob_error < 0).any():
-            raise ValueError("log_prob_error must be non-negative (NaN for unknown)")
-        if self._log_prob_error is not None and self._log_prob is None:
-            raise ValueError("log_prob_error needs log_prob")
+        self._deferred: DeferredLogProb | None = None
+        if isinstance(log_prob, DeferredLogProb):
+            if log_prob_error is not None:
+                raise ValueError("a deferred log_prob brings its own errors; pass no log_prob_error")
+            self._deferred, log_prob = log_prob, None
+        self._set_log_prob(log_prob, log_prob_error, s)
         self.weight_diagnostics = weight_diagnostics
         self._weights = check_weights(weights, s)
         self._chain = check_chain(chain, s)
@@ -146,15 +150,48 @@ class ClusteringPosterior:
         """(S, N) canonical labels (see :meth:`canonical_samples`)."""
         return self._samples
 
+    def _set_log_prob(self, log_prob: Any, log_prob_error: Any, num_samples: int) -> None:
+        """Check and store the (S,) estimates and their errors."""
+        self._log_prob = check_vector(log_prob, "log_prob", num_samples, allow_neg_inf=True)
+        self._log_prob_error = check_vector(log_prob_error, "log_prob_error", num_samples, allow_nan=True)
+        if self._log_prob_error is not None and (self._log_prob_error < 0).any():
+            raise ValueError("log_prob_error must be non-negative (NaN for unknown)")
+        if self._log_prob_error is not None and self._log_prob is None:
+            raise ValueError("log_prob_error needs log_prob")
+
+    def _resolve_log_prob(self) -> None:
+        """Run a pending deferred estimate (once) and store its values."""
+        if self._deferred is not None and self._deferred.pending:
+            self._set_log_prob(*self._deferred.value(), self._samples.shape[0])
+
     @property
     def log_prob(self) -> Tensor | None:
-        """(S,) estimated log posterior probability of each sample, or None."""
+        """(S,) estimated log posterior probability of each sample, or None (estimated now when deferred)."""
+        self._resolve_log_prob()
         return self._log_prob
 
     @property
     def log_prob_error(self) -> Tensor | None:
         """(S,) standard error in nats of each ``log_prob`` estimate (NaN where unknown), or None."""
+        self._resolve_log_prob()
         return self._log_prob_error
+
+    @property
+    def log_prob_pending(self) -> bool:
+        """True while a deferred ``log_prob`` has not been estimated yet (reading it runs the estimate)."""
+        return self._deferred is not None and self._deferred.pending
+
+    @property
+    def log_prob_seconds(self) -> float | None:
+        """Wall time of a deferred estimate once it has run (``wall_time`` counts the sampling alone)."""
+        return None if self._deferred is None else self._deferred.seconds
+
+    def log_prob_arguments(self) -> dict[str, Any]:
+        """``log_prob`` / ``log_prob_error`` keywords that hand these estimates to another posterior of the
+        same samples without running a pending estimate (it is then shared: it runs once for both)."""
+        if self.log_prob_pending:
+            return {"log_prob": self._deferred}
+        return {"log_prob": self._log_prob, "log_prob_error": self._log_prob_error}
 
     @property
     def weights(self) -> Tensor | None:
@@ -202,7 +239,7 @@ class ClusteringPosterior:
     @cached_property
     def map_index(self) -> int:
         """Index in ``samples`` of the MAP partition (see the class docstring for the rule)."""
-        score = self._log_joint if self._log_joint is not None else self._log_prob
+        score = self._log_joint if self._log_joint is not None else self.log_prob
         if score is not None:
             return int(score.argmax())
         _, _, first = self._unique_with_first()
@@ -289,8 +326,9 @@ class ClusteringPosterior:
         are the posterior itself)."""
         dist = self.num_clusters_distribution()
         ks = torch.arange(dist.shape[0], dtype=torch.float64)
-        map_prob = None if self._log_prob is None else float(self._log_prob[self.map_index].exp())
-        map_error = None if self._log_prob_error is None else float(self._log_prob_error[self.map_index])
+        log_prob, log_prob_error = self.log_prob, self.log_prob_error
+        map_prob = None if log_prob is None else float(log_prob[self.map_index].exp())
+        map_error = None if log_prob_error is None else float(log_prob_error[self.map_index])
         diagnostics = self.weight_diagnostics
         return PosteriorSummary(
             method=self.method,
@@ -381,7 +419,7 @@ class ClusteringPosterior:
         variables = {
             "num_clusters": self.num_clusters,
             "largest_cluster_share": share,
-            "log_prob": self._log_prob,
+            "log_prob": self.log_prob,
             "log_likelihood": self._log_likelihood,
             "log_joint": self._log_joint,
             "labels": self._samples,
