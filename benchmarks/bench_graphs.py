@@ -79,11 +79,13 @@ def bench_infer(device: str, guide_path: str | None, repeats: int) -> None:
     points, _ = point_model.simulate(1, num_points=300, seed=0).unpadded(0)
     cases = {}
     for name, graph_guide in graph_guides.items():
-        cases[f"graph ({name}), default"] = (graph_model, adjacency, graph_guide, {})
+        cases[f"graph ({name}), log q in the call"] = (graph_model, adjacency, graph_guide,
+                                                       {"estimate_log_prob": "now"})  # default: deferred
         cases[f"graph ({name}), no log-prob estimates"] = (graph_model, adjacency, graph_guide,
                                                            {"estimate_log_prob": False})
     cases.update({
-        "points (baseline, width 128), default": (point_model, points, point_guide, {"check_prior": False}),
+        "points (baseline, width 128), log q in the call": (point_model, points, point_guide,
+                                                            {"check_prior": False, "estimate_log_prob": "now"}),
         "points (baseline, width 128), no log-prob estimates": (point_model, points, point_guide,
                                                                 {"check_prior": False, "estimate_log_prob": False}),
     })

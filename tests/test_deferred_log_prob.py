@@ -3,6 +3,8 @@ the guide has changed, carried through graph posteriors, and made at once when r
 
 from __future__ import annotations
 
+import copy
+import pickle
 import warnings
 
 import pytest
@@ -12,6 +14,7 @@ import pyro_acp
 from pyro_acp.diagnostics.importance import ImportanceWeightWarning
 from pyro_acp.guides import ACPS, NOC
 from pyro_acp.models import SBM, CRPGaussianMixture, OrderedGaussianCatalog
+from pyro_acp.posteriors import GraphClusteringPosterior
 from pyro_acp.posteriors.deferred import GuideChangedError, defer_estimate
 
 
@@ -71,6 +74,55 @@ def test_infer_defers_log_q_and_its_numbers_do_not_depend_on_when_it_is_read(mix
     assert summary.map_probability_error == pytest.approx(float(error[first.map_index]))
 
 
+def test_deferred_numbers_equal_those_made_in_the_call(mixture_data):
+    model = CRPGaussianMixture()
+    guide = _guide(model)
+    now = _infer(model, mixture_data, guide, estimate_log_prob="now")
+    assert not now.log_prob_pending and now.log_prob_seconds is None
+    deferred = _infer(model, mixture_data, guide)
+    assert torch.equal(deferred.samples, now.samples)
+    assert torch.equal(deferred.log_prob, now.log_prob) and torch.equal(deferred.log_prob_error, now.log_prob_error)
+    with pytest.raises(ValueError, match="estimate_log_prob must be True"):
+        _infer(model, mixture_data, guide, estimate_log_prob="later")
+
+
+def test_the_estimate_scores_the_data_as_they_were_sampled(mixture_data):
+    model = CRPGaussianMixture()
+    guide = _guide(model)
+    x = mixture_data.clone()
+    expected = _infer(model, x, guide, estimate_log_prob="now").log_prob
+    post = _infer(model, x, guide)
+    x.mul_(3.0)  # the caller reuses its tensor before reading
+    assert torch.equal(post.log_prob, expected)
+
+
+def test_reading_the_guide_is_no_change_but_buffers_and_fused_steps_are(mixture_data):
+    model = CRPGaussianMixture()
+    guide = _guide(model)
+    expected = _infer(model, mixture_data, guide).log_prob
+    post = _infer(model, mixture_data, guide)
+    guide.train()
+    with torch.no_grad():
+        guide.encode_data(mixture_data.unsqueeze(0), torch.ones(1, 12, dtype=torch.bool))
+    guide.to("cpu")
+    assert torch.equal(post.log_prob, expected) and guide.training  # scored in the eval mode it sampled in
+    guide.eval()
+    post = _infer(model, mixture_data, guide)
+    for p in guide.parameters():
+        p.grad = torch.ones_like(p)
+    torch.optim.Adam(guide.parameters(), lr=1e-3, fused=True).step()  # in place, without a version bump
+    with pytest.raises(GuideChangedError):
+        post.log_prob  # noqa: B018
+    graph_guide = _guide(SBM(), encoder="gatedgcn")
+    adjacency = SBM().simulate(1, num_points=10, seed=3).adjacency[0]
+    post = _infer(SBM(), adjacency, graph_guide)
+    buffers = [b for b in graph_guide.buffers() if b.is_floating_point()]
+    assert buffers  # the graph encoder's batch-norm statistics
+    buffers[0].add_(0.5)
+    with pytest.raises(GuideChangedError):
+        post.log_prob  # noqa: B018
+
+
 def test_reweighting_estimates_at_once_and_no_estimate_is_none(mixture_data):
     model = CRPGaussianMixture()
     guide = _guide(model)
@@ -86,15 +138,19 @@ def test_a_guide_changed_after_sampling_refuses_to_score_the_samples(mixture_dat
     post = _infer(model, mixture_data, guide)
     with torch.no_grad():
         next(guide.parameters()).add_(0.01)  # as an optimiser step would
-    with pytest.raises(GuideChangedError, match="parameters changed after these samples were drawn"):
+    with pytest.raises(GuideChangedError, match="changed after these samples were drawn"):
         post.log_prob  # noqa: B018
-    with pytest.raises(GuideChangedError):
-        post.summary()
     reloaded = _guide(model)
     post = _infer(model, mixture_data, reloaded)
     reloaded.load_state_dict(guide.state_dict())
     with pytest.raises(GuideChangedError):
         post.log_prob_error  # noqa: B018
+    with pytest.warns(UserWarning, match="summary without the MAP's probability"):
+        assert post.summary().map_probability is None  # the rest of the summary is still there
+    restored = pickle.loads(pickle.dumps(post))  # a posterior can still be saved; its copy keeps the refusal
+    assert torch.equal(restored.samples, post.samples)
+    with pytest.raises(GuideChangedError):
+        restored.log_prob  # noqa: B018
 
 
 def test_an_ordered_map_without_a_log_joint_reads_the_deferred_estimate():
@@ -116,5 +172,22 @@ def test_graph_posteriors_keep_the_deferred_estimate_its_errors_and_the_weight_d
     post = _infer(model, adjacency, guide)
     assert post.log_prob_pending  # handing the samples to the graph posterior ran nothing
     assert post.log_prob.shape == (20,) and post.log_prob_error is not None and not post.log_prob_pending
+    first = _infer(model, adjacency, guide)
+    one = GraphClusteringPosterior.from_posterior(first)
+    one.log_prob  # noqa: B018  (runs the estimate the two share)
+    other = GraphClusteringPosterior.from_posterior(first)  # handed over after it ran
+    assert torch.equal(other.log_prob, post.log_prob) and torch.equal(first.log_prob, post.log_prob)
+    assert torch.equal(other.log_prob_error, post.log_prob_error)
     weighted = _infer(model, adjacency, guide, reweight=True)
     assert weighted.weight_diagnostics is not None and weighted.log_prob_error is not None
+
+
+def test_pickling_a_posterior_keeps_the_estimate_not_the_guide(mixture_data):
+    model = CRPGaussianMixture()
+    guide = _guide(model)
+    expected = _infer(model, mixture_data, guide).log_prob
+    post = _infer(model, mixture_data, guide)
+    restored = pickle.loads(pickle.dumps(post))  # runs the pending estimate first
+    assert not post.log_prob_pending and not restored.log_prob_pending
+    assert torch.equal(restored.log_prob, expected) and torch.equal(restored.samples, post.samples)
+    assert torch.equal(copy.deepcopy(_infer(model, mixture_data, guide)).log_prob_error, post.log_prob_error)

@@ -39,6 +39,9 @@ from pyro_acp.protocols import ClusteringModel, exact_log_joint, has_collapsed_l
 from pyro_acp.seeding import make_generator
 from pyro_acp.validation import check_device, check_positive_int, warn_about_data
 
+#: ``estimate_log_prob=True``: the estimate is made on the first read of ``posterior.log_prob``
+DEFERRED = "deferred"
+
 
 def _estimate_log_q(guide: ClusterwiseGuide, x: Tensor, samples: Tensor, frames: Tensor | None,
                     settings: dict[str, Any], generator: torch.Generator) -> LogProbEstimate:
@@ -69,13 +72,20 @@ def per_sample(estimate: LogProbEstimate, inverse: Tensor) -> LogProbEstimate:
                            estimate.orders_enumerated[0][inverse])
 
 
-def check_options(model: ClusteringModel, *, reweight: bool, estimate_log_prob: bool) -> None:
-    """The option checks :func:`infer` and ``infer_many`` share (before any work)."""
+def check_options(model: ClusteringModel, *, reweight: bool, estimate_log_prob: bool | str) -> bool | str:
+    """The option checks :func:`infer` and ``infer_many`` share (before any work); returns ``estimate_log_prob``
+    as :func:`infer` acts on it: False, ``"now"`` or :data:`DEFERRED` (True; ``"now"`` when reweighting)."""
+    if estimate_log_prob not in (True, False, "now"):
+        raise ValueError(f"estimate_log_prob must be True (estimated on first read), 'now' or False, "
+                         f"got {estimate_log_prob!r}")
     if reweight and not estimate_log_prob:
         raise ValueError("reweight=True needs the log-probability estimates; drop estimate_log_prob=False")
     if reweight and not has_collapsed_likelihood(model):
         raise ValueError(f"reweight=True needs a model with an exact log joint p(partition, x); "
                          f"{type(model).__name__} has none")
+    if not estimate_log_prob:
+        return False
+    return "now" if reweight or estimate_log_prob == "now" else DEFERRED
 
 
 def check_guide_orders(model: ClusteringModel, guide: ClusterwiseGuide) -> bool:
@@ -130,7 +140,7 @@ def infer(
     num_orders: int | str = AUTO,
     reweight: bool = False,
     symmetrize: bool | None = None,
-    estimate_log_prob: bool = True,
+    estimate_log_prob: bool | str = True,
     check_prior: bool = True,
     progress_bar: bool = True,
     labelled: dict[Any, Any] | None = None,
@@ -185,14 +195,18 @@ def infer(
             use, cached per model and N). With ``reweight``, collapsed weights (low effective sample size or
             a large Pareto k) always warn (:class:`~pyro_acp.diagnostics.importance.ImportanceWeightWarning`).
         estimate_log_prob: False skips the guide's log-probability estimates (``posterior.log_prob`` is
-            then None). With True they are made on the first read of ``posterior.log_prob`` (or of what
-            reads it: ``log_prob_error``, ``summary()``, ``to_arviz()``, and the MAP of a model without an
-            exact log joint), from the random stream they would have had here, so the numbers do not depend
-            on when they are read; ``reweight`` makes them at once. The samples, co-clustering, K and the MAP
-            by the exact log joint do not need them, and they cost many times the sampling (seconds at
-            N = 100). ``posterior.wall_time`` counts the sampling; ``posterior.log_prob_seconds`` the
-            estimate once made. Read ``log_prob`` before training or moving the guide further: a guide
-            whose parameters have changed refuses to score samples it did not draw.
+            then None). With True (default) they are made on the first read of ``posterior.log_prob`` (or of
+            what reads it: ``log_prob_error``, ``summary()``, ``to_arviz()``, pickling, and the MAP of a
+            model without an exact log joint), from the random stream they would have had here, so the
+            numbers do not depend on when they are read; ``"now"`` (and ``reweight``) makes them in the call.
+            The samples, co-clustering, K and the MAP by the exact log joint do not need them, and they cost
+            many times the sampling (seconds at N = 100). ``posterior.wall_time`` counts the sampling, and
+            the estimate when made in the call; ``posterior.log_prob_seconds`` a deferred estimate once
+            made. A deferred estimate needs the guide as it sampled: after further training, new weights
+            or a move to another device (a later ``infer(..., device=...)`` with the same guide object moves
+            it) reading ``log_prob`` raises :class:`~pyro_acp.posteriors.deferred.GuideChangedError`
+            (``summary()`` warns and leaves the MAP's probability out); use ``"now"`` when you will change
+            the guide. Until read, it holds the data, the samples and the frames on the guide's device.
         labelled: graph models: {node: label} of nodes whose community is known; they anchor the clusters
             of their labels (in a random order per sample) and the other nodes are clustered around them.
         new_clusters: with ``labelled``, whether nodes may also form clusters that hold no labelled node.
@@ -209,7 +223,7 @@ def infer(
     warn_about_data(model, x)
     if model.num_points_of(x) < 2:
         raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
-    check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
+    estimate_log_prob = check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
     if check_prior:
         check = prior_predictive_check(model, x)
         if check is not None and check.outside:
@@ -230,13 +244,15 @@ def infer(
         settings = log_prob_settings(num_points, reweight=reweight, num_anchors=num_anchors, num_z=num_z,
                                      num_orders=num_orders)
 
-        def estimate_with(stream: torch.Generator) -> LogProbEstimate:
-            return (ordered_log_prob_estimate(guide, x, labels, frames, settings, stream) if ordered
-                    else _estimate_log_q(guide, x, canonicalize(labels), frames, settings, stream))
+        kept = x.clone() if estimate_log_prob == DEFERRED else x  # x may be the caller's tensor, changed later
 
-        # the importance weights need log q now; otherwise it is estimated on first read (deferred.py)
-        estimate = (estimate_with(generator) if reweight else
-                    defer_estimate(guide, lambda stream: estimate_with(stream).pair(), generator))
+        def estimate_with(stream: torch.Generator) -> LogProbEstimate:
+            return (ordered_log_prob_estimate(guide, kept, labels, frames, settings, stream) if ordered
+                    else _estimate_log_q(guide, kept, canonicalize(labels), frames, settings, stream))
+
+        # estimated on first read (posteriors/deferred.py), or now: asked for, or for the importance weights
+        estimate = (defer_estimate(guide, lambda stream: estimate_with(stream).pair(), generator)
+                    if estimate_log_prob == DEFERRED else estimate_with(generator))
     return posterior_of_samples(model, x, labels, estimate, ordered=ordered, reweight=reweight,
                                 wall_time=time.perf_counter() - began)
 

@@ -223,7 +223,8 @@ def infer_many(
             unless ``overwrite``, which redoes everything.
         num_samples, guide, train, train_minutes, device, sample_z, sample_joins, num_anchors, num_z,
             num_orders, reweight, symmetrize, estimate_log_prob, check_prior: as in :func:`pyro_acp.infer`, for
-            every data set.
+            every data set, except that the log-probability estimates are made in the run (batched over data
+            sets, and written to disk when streaming), never deferred: True and ``"now"`` are the same here.
         seed: the root seed; data set ``key`` (its index, or its name for folders and mappings) runs on
             :func:`dataset_seed` (seed, key), whichever data sets it is batched with. None draws a root seed (a
             streamed run records it, and a rerun into the same folder reuses it).

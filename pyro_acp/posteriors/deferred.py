@@ -4,14 +4,16 @@ The guide's estimate of log q for every sample costs many times the sampling its
 draws, cluster orders and frames for each distinct partition), while the samples, the co-clustering, K and a
 MAP ranked by an exact log joint do not need it. :func:`pyro_acp.infer` therefore hands the posterior a
 :class:`DeferredLogProb`: the estimate runs once, on the first read of ``log_prob`` / ``log_prob_error``
-(or of what needs them: ``summary()``, a MAP without a log joint, ``to_arviz()``), with the random stream
-the eager estimate would have used, so its numbers are the same whenever it is read.
+(or of what needs them: ``summary()``, a MAP without a log joint, ``to_arviz()``, pickling), with the random
+stream the eager estimate would have used, so its numbers are the same whenever it is read.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from itertools import chain
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,19 +22,22 @@ __all__ = ["DeferredLogProb", "GuideChangedError", "defer_estimate"]
 
 
 class GuideChangedError(RuntimeError):
-    """The guide's parameters changed between sampling and the first read of the deferred log q."""
+    """The guide changed between sampling and the first read of the deferred log q, so it cannot score the
+    samples it drew."""
 
 
 class DeferredLogProb:
     """``estimate()`` -> (log_prob (S,), standard error (S,)), run at most once, on the first :meth:`value`.
 
     ``seconds`` is the estimate's wall time once it has run (None before); the posterior's ``wall_time``
-    counts the sampling alone.
+    counts the sampling alone. Pickling or deep-copying runs a pending estimate and keeps only its values;
+    when the guide has changed meanwhile, the copy keeps the refusal instead and raises on its first read.
     """
 
     def __init__(self, estimate: Callable[[], tuple[Tensor, Tensor]]) -> None:
-        self._estimate = estimate
+        self._estimate: Callable[[], tuple[Tensor, Tensor]] | None = estimate
         self._value: tuple[Tensor, Tensor] | None = None
+        self._refusal: str | None = None
         self.seconds: float | None = None
 
     @property
@@ -41,7 +46,9 @@ class DeferredLogProb:
         return self._value is None
 
     def value(self) -> tuple[Tensor, Tensor]:
-        """The estimate (computed now when still pending), on the CPU."""
+        """The estimate (computed now when still pending), on the CPU; GuideChangedError when it cannot be."""
+        if self._refusal is not None:
+            raise GuideChangedError(self._refusal)
         if self._value is None:
             began = time.perf_counter()
             log_prob, error = self._estimate()
@@ -50,34 +57,66 @@ class DeferredLogProb:
             self._estimate = None  # drop the guide, the data and the generator state
         return self._value
 
+    def __getstate__(self) -> dict[str, Any]:
+        try:
+            self.value()
+        except GuideChangedError as refusal:
+            return {"_estimate": None, "_value": None, "_refusal": str(refusal), "seconds": None}
+        return {"_estimate": None, "_value": self._value, "_refusal": None, "seconds": self.seconds}
 
-def _parameter_fingerprint(module: torch.nn.Module) -> tuple[tuple[int, int], ...]:
-    """Each parameter's storage address and in-place version counter: an optimiser step, ``load_state_dict``
-    or a move to another device changes it."""
-    return tuple((p.data_ptr(), p._version) for p in module.parameters())
+
+def _guide_fingerprint(guide: torch.nn.Module) -> tuple[Any, ...]:
+    """What the estimate depends on in the guide: every parameter's and buffer's values (two checksums each,
+    taken in one pass on their device), devices and shapes, and its settings
+    (``config``, e.g. NOC's size cap). An optimiser step (fused ones included), ``load_state_dict``, a write
+    through ``.data``, a batch-norm statistic updated by a forward pass or a move to another device changes
+    it; reading the guide (no-grad passes, switching train / eval mode) does not."""
+    tensors = [t.detach() for t in chain(guide.parameters(), guide.buffers())]
+    checksums = None
+    if tensors:
+        checksums = torch.stack([torch.stack([t.double().sum(), t.double().square().sum()]) for t in tensors])
+        checksums = checksums.cpu()
+    layout = tuple((str(t.device), tuple(t.shape), t.dtype) for t in tensors)
+    return layout, checksums, repr(getattr(guide, "config", None))
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    (layout_a, sums_a, *rest_a), (layout_b, sums_b, *rest_b) = a, b
+    if layout_a != layout_b or rest_a != rest_b:
+        return False
+    return sums_a is None or torch.equal(sums_a, sums_b)
 
 
 def defer_estimate(guide: torch.nn.Module, estimate_with: Callable[[torch.Generator], tuple[Tensor, Tensor]],
                    generator: torch.Generator) -> DeferredLogProb:
     """A :class:`DeferredLogProb` running ``estimate_with(g)`` later on a generator ``g`` in the state
     ``generator`` has now (the stream an eager call would draw from), so deferring changes no number.
+    ``estimate_with`` must hold its own copies of the data it scores (the caller's tensors may change).
 
-    The guide is checked before the estimate runs: when its parameters have changed since (further
-    training, new weights, another device) it raises :class:`GuideChangedError` rather than score the
-    samples with a guide that did not draw them.
+    The guide is checked before the estimate runs (:func:`_guide_fingerprint`): when it has changed since
+    (further training, new weights, another device, e.g. moved by a later ``infer(..., device=...)`` call,
+    or other settings) it raises :class:`GuideChangedError` rather than score the samples with a guide
+    that did not draw them. The estimate runs in the train / eval mode the guide had when it sampled.
     """
     state = generator.get_state()
     device = generator.device
-    fingerprint = _parameter_fingerprint(guide)
+    fingerprint = _guide_fingerprint(guide)
+    sampled_in_training_mode = guide.training
 
     def estimate() -> tuple[Tensor, Tensor]:
-        if _parameter_fingerprint(guide) != fingerprint:
+        if not _same(_guide_fingerprint(guide), fingerprint):
             raise GuideChangedError(
-                f"the {type(guide).__name__} guide's parameters changed after these samples were drawn, so it "
-                f"can no longer score them: read log_prob before training or moving the guide, or call "
-                f"infer again")
+                f"the {type(guide).__name__} guide changed after these samples were drawn (its weights, device or "
+                f"settings: further training, loaded weights, or a later infer call with another device= moves "
+                f"it), so it can no longer score them: read log_prob before changing the guide, pass "
+                f"estimate_log_prob='now' to infer, or call infer again")
         replay = torch.Generator(device)
         replay.set_state(state)
-        return estimate_with(replay)
+        mode = guide.training
+        guide.train(sampled_in_training_mode)
+        try:
+            return estimate_with(replay)
+        finally:
+            guide.train(mode)
 
     return DeferredLogProb(estimate)

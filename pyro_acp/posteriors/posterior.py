@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize, cluster_sizes, coclustering_matrix
-from pyro_acp.posteriors.deferred import DeferredLogProb
+from pyro_acp.posteriors.deferred import DeferredLogProb, GuideChangedError
 from pyro_acp.posteriors.plots import plot_posterior
 from pyro_acp.posteriors.point_estimate import SEARCHES, check_loss, minimise_expected_loss
 from pyro_acp.posteriors.summary import PosteriorSummary
@@ -160,8 +160,8 @@ class ClusteringPosterior:
             raise ValueError("log_prob_error needs log_prob")
 
     def _resolve_log_prob(self) -> None:
-        """Run a pending deferred estimate (once) and store its values."""
-        if self._deferred is not None and self._deferred.pending:
+        """Store a deferred estimate's values (running it when still pending: once, even when shared)."""
+        if self._deferred is not None and self._log_prob is None:
             self._set_log_prob(*self._deferred.value(), self._samples.shape[0])
 
     @property
@@ -189,7 +189,7 @@ class ClusteringPosterior:
     def log_prob_arguments(self) -> dict[str, Any]:
         """``log_prob`` / ``log_prob_error`` keywords that hand these estimates to another posterior of the
         same samples without running a pending estimate (it is then shared: it runs once for both)."""
-        if self.log_prob_pending:
+        if self._deferred is not None:  # pending or not, it holds its values once run
             return {"log_prob": self._deferred}
         return {"log_prob": self._log_prob, "log_prob_error": self._log_prob_error}
 
@@ -326,7 +326,11 @@ class ClusteringPosterior:
         are the posterior itself)."""
         dist = self.num_clusters_distribution()
         ks = torch.arange(dist.shape[0], dtype=torch.float64)
-        log_prob, log_prob_error = self.log_prob, self.log_prob_error
+        try:
+            log_prob, log_prob_error = self.log_prob, self.log_prob_error
+        except GuideChangedError as refusal:
+            warnings.warn(f"summary without the MAP's probability: {refusal}", UserWarning, stacklevel=2)
+            log_prob = log_prob_error = None
         map_prob = None if log_prob is None else float(log_prob[self.map_index].exp())
         map_error = None if log_prob_error is None else float(log_prob_error[self.map_index])
         diagnostics = self.weight_diagnostics
