@@ -153,7 +153,7 @@ def test_a_guide_changed_after_sampling_refuses_to_score_the_samples(mixture_dat
         restored.log_prob  # noqa: B018
 
 
-def test_an_ordered_map_without_a_log_joint_reads_the_deferred_estimate():
+def test_an_ordered_map_without_a_log_joint_reads_the_deferred_estimate_and_the_point_estimate_does_not():
     model = OrderedGaussianCatalog()
     torch.manual_seed(0)
     guide = NOC(2, hidden_dim=16).eval()
@@ -161,6 +161,8 @@ def test_an_ordered_map_without_a_log_joint_reads_the_deferred_estimate():
     x = model.simulate(1, num_points=10, seed=2).unpadded(0)[0]
     post = _infer(model, x, guide)
     assert post.log_prob_pending and post.log_joint is None
+    estimate = post.point_estimate()  # its search starts from the most frequent partition, not from log q
+    assert post.log_prob_pending and estimate.shape == (10,)
     index = post.map_index  # ranked by log q: runs the estimate
     assert not post.log_prob_pending and index == int(post.log_prob.argmax())
 

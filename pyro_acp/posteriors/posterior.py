@@ -366,7 +366,8 @@ class ClusteringPosterior:
     ) -> Tensor:
         """(N,) partition minimising the posterior expected loss ("vi" or "binder"; see the module docstring).
 
-        ``search="greedy"``: a SALSO-style local search from the MAP and ``num_starts - 1`` further starts
+        ``search="greedy"``: a SALSO-style local search from the MAP (ranked by an exact log joint; without
+        one, the most frequent partition: :meth:`_search_start`) and ``num_starts - 1`` further starts
         drawn from the posterior (distinct partitions, by weight; seeded): sweeps over the points in random
         order move each point to the existing cluster or the new cluster that lowers the expected loss most,
         until no point moves (or ``max_sweeps``); the start reaching the lowest expected loss wins. All
@@ -381,8 +382,18 @@ class ClusteringPosterior:
         if key not in self._point_estimates:
             uniq, total, _ = self._unique_with_first()
             self._point_estimates[key] = minimise_expected_loss(
-                uniq, total, self.map, loss, num_starts=num_starts, max_sweeps=max_sweeps, search=search, seed=seed)
+                uniq, total, self._search_start(), loss, num_starts=num_starts, max_sweeps=max_sweeps,
+                search=search, seed=seed)
         return self._point_estimates[key].clone()
+
+    def _search_start(self) -> Tensor:
+        """The point estimate's first start: the MAP where it is ranked without estimation noise (an exact log
+        joint, or an exact ``log_prob``), else the partition of largest total weight. Never a ranking by a
+        guide's estimate: the search would wait on it (seconds; deferred until read) and carry its noise."""
+        if self._log_joint is not None or (self.exact_log_prob and self._log_prob is not None):
+            return self.map
+        _, _, first = self._unique_with_first()
+        return self._samples[first[0]]
 
     # ------------------------------------------------------------------ ArviZ
     def _draw_grid(self, num_draws: int | None, seed: int) -> Tensor:
