@@ -9,6 +9,8 @@ simulations of ``OrderedGaussianCatalog()`` (default N in [5, 100), seed 2026120
   ``infer`` under ``CRPGaussianMixture()``, 100 samples), ordered greedily by a pointer network trained
   separately, on the ordering loss alone (teacher-forced on true clusters; a small NOC whose clustering part
   is unused), ``--pointer-steps``.
+- **ACP-S + NOC's pointer**: the same partitions in NOC's own pointer network's greedy order (the two pointer
+  networks compared on the same clusters); and **NOC, its pointer's order**: NOC's point estimate so ordered.
 - **DP-GMM two-stage**: scikit-learn's ``BayesianGaussianMixture`` (Dirichlet-process weights, concentration
   0.7 as the model's CRP, spherical covariances, up to 20 components), its hard assignments, clusters sorted
   by the distance of their centroid from the origin.
@@ -92,17 +94,22 @@ def train_pointer(model: Any, steps: int, seed: int = 0, hidden_dim: int = 32, l
 
 @torch.no_grad()
 def pointer_positions(pointer: NOC, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """positions (N,): the clusters of ``labels`` (N,) (numbered 0..K-1) in the pointer's order."""
+    """positions (N,): the clusters of ``labels`` (N,) (numbered 0..K-1) in the pointer's greedy order."""
     k = int(labels.max()) + 1
     data = pointer.encode_data(x.unsqueeze(0), torch.ones(1, x.shape[0], dtype=torch.bool))
     clusters = FinishedClusters(data, torch.zeros(1, dtype=torch.long), labels.unsqueeze(0),
                                 torch.tensor([k]), torch.zeros(1, k, pointer.hidden_dim))
-    order = pointer.order_clusters(clusters)[0]  # order[p]: the cluster placed p-th
+    sampling, pointer.sample_order = pointer.sample_order, False
+    try:
+        order = pointer.order_clusters(clusters)[0]  # order[p]: the cluster placed p-th
+    finally:
+        pointer.sample_order = sampling
     return order.argsort()[labels]
 
 
 def acp_pointer_predictor(pointer: NOC, num_samples: int = 100, seed: int = 0):
-    """x -> positions (N,): the shipped ACP-S MAP clusters, in the separately trained pointer's greedy order."""
+    """x -> positions (N,): the shipped ACP-S point-estimate clusters, in ``pointer``'s greedy order (the
+    separately trained pointer; or NOC's own, to compare the pointer networks on the same partitions)."""
     acps = load_guide(PRETRAINED / "crp_gaussian_mixture_2d.pt")[0]
     clustering = CRPGaussianMixture()
 
@@ -121,11 +128,7 @@ def noc_pointer_predictor(model: Any, guide: NOC, num_samples: int = 100, seed: 
         post = pyro_acp.infer(model, x, guide=guide, num_samples=num_samples, seed=seed, progress_bar=False,
                               check_prior=False)
         labels = pyro_acp.ClusteringPosterior(post.point_estimate().unsqueeze(0)).samples[0]  # numbered 0..K-1
-        sampling, guide.sample_order = guide.sample_order, False
-        try:
-            return pointer_positions(guide, x, labels)
-        finally:
-            guide.sample_order = sampling
+        return pointer_positions(guide, x, labels)
 
     return predict
 
@@ -183,19 +186,33 @@ def mean_scores(rows: dict[str, torch.Tensor], seconds: float) -> dict[str, floa
 
 
 def small_n_tv(model, guide, sizes=(4, 5, 6), num_sets: int = 10, num_samples: int = 1000) -> dict[str, float]:
-    """Mean TV of NOC's samples to the exact ordered posterior at each N (data sets seeds 7000 + 100 N + i), its
-    standard error over the data sets (``_se``: the sets differ far more than the sampling noise) and the max."""
+    """Mean TV of NOC's samples to the exact ordered posterior at each N (data sets seeds 7000 + 100 N + i), raw
+    and reweighted (``infer(..., reweight=True)``: the same samples weighted by p(x, ordered partition) / q), its
+    standard error over the data sets (``_se``: the sets differ far more than the sampling noise), the max and
+    the least effective sample size of the weights."""
+    from pyro_acp.diagnostics.importance import ImportanceWeightWarning
+    from pyro_acp.posteriors import OrderedClusteringPosterior
+
     result = {}
     for n in sizes:
-        tvs = []
+        tvs: dict[str, list[float]] = {"tv": [], "tv_reweighted": []}
+        ess = []
         for i in range(num_sets):
             x, _ = model.simulate(1, num_points=n, seed=7000 + 100 * n + i).unpadded(0)
-            post = pyro_acp.infer(model, x, guide=guide, num_samples=num_samples, seed=i, progress_bar=False,
-                                  check_prior=False, estimate_log_prob=False)
-            tvs.append(ordered_total_variation(post, exact_ordered_posterior(model, x)))
-        result[f"tv_n{n}"] = float(np.mean(tvs))
-        result[f"tv_n{n}_se"] = float(np.std(tvs, ddof=1) / np.sqrt(len(tvs))) if len(tvs) > 1 else float("nan")
-        result[f"tv_n{n}_max"] = float(np.max(tvs))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ImportanceWeightWarning)  # the ESS is reported below
+                post = pyro_acp.infer(model, x, guide=guide, num_samples=num_samples, seed=i, progress_bar=False,
+                                      check_prior=False, reweight=True)
+            exact = exact_ordered_posterior(model, x)
+            tvs["tv"].append(ordered_total_variation(OrderedClusteringPosterior(post.samples), exact))
+            tvs["tv_reweighted"].append(ordered_total_variation(post, exact))
+            ess.append(post.effective_sample_size)
+        for name, values in tvs.items():
+            result[f"{name}_n{n}"] = float(np.mean(values))
+            result[f"{name}_n{n}_se"] = (float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1
+                                         else float("nan"))
+            result[f"{name}_n{n}_max"] = float(np.max(values))
+        result[f"min_effective_sample_size_n{n}"] = float(min(ess))
     return result
 
 
@@ -209,12 +226,20 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--size-cap", choices=("predicted", "model"), default=None,
                         help="override the guide's size_cap (NOC's sampling rule)")
+    parser.add_argument("--tv-only", action="store_true", help="only the total variation to the exact posterior")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = OrderedGaussianCatalog()
     guide = load_guide(args.guide)[0]
     if args.size_cap is not None:
         guide.size_cap = guide.config["size_cap"] = args.size_cap
+    if args.tv_only:
+        tv = small_n_tv(model, guide, num_sets=args.tv_sets, num_samples=args.tv_samples)
+        print("NOC TV to the exact ordered posterior:", {k: round(v, 3) for k, v in tv.items()})
+        if args.json is not None:
+            args.json.write_text(json.dumps({"tv": tv, "options": {**vars(args), "guide": str(args.guide),
+                                                                   "json": str(args.json)}}, indent=2))
+        return
     options = {"num_datasets": args.num_datasets, "num_points": model.default_num_points, "seed": TEST_SEED}
     began = time.perf_counter()
     pointer = train_pointer(model, args.pointer_steps)
@@ -223,6 +248,7 @@ def main() -> None:
         "NOC": guide_predictor(model, guide),
         "NOC, its pointer's order": noc_pointer_predictor(model, guide),
         "ACP + pointer": acp_pointer_predictor(pointer),
+        "ACP-S + NOC's pointer": acp_pointer_predictor(guide),
         "DP-GMM two-stage": dpgmm_predictor(model.alpha),
     }
     rows = {name: timed_rows(model, predict, **options) for name, predict in predictors.items()}
@@ -235,6 +261,8 @@ def main() -> None:
     print(f"(pointer network trained alone for {args.pointer_steps} steps in {pointer_time:.0f} s)")
     paired = {f"NOC - {name}": paired_difference(rows["NOC"][0], rows[name][0]) for name in predictors
               if name != "NOC"}
+    paired["NOC's pointer - the separate one, on ACP-S's partitions"] = paired_difference(
+        rows["ACP-S + NOC's pointer"][0], rows["ACP + pointer"][0])
     for name, differences in paired.items():
         print(name, "(mean, paired SE):", {k: (round(m, 4), round(e, 4)) for k, (m, e) in sorted(differences.items())})
     tv = small_n_tv(model, guide, num_sets=args.tv_sets, num_samples=args.tv_samples) if args.tv_sets else {}

@@ -170,6 +170,50 @@ class OrderedGaussianCatalog(GenerativeModel):
         var = 1.0 / (1.0 / self.mean_scale**2 + stats.count / self.sigma**2)
         return var.unsqueeze(-1) * stats.total / self.sigma**2, var
 
+    def ordered_joint_available(self, num_points: int) -> bool:
+        """Whether :meth:`log_ordered_joint` is exact at ``num_points``: where no cluster can have been cut
+        (N <= ``max_cluster_size``), a position labelling is one latent partition and one order."""
+        return self.max_cluster_size is None or num_points <= self.max_cluster_size
+
+    def log_ordered_joint(self, x: Any, positions: Any) -> Tensor:
+        """log p(ordered partition, x) (S,) of position labels (S, N) (0 = first cluster): log p(pi, x) of the
+        partition pi (:meth:`log_partition_joint`) plus log P(sigma | pi, x), the probability that the
+        clusters' mean norms come in the labels' order, by the grid integral of
+        :func:`pyro_acp.reference.exact_ordered.order_probabilities` (Richardson-extrapolated, error about
+        1e-4), each distinct labelling once. A ValueError above ``max_cluster_size`` points, where a cluster
+        of the labels may be a part of a larger latent one (:meth:`ordered_joint_available`)."""
+        from pyro_acp.reference.exact_ordered import order_probabilities  # the reference imports models
+
+        x = self.check_data(x).to(torch.float64)
+        positions = check_labels(positions, "positions").to(x.device)
+        if positions.dim() != 2 or positions.shape[-1] != x.shape[0]:
+            raise ValueError(f"positions must have shape (S, {x.shape[0]}), got {tuple(positions.shape)}")
+        if not self.ordered_joint_available(x.shape[0]):
+            raise ValueError(f"the exact log joint of an ordered partition is computed for N <= max_cluster_size = "
+                             f"{self.max_cluster_size} (no cluster can be cut); this catalog has N = {x.shape[0]}")
+        unique, inverse = positions.unique(dim=0, return_inverse=True)
+        partitions = canonicalize(unique)  # clusters numbered by first appearance
+        log_joint = self.log_partition_joint(x, partitions).to(torch.float64)
+        loc, var = self.mean_posterior(x, partitions)  # (U, K, D), (U, K)
+        num_clusters = partitions.max(-1).values + 1
+        k_max = loc.shape[1]
+        # order[u, p]: the cluster (first-appearance number) at position p; its row in the flattened (U K) means
+        position_of = torch.zeros(unique.shape[0], k_max, dtype=torch.long).scatter_reduce(
+            1, partitions.cpu(), unique.cpu(), "amax", include_self=False)
+        slots = torch.arange(k_max).expand(unique.shape[0], -1)
+        order = position_of.masked_fill(slots >= num_clusters.cpu().unsqueeze(-1), k_max).argsort(-1)
+        rows = order + k_max * torch.arange(unique.shape[0]).unsqueeze(-1)
+        log_order = torch.zeros(unique.shape[0], dtype=torch.float64)
+        means, variances = loc.reshape(-1, loc.shape[-1]).cpu(), var.reshape(-1).cpu()
+        used = (slots < num_clusters.cpu().unsqueeze(-1)).reshape(-1)
+        variances = torch.where(used, variances, variances[used].min())  # empty slots: kept off the grid
+        for k in range(2, k_max + 1):  # one cluster: a single order
+            pick = (num_clusters.cpu() == k).nonzero().flatten()
+            if pick.numel():
+                probs, _ = order_probabilities(means, variances, rows[pick, :k])
+                log_order[pick] = probs.log()
+        return (log_joint.cpu() + log_order)[inverse.cpu()].to(x.device)
+
     def order_labels(self, partitions: Any, order: Tensor) -> Tensor:
         """Position labels (M, N) of latent partitions (M, N) whose clusters (numbered by first appearance)
         are ordered by ``order`` (M, K), entry p the cluster with the p-th smallest mean norm; a cluster above

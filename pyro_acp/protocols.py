@@ -166,12 +166,26 @@ def has_collapsed_likelihood(model: Any) -> bool:
     return all(callable(getattr(model, name, None)) for name in _COLLAPSED_METHODS)
 
 
+def has_exact_log_joint(model: Any, num_points: int | None = None) -> bool:
+    """Whether :func:`exact_log_joint` gives numbers for ``model`` (on data sets of ``num_points``, when given):
+    a collapsed likelihood, or for an ordered model ``log_ordered_joint`` of its ordered partitions where its
+    ``ordered_joint_available(num_points)`` says it is exact."""
+    if getattr(model, "ordered", False):
+        available = getattr(model, "ordered_joint_available", None)
+        return (callable(getattr(model, "log_ordered_joint", None)) and callable(available)
+                and (num_points is None or bool(available(num_points))))
+    return has_collapsed_likelihood(model)
+
+
 def exact_log_joint(model: Any, x: Tensor, labels: Tensor) -> Tensor | None:
-    """log p(partition, x) of partitions (S, N) of one data set, or None without a collapsed likelihood.
+    """log p(partition, x) of partitions (S, N) of one data set (for an ordered model: of the ordered
+    partitions, position labels), or None where the model has no exact one (:func:`has_exact_log_joint`).
 
     It ranks samples exactly (up to a constant), where a guide's own estimates are noisy.
     """
-    return model.log_joint(x, labels) if has_collapsed_likelihood(model) else None
+    if not has_exact_log_joint(model, labels.shape[-1]):
+        return None
+    return model.log_ordered_joint(x, labels) if getattr(model, "ordered", False) else model.log_joint(x, labels)
 
 
 def require(model: Any, methods: tuple[str, ...], caller: str, what: str) -> None:

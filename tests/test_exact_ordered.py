@@ -12,6 +12,7 @@ from pyro_acp.diagnostics.ordered_metrics import ordered_total_variation
 from pyro_acp.models import CRPGaussianMixture, OrderedGaussianCatalog
 from pyro_acp.models.catalogs import ordered_catalog_labels
 from pyro_acp.posteriors import OrderedExactPosterior
+from pyro_acp.protocols import exact_log_joint, has_exact_log_joint
 from pyro_acp.reference.exact_ordered import exact_ordered_posterior, order_probabilities
 
 
@@ -126,3 +127,21 @@ def test_plot_order_draws_points_by_position_and_catalogs_as_sections(tmp_path):
     sections = catalog.plot_order().axes[0]
     assert len(sections.patches) == 4  # every token drawn once, in its section's row
     assert {tuple(p.get_facecolor()[:3]) for p in sections.patches} == {(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)}
+
+
+def test_the_models_ordered_log_joint_is_the_enumerations_and_stops_at_the_cap():
+    model = OrderedGaussianCatalog()
+    x, _ = model.simulate(1, num_points=5, seed=2).unpadded(0)
+    exact = exact_ordered_posterior(model, x)
+    scored = model.log_ordered_joint(x, exact.partitions)  # all 541 ordered partitions, in one call
+    torch.testing.assert_close(scored, exact.log_joint.to(scored), atol=1e-6, rtol=0)
+    shuffled = exact.partitions[torch.randperm(exact.partitions.shape[0], generator=torch.Generator().manual_seed(0))]
+    torch.testing.assert_close(model.log_ordered_joint(x, shuffled[:7]),  # any subset, in any order, repeats
+                               model.log_ordered_joint(x, torch.cat([shuffled[:7], shuffled[:2]]))[:7])
+    assert has_exact_log_joint(model, 30) and not has_exact_log_joint(model, 31) and has_exact_log_joint(model)
+    capped = OrderedGaussianCatalog(max_cluster_size=3)
+    with pytest.raises(ValueError, match="N <= max_cluster_size = 3"):
+        capped.log_ordered_joint(x, exact.partitions[:2])
+    assert exact_log_joint(capped, x, exact.partitions[:2]) is None  # a labelling may be parts of one cluster
+    with pytest.raises(ValueError, match="shape"):
+        model.log_ordered_joint(x, exact.partitions[0])

@@ -36,3 +36,20 @@ def test_shipped_guide_against_the_exact_ordered_posterior():
     assert isinstance(post, OrderedClusteringPosterior)
     tv = ordered_total_variation(post, pyro_acp.exact_ordered_posterior(model, x))
     assert tv < 0.2, tv
+
+
+def test_reweighting_by_the_exact_ordered_joint_repairs_the_shipped_guide_at_small_n():
+    model = OrderedGaussianCatalog()
+    x, _ = model.simulate(1, num_points=4, seed=7401).unpadded(0)  # a set where the raw guide is off
+    exact = pyro_acp.exact_ordered_posterior(model, x)
+    post = pyro_acp.infer(model, x, num_samples=2000, seed=0, progress_bar=False, check_prior=False, reweight=True)
+    assert post.log_joint is not None and post.weights is not None and not post.log_prob_pending
+    assert post.map_index == int(post.log_joint.argmax())  # ranked exactly, not by the guide's estimate
+    raw = ordered_total_variation(OrderedClusteringPosterior(post.samples), exact)
+    weighted = ordered_total_variation(post, exact)
+    # 2,000 draws of 75 ordered partitions: the weighted samples' Monte-Carlo TV is about 0.01 (measured over
+    # 4 such sets: 0.010 +- 0.007 against the raw 0.090 +- 0.038, benchmarks/bench_ordered_baselines.py --tv-only)
+    assert weighted < 0.05 and weighted < raw, (weighted, raw)
+    with pytest.raises(ValueError, match="does not give for a data set of 40 points"):
+        pyro_acp.infer(model, model.simulate(1, num_points=40, seed=1).unpadded(0)[0], reweight=True,
+                       progress_bar=False, check_prior=False)

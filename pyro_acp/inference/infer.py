@@ -35,7 +35,7 @@ from pyro_acp.posteriors.deferred import DeferredLogProb, defer_estimate
 from pyro_acp.posteriors.graph import infer_graph
 from pyro_acp.posteriors.ordered import OrderedClusteringPosterior
 from pyro_acp.posteriors.posterior import ClusteringPosterior
-from pyro_acp.protocols import ClusteringModel, exact_log_joint, has_collapsed_likelihood
+from pyro_acp.protocols import ClusteringModel, exact_log_joint, has_exact_log_joint
 from pyro_acp.seeding import make_generator
 from pyro_acp.validation import check_device, check_positive_int, warn_about_data
 
@@ -80,12 +80,24 @@ def check_options(model: ClusteringModel, *, reweight: bool, estimate_log_prob: 
                          f"got {estimate_log_prob!r}")
     if reweight and not estimate_log_prob:
         raise ValueError("reweight=True needs the log-probability estimates; drop estimate_log_prob=False")
-    if reweight and not has_collapsed_likelihood(model):
+    if reweight and not has_exact_log_joint(model):
         raise ValueError(f"reweight=True needs a model with an exact log joint p(partition, x); "
                          f"{type(model).__name__} has none")
     if not estimate_log_prob:
         return False
     return "now" if reweight or estimate_log_prob == "now" else DEFERRED
+
+
+def check_reweight(model: ClusteringModel, num_points: int, estimate: Any = "to come") -> None:
+    """ValueError unless reweighting can run on a data set of ``num_points``: the model's exact log joint there
+    (an ordered catalog's only up to its size cap) and the guide's log q (``estimate``; None when an ordered
+    guide cannot score orders)."""
+    if not has_exact_log_joint(model, num_points):
+        raise ValueError(f"reweight=True needs the exact log joint, which {type(model).__name__} does not give for "
+                         f"a data set of {num_points} points")
+    if estimate is None:
+        raise ValueError("reweight=True needs the guide's log q of every sample; this guide does not score orders "
+                         "(no order_log_prob_of)")
 
 
 def check_guide_orders(model: ClusteringModel, guide: ClusterwiseGuide) -> bool:
@@ -105,6 +117,8 @@ def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
     the guide's log q of every sample, made already (needed when reweighting) or deferred to its first read;
     or None), everything moved to the CPU."""
     samples = labels if ordered else canonicalize(labels)
+    if reweight:
+        check_reweight(model, samples.shape[-1], estimate)
     log_joint = exact_log_joint(model, x, samples)
     weights = diagnostics = None
     if reweight:
@@ -176,7 +190,8 @@ def infer(
             error in nats, and ``summary()`` says when the MAP's probability is not reliable. The MAP is
             ranked by the exact log joint when the model has one, so it does not depend on these.
         reweight: use the guide as an importance proposal: weight each sample by p(partition, x) / q(partition)
-            (self-normalised; needs a model with an exact log joint). Repairs the guide where it is off on
+            (self-normalised; needs a model with an exact log joint: a collapsed likelihood, or for an
+            ordered catalog ``log_ordered_joint``, up to its size cap). Repairs the guide where it is off on
             small data sets; check ``posterior.effective_sample_size`` and ``posterior.weight_diagnostics``
             (ESS and Pareto k), which collapse on large ones. Beyond N = 12 the estimates of q are then more
             precise than by default (``pyro_acp.inference.log_prob.REWEIGHT_SETTINGS``: at least 10 anchors
@@ -224,6 +239,8 @@ def infer(
     if model.num_points_of(x) < 2:
         raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
     estimate_log_prob = check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
+    if reweight:
+        check_reweight(model, model.num_points_of(x))
     if check_prior:
         check = prior_predictive_check(model, x)
         if check is not None and check.outside:
