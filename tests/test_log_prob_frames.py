@@ -15,8 +15,9 @@ import torch
 
 import pyro_acp.inference.infer  # noqa: F401  (imports the guides before the estimator)
 from pyro_acp.diagnostics.evaluation import close_cluster_sets
+from pyro_acp.guides import ACPS
 from pyro_acp.inference.frame_strata import frame_mixture, sample_frames_to_score
-from pyro_acp.inference.frames import drawn_frames
+from pyro_acp.inference.frames import drawn_frames, random_frames
 from pyro_acp.inference.infer import resolve_guide
 from pyro_acp.inference.log_prob import log_prob_estimate, log_prob_estimates
 from pyro_acp.inference.log_space import log_mean_and_error, log_stratified_mean_and_error
@@ -200,3 +201,19 @@ def test_the_ordered_frame_sample_states_the_variance_of_noisy_frames():
     empirical = float(q.var())
     assert float(q.mean()) == pytest.approx(1.0, abs=4 * math.sqrt(empirical / count))
     assert stated == pytest.approx(empirical, rel=0.15), (stated, empirical)
+
+
+def test_drawn_frames_without_frames_or_with_sample_frames_is_refused():
+    torch.manual_seed(0)
+    guide = ACPS(2, hidden_dim=16).eval()
+    x = torch.randn(6, 2)
+    labels = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    frames = random_frames(2, 2, torch.Generator().manual_seed(0))
+    drawn = torch.tensor([[True, False]])
+    with pytest.raises(ValueError, match="needs frames= and no sample_frames="):
+        log_prob_estimate(guide, x, labels, drawn_frames=drawn)
+    with pytest.raises(ValueError, match="needs frames= and no sample_frames="):
+        log_prob_estimate(guide, x, labels, frames=frames, sample_frames=torch.tensor([0]), drawn_frames=drawn)
+    with pytest.raises(ValueError, match="data set 0 has drawn_frames but no frames"):
+        log_prob_estimates(guide, [x], [labels[0]], [torch.Generator().manual_seed(0)], frames=[None],
+                           drawn_frames=[drawn])

@@ -122,7 +122,8 @@ def log_prob_estimate(
     "auto" (any of the three): :func:`log_prob_settings` for the data sets' size N.
     ``frames`` (F, D, D): with ``sample_frames`` ((S,) or (B, S)) each partition is estimated in its own
     frame; without, the estimate is of the mixture over the F frames (module docstring), stratified by
-    ``drawn_frames`` ((S, F) or (B, S, F) bool: the frames each partition was drawn in) when given.
+    ``drawn_frames`` ((S, F) or (B, S, F) bool: the frames each partition was drawn in) when given (a
+    ValueError without ``frames`` or with ``sample_frames``, where it would mean nothing).
     ``refine_to`` (nats): partitions whose standard error exceeds it get further independent replicates with
     :data:`REFINE_Z_FACTOR` times the z draws, pooled with the first (each replicate is unbiased), for up to
     ``refine_rounds`` rounds: rare partitions, whose joins need unusual z, are the noisy ones.
@@ -138,6 +139,9 @@ def log_prob_estimate(
     partitions = canonicalize(labels.reshape(-1, num_points).to(x.device))
     owner = torch.arange(num_sets, device=x.device).repeat_interleave(num_samples)
     partition_frame = drawn = None
+    if drawn_frames is not None and (frames is None or sample_frames is not None):
+        raise ValueError("drawn_frames stratifies the estimate of the mixture over frames: it needs frames= and "
+                         "no sample_frames= (which scores each partition in its own frame instead)")
     if frames is not None and sample_frames is not None:
         partition_frame = sample_frames.to(x.device).expand(num_sets, num_samples).reshape(-1)
     elif frames is not None and drawn_frames is not None:
@@ -218,7 +222,9 @@ def _drawn_of(frames: list[Tensor | None], partitions: list[Tensor], drawn_frame
     counts = [1 if f is None else f.shape[0] for f in frames]
     width = max(counts)
     parts = []
-    for own, count, p in zip(drawn_frames, counts, partitions, strict=True):
+    for b, (own, count, p) in enumerate(zip(drawn_frames, counts, partitions, strict=True)):
+        if own is not None and frames[b] is None:
+            raise ValueError(f"data set {b} has drawn_frames but no frames: drawn_frames needs the frames it indexes")
         if own is None or count == 1:
             parts.append(torch.zeros(p.shape[0], width, dtype=torch.bool, device=device))
         else:
