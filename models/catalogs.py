@@ -176,43 +176,46 @@ class OrderedGaussianCatalog(GenerativeModel):
         return self.max_cluster_size is None or num_points <= self.max_cluster_size
 
     def log_ordered_joint(self, x: Any, positions: Any) -> Tensor:
-        """log p(ordered partition, x) (S,) of position labels (S, N) (0 = first cluster): log p(pi, x) of the
-        partition pi (:meth:`log_partition_joint`) plus log P(sigma | pi, x), the probability that the
-        clusters' mean norms come in the labels' order, by the grid integral of
-        :func:`pyro_acp.reference.exact_ordered.order_probabilities` (Richardson-extrapolated, error about
-        1e-4), each distinct labelling once. A ValueError above ``max_cluster_size`` points, where a cluster
-        of the labels may be a part of a larger latent one (:meth:`ordered_joint_available`)."""
-        from pyro_acp.reference.exact_ordered import order_probabilities  # the reference imports models
+        """log p(ordered partition, x) (S,) of position labels (S, N) (0 = first cluster; every position
+        0..K-1 used): log p(pi, x) of the partition pi (:meth:`log_partition_joint`) plus log P(sigma | pi, x),
+        the probability that the clusters' mean norms come in the labels' order, by the grid integral of
+        :mod:`pyro_acp.reference.exact_ordered` (Richardson-extrapolated; its error is about 1e-4 on the
+        probability scale, so the log of an improbable order is looser). Each distinct labelling is scored
+        once and each distinct cluster's CDF once, on the CPU (float64). A ValueError above
+        ``max_cluster_size`` points, where a cluster of the labels may be a part of a larger latent one
+        (:meth:`ordered_joint_available`), or for labels that are not positions."""
+        from pyro_acp.posteriors.ordered import check_ordered_labels  # these import the models
+        from pyro_acp.reference.exact_ordered import order_log_probabilities
 
-        x = self.check_data(x).to(torch.float64)
-        positions = check_labels(positions, "positions").to(x.device)
+        data = self.check_data(x)
+        device, x = data.device, data.detach().to("cpu", torch.float64)
+        positions = check_ordered_labels(positions, "positions")
         if positions.dim() != 2 or positions.shape[-1] != x.shape[0]:
             raise ValueError(f"positions must have shape (S, {x.shape[0]}), got {tuple(positions.shape)}")
         if not self.ordered_joint_available(x.shape[0]):
             raise ValueError(f"the exact log joint of an ordered partition is computed for N <= max_cluster_size = "
                              f"{self.max_cluster_size} (no cluster can be cut); this catalog has N = {x.shape[0]}")
         unique, inverse = positions.unique(dim=0, return_inverse=True)
-        partitions = canonicalize(unique)  # clusters numbered by first appearance
-        log_joint = self.log_partition_joint(x, partitions).to(torch.float64)
+        partitions = canonicalize(unique)  # clusters numbered by first appearance, as mean_posterior numbers them
         loc, var = self.mean_posterior(x, partitions)  # (U, K, D), (U, K)
         num_clusters = partitions.max(-1).values + 1
-        k_max = loc.shape[1]
-        # order[u, p]: the cluster (first-appearance number) at position p; its row in the flattened (U K) means
-        position_of = torch.zeros(unique.shape[0], k_max, dtype=torch.long).scatter_reduce(
-            1, partitions.cpu(), unique.cpu(), "amax", include_self=False)
-        slots = torch.arange(k_max).expand(unique.shape[0], -1)
-        order = position_of.masked_fill(slots >= num_clusters.cpu().unsqueeze(-1), k_max).argsort(-1)
-        rows = order + k_max * torch.arange(unique.shape[0]).unsqueeze(-1)
-        log_order = torch.zeros(unique.shape[0], dtype=torch.float64)
-        means, variances = loc.reshape(-1, loc.shape[-1]).cpu(), var.reshape(-1).cpu()
-        used = (slots < num_clusters.cpu().unsqueeze(-1)).reshape(-1)
-        variances = torch.where(used, variances, variances[used].min())  # empty slots: kept off the grid
-        for k in range(2, k_max + 1):  # one cluster: a single order
-            pick = (num_clusters.cpu() == k).nonzero().flatten()
-            if pick.numel():
-                probs, _ = order_probabilities(means, variances, rows[pick, :k])
-                log_order[pick] = probs.log()
-        return (log_joint.cpu() + log_order)[inverse.cpu()].to(x.device)
+        rows, k_max = unique.shape[0], loc.shape[1]
+        # order[u, p]: the first-appearance cluster at position p (empty slots last)
+        position_of = torch.full((rows, k_max), k_max, dtype=torch.long).scatter_reduce(
+            1, partitions, unique, "amax", include_self=False)
+        order = position_of.argsort(-1)
+        # every distinct cluster (member set) once: its row among the distinct sets, by position
+        members = partitions.unsqueeze(1) == torch.arange(k_max).view(1, -1, 1)  # (U, K, N)
+        sets, set_of = members.reshape(rows * k_max, -1).unique(dim=0, return_inverse=True)
+        first = torch.full((sets.shape[0],), rows * k_max, dtype=torch.long).scatter_reduce(
+            0, set_of, torch.arange(rows * k_max), "amin")
+        set_loc, set_var = loc.reshape(rows * k_max, -1)[first], var.reshape(-1)[first].clone()
+        empty = ~sets.any(-1)
+        set_var[empty] = set_var[~empty].min()  # an empty slot is never ordered: keep it off the grid
+        by_position = set_of.view(rows, k_max).gather(1, order)
+        log_order = order_log_probabilities(set_loc, set_var, by_position, num_clusters)
+        log_joint = self.log_partition_joint(x, partitions).to(torch.float64) + log_order
+        return log_joint[inverse].to(device)
 
     def order_labels(self, partitions: Any, order: Tensor) -> Tensor:
         """Position labels (M, N) of latent partitions (M, N) whose clusters (numbered by first appearance)

@@ -53,3 +53,13 @@ def test_reweighting_by_the_exact_ordered_joint_repairs_the_shipped_guide_at_sma
     with pytest.raises(ValueError, match="does not give for a data set of 40 points"):
         pyro_acp.infer(model, model.simulate(1, num_points=40, seed=1).unpadded(0)[0], reweight=True,
                        progress_bar=False, check_prior=False)
+
+
+def test_infer_many_refuses_reweighting_above_the_cap_before_any_work(tmp_path):
+    model = OrderedGaussianCatalog()
+    small = model.simulate(1, num_points=5, seed=1).unpadded(0)[0]
+    large = model.simulate(1, num_points=40, seed=2).unpadded(0)[0]
+    with pytest.raises(ValueError, match="'big'.*does not give for a data set of 40 points"):
+        pyro_acp.infer_many(model, {"small": small, "big": large}, reweight=True, output=tmp_path / "out",
+                            progress_bar=False, check_prior=False)
+    assert not (tmp_path / "out" / "small" / "posterior.npz").exists()  # nothing was run, nothing written

@@ -19,8 +19,9 @@ def map_partitions(
 ) -> torch.Tensor:
     """MAP among ``num_samples`` draws of each padded data set: (B, N), -1 on padding.
 
-    Draws are ranked by the exact log p(partition, x) when ``model`` has one (as :func:`pyro_acp.infer`
-    does), otherwise, or with ``rank_by_guide``, by the guide's log-probability estimate. As in ``infer``,
+    Draws (unordered partitions) are ranked by the exact collapsed log p(partition, x) when ``model`` has one
+    (as :func:`pyro_acp.infer` does), otherwise, or with ``rank_by_guide``, by the guide's log-probability
+    estimate; an ordered model's exact joint of ordered partitions is not used here. As in ``infer``,
     draws are made in random frames of the data when ``model`` is rotation invariant (``symmetrize``).
     """
     generator = torch.Generator(device=x.device).manual_seed(seed)

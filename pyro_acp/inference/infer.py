@@ -239,8 +239,9 @@ def infer(
     if model.num_points_of(x) < 2:
         raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
     estimate_log_prob = check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
+    num_points_of_x = model.num_points_of(x)
     if reweight:
-        check_reweight(model, model.num_points_of(x))
+        check_reweight(model, num_points_of_x)
     if check_prior:
         check = prior_predictive_check(model, x)
         if check is not None and check.outside:
@@ -248,6 +249,8 @@ def infer(
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar,
                           train_minutes=train_minutes)
     ordered = check_guide_orders(model, guide)
+    if reweight and ordered and not estimates_orders(guide):
+        check_reweight(model, num_points_of_x, None)  # before sampling: no log q of orders, so no weights
     device = next(guide.parameters()).device
     generator = make_generator(seed, device)
     x = x.to(device=device, dtype=torch.get_default_dtype())

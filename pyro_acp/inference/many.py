@@ -57,6 +57,7 @@ from pyro_acp.inference.frames import frames_for
 from pyro_acp.inference.infer import (
     check_guide_orders,
     check_options,
+    check_reweight,
     estimates_orders,
     posterior_of_samples,
     resolve_guide,
@@ -115,13 +116,15 @@ class _Options:
     figures: bool
 
 
-def _read(model: ClusteringModel, entry: Entry) -> Any:
-    """One data set, read and checked (errors name it)."""
+def _read(model: ClusteringModel, entry: Entry, reweight: bool) -> Any:
+    """One data set, read and checked, for reweighting too (errors name it)."""
     try:
         raw = read_points_file(entry.path) if entry.path is not None else entry.data
         x = model.check_data(raw)
         if model.num_points_of(x) < 2:
             raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
+        if reweight:
+            check_reweight(model, model.num_points_of(x))
     except (ValueError, TypeError) as err:
         raise type(err)(f"{describe(entry)}: {err}") from None
     return x
@@ -256,6 +259,8 @@ def infer_many(
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar,
                           train_minutes=train_minutes)
     ordered = check_guide_orders(model, guide)
+    if reweight and ordered and not estimates_orders(guide):
+        check_reweight(model, 2, None)  # before any work: this guide cannot give the weights' log q
     device = next(guide.parameters()).device
     budget = BATCH_POINTS.get(device.type, BATCH_POINTS["cpu"]) if batch_points is None else \
         check_positive_int(batch_points, "batch_points")
@@ -295,7 +300,7 @@ def _run_window(run: _Run, window: list[Entry]) -> None:
         for entry in window:
             run.skip(entry)
         return
-    data = [_read(run.model, entry) for entry in window]
+    data = [_read(run.model, entry, run.options.reweight) for entry in window]
     sizes = [(run.model.num_points_of(x), frame_count(run.model, run.model.num_points_of(x), run.options))
              for x in data]
     for chunk in chunks(sizes, run.budget, run.options.num_samples):

@@ -39,7 +39,8 @@ from pyro_acp.validation import check_positive_int
 MAX_EXACT_ORDERED_POINTS = 7
 DEFAULT_GRID_SIZE = 1024
 
-__all__ = ["MAX_EXACT_ORDERED_POINTS", "NormOrderedModel", "exact_ordered_posterior", "order_probabilities"]
+__all__ = ["MAX_EXACT_ORDERED_POINTS", "NormOrderedModel", "exact_ordered_posterior", "order_log_probabilities",
+           "order_probabilities"]
 
 
 @runtime_checkable
@@ -111,6 +112,21 @@ def order_probabilities(loc: Tensor, var: Tensor, orders: Tensor, *, grid_size: 
     """
     cdfs = _grid_cdfs(loc, var, check_positive_int(grid_size, "grid_size"))
     return _extrapolated(cdfs, orders)
+
+
+def order_log_probabilities(loc: Tensor, var: Tensor, orders: Tensor, num_clusters: Tensor, *,
+                            grid_size: int = DEFAULT_GRID_SIZE) -> Tensor:
+    """log P(||mu_o1|| < ... < ||mu_oK||) (R,) of rows of different lengths: ``orders`` (R, K_max) indices into
+    the U means ``loc`` (U, D), ``var`` (U,), row r's first ``num_clusters[r]`` entries its order (the rest
+    ignored). One grid of CDFs for all U means (as :func:`exact_ordered_posterior`), then the recursion for
+    the rows of each length; 0 for a row of one cluster."""
+    cdfs = _grid_cdfs(loc, var, check_positive_int(grid_size, "grid_size"))
+    log_probs = torch.zeros(orders.shape[0], dtype=torch.float64)
+    for size in range(2, int(num_clusters.max()) + 1):
+        pick = (num_clusters == size).nonzero().flatten()
+        if pick.numel():
+            log_probs[pick] = _extrapolated(cdfs, orders[pick, :size])[0].log()
+    return log_probs
 
 
 def _orders_of(num_clusters: Tensor) -> tuple[Tensor, Tensor]:
