@@ -185,7 +185,7 @@ class OrderedGaussianCatalog(GenerativeModel):
         ``max_cluster_size`` points, where a cluster of the labels may be a part of a larger latent one
         (:meth:`ordered_joint_available`), or for labels that are not positions."""
         from pyro_acp.posteriors.ordered import check_ordered_labels  # these import the models
-        from pyro_acp.reference.exact_ordered import order_log_probabilities
+        from pyro_acp.reference.exact_ordered import distinct_clusters, order_log_probabilities
 
         data = self.check_data(x)
         device, x = data.device, data.detach().to("cpu", torch.float64)
@@ -204,15 +204,8 @@ class OrderedGaussianCatalog(GenerativeModel):
         position_of = torch.full((rows, k_max), k_max, dtype=torch.long).scatter_reduce(
             1, partitions, unique, "amax", include_self=False)
         order = position_of.argsort(-1)
-        # every distinct cluster (member set) once: its row among the distinct sets, by position
-        members = partitions.unsqueeze(1) == torch.arange(k_max).view(1, -1, 1)  # (U, K, N)
-        sets, set_of = members.reshape(rows * k_max, -1).unique(dim=0, return_inverse=True)
-        first = torch.full((sets.shape[0],), rows * k_max, dtype=torch.long).scatter_reduce(
-            0, set_of, torch.arange(rows * k_max), "amin")
-        set_loc, set_var = loc.reshape(rows * k_max, -1)[first], var.reshape(-1)[first].clone()
-        empty = ~sets.any(-1)
-        set_var[empty] = set_var[~empty].min()  # an empty slot is never ordered: keep it off the grid
-        by_position = set_of.view(rows, k_max).gather(1, order)
+        set_loc, set_var, set_of = distinct_clusters(partitions, loc, var)  # each distinct cluster once
+        by_position = set_of.gather(1, order)
         log_order = order_log_probabilities(set_loc, set_var, by_position, num_clusters)
         log_joint = self.log_partition_joint(x, partitions).to(torch.float64) + log_order
         return log_joint[inverse].to(device)

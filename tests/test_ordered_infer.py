@@ -62,3 +62,12 @@ def test_ordered_model_refuses_a_guide_that_cannot_order_and_finds_the_shipped_o
                            progress_bar=False)
     assert torch.equal(many.samples, alone.samples)
     assert torch.allclose(many.log_prob, alone.log_prob, atol=1e-4)  # infer_many scores orders as infer does
+
+
+def test_reweighting_is_refused_before_sampling_when_the_guide_cannot_score_orders(data):
+    guide = LargestFirst(2, hidden_dim=16)
+    guide.trained_for = OrderedGaussianCatalog().config()
+    with pytest.raises(ValueError, match="does not score orders"):
+        pyro_acp.infer(OrderedGaussianCatalog(), data, guide=guide, reweight=True, progress_bar=False)
+    with pytest.raises(ValueError, match="does not score orders"):
+        pyro_acp.infer_many(OrderedGaussianCatalog(), [data], guide=guide, reweight=True, progress_bar=False)

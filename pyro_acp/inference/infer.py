@@ -88,14 +88,17 @@ def check_options(model: ClusteringModel, *, reweight: bool, estimate_log_prob: 
     return "now" if reweight or estimate_log_prob == "now" else DEFERRED
 
 
-def check_reweight(model: ClusteringModel, num_points: int, estimate: Any = "to come") -> None:
-    """ValueError unless reweighting can run on a data set of ``num_points``: the model's exact log joint there
-    (an ordered catalog's only up to its size cap) and the guide's log q (``estimate``; None when an ordered
-    guide cannot score orders)."""
+def check_reweight(model: ClusteringModel, num_points: int) -> None:
+    """ValueError unless the model gives the exact log joint that reweighting needs on a data set of
+    ``num_points`` (an ordered catalog's only up to its size cap)."""
     if not has_exact_log_joint(model, num_points):
         raise ValueError(f"reweight=True needs the exact log joint, which {type(model).__name__} does not give for "
                          f"a data set of {num_points} points")
-    if estimate is None:
+
+
+def check_reweight_guide(guide: ClusterwiseGuide, ordered: bool) -> None:
+    """ValueError unless the guide gives the log q that reweighting needs: for an ordered model, of the order too."""
+    if ordered and not estimates_orders(guide):
         raise ValueError("reweight=True needs the guide's log q of every sample; this guide does not score orders "
                          "(no order_log_prob_of)")
 
@@ -117,8 +120,6 @@ def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
     the guide's log q of every sample, made already (needed when reweighting) or deferred to its first read;
     or None), everything moved to the CPU."""
     samples = labels if ordered else canonicalize(labels)
-    if reweight:
-        check_reweight(model, samples.shape[-1], estimate)
     log_joint = exact_log_joint(model, x, samples)
     weights = diagnostics = None
     if reweight:
@@ -236,12 +237,12 @@ def infer(
     device = check_device(device)  # before any work: a missing CUDA is a one-line error, not a load failure
     x = model.check_data(x)
     warn_about_data(model, x)
-    if model.num_points_of(x) < 2:
-        raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
+    num_points = model.num_points_of(x)
+    if num_points < 2:
+        raise ValueError(f"data has {num_points} point(s); clustering needs at least 2")
     estimate_log_prob = check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
-    num_points_of_x = model.num_points_of(x)
     if reweight:
-        check_reweight(model, num_points_of_x)
+        check_reweight(model, num_points)
     if check_prior:
         check = prior_predictive_check(model, x)
         if check is not None and check.outside:
@@ -249,13 +250,12 @@ def infer(
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar,
                           train_minutes=train_minutes)
     ordered = check_guide_orders(model, guide)
-    if reweight and ordered and not estimates_orders(guide):
-        check_reweight(model, num_points_of_x, None)  # before sampling: no log q of orders, so no weights
+    if reweight:
+        check_reweight_guide(guide, ordered)
     device = next(guide.parameters()).device
     generator = make_generator(seed, device)
     x = x.to(device=device, dtype=torch.get_default_dtype())
     began = time.perf_counter()
-    num_points = x.shape[0]
     frames = frames_for(model, num_points, num_samples, generator, device, symmetrize)
     labels = sample_partitions(guide, x, num_samples, sample_z=sample_z, sample_joins=sample_joins,
                                generator=generator, frames=frames, ordered=ordered)[0]

@@ -58,6 +58,7 @@ from pyro_acp.inference.infer import (
     check_guide_orders,
     check_options,
     check_reweight,
+    check_reweight_guide,
     estimates_orders,
     posterior_of_samples,
     resolve_guide,
@@ -259,8 +260,8 @@ def infer_many(
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar,
                           train_minutes=train_minutes)
     ordered = check_guide_orders(model, guide)
-    if reweight and ordered and not estimates_orders(guide):
-        check_reweight(model, 2, None)  # before any work: this guide cannot give the weights' log q
+    if reweight:
+        check_reweight_guide(guide, ordered)  # before any work
     device = next(guide.parameters()).device
     budget = BATCH_POINTS.get(device.type, BATCH_POINTS["cpu"]) if batch_points is None else \
         check_positive_int(batch_points, "batch_points")

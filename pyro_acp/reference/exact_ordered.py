@@ -39,8 +39,8 @@ from pyro_acp.validation import check_positive_int
 MAX_EXACT_ORDERED_POINTS = 7
 DEFAULT_GRID_SIZE = 1024
 
-__all__ = ["MAX_EXACT_ORDERED_POINTS", "NormOrderedModel", "exact_ordered_posterior", "order_log_probabilities",
-           "order_probabilities"]
+__all__ = ["MAX_EXACT_ORDERED_POINTS", "NormOrderedModel", "distinct_clusters", "exact_ordered_posterior",
+           "order_log_probabilities", "order_probabilities"]
 
 
 @runtime_checkable
@@ -114,6 +114,22 @@ def order_probabilities(loc: Tensor, var: Tensor, orders: Tensor, *, grid_size: 
     return _extrapolated(cdfs, orders)
 
 
+def distinct_clusters(partitions: Tensor, loc: Tensor, var: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Every distinct cluster (member set) of partitions (M, N) once: its mean posterior ``loc`` (C, D) and
+    ``var`` (C,) picked from the partitions' (M, K, D) / (M, K) (clusters numbered by first appearance), and
+    ``index`` (M, K) of each partition's clusters among them. The empty set (a partition's unused slots) gets
+    the smallest variance, so it never widens the CDF grid (it is never ordered)."""
+    rows, k = loc.shape[:2]
+    members = partitions.unsqueeze(1) == torch.arange(k, device=partitions.device).view(1, -1, 1)  # (M, K, N)
+    sets, index = members.reshape(rows * k, -1).unique(dim=0, return_inverse=True)
+    first = torch.full((sets.shape[0],), rows * k, dtype=torch.long).scatter_reduce(
+        0, index.cpu(), torch.arange(rows * k), "amin")
+    set_loc, set_var = loc.reshape(rows * k, -1)[first].cpu(), var.reshape(-1)[first].cpu().clone()
+    empty = ~sets.any(-1).cpu()
+    set_var[empty] = set_var[~empty].min()
+    return set_loc, set_var, index.view(rows, k).cpu()
+
+
 def order_log_probabilities(loc: Tensor, var: Tensor, orders: Tensor, num_clusters: Tensor, *,
                             grid_size: int = DEFAULT_GRID_SIZE) -> Tensor:
     """log P(||mu_o1|| < ... < ||mu_oK||) (R,) of rows of different lengths: ``orders`` (R, K_max) indices into
@@ -172,14 +188,7 @@ def exact_ordered_posterior(model: NormOrderedModel, x: Any, *, grid_size: int =
     loc, var = model.mean_posterior(data, partitions)  # (M, K, D), (M, K)
     k = partitions.max(-1).values + 1
     rows, orders = _orders_of(k)
-    # distinct clusters (subsets of points) are scored once: index each (partition, cluster) by its member set
-    members = partitions.unsqueeze(1) == torch.arange(int(k.max())).view(1, -1, 1)  # (M, K, N)
-    code = (members.long() << torch.arange(num_points)).sum(-1)  # (M, K) bit mask, 0 for empty slots
-    subsets, subset_of = code.unique(return_inverse=True)
-    first = torch.full((subsets.shape[0],), code.numel(), dtype=torch.long).scatter_reduce(
-        0, subset_of.flatten(), torch.arange(code.numel()), "amin")
-    sub_loc, sub_var = loc.reshape(-1, loc.shape[-1])[first].cpu(), var.reshape(-1)[first].cpu()
-    sub_var[subsets == 0] = sub_var[subsets > 0].min()  # the empty slot is never ordered: keep it off the grid
+    sub_loc, sub_var, subset_of = distinct_clusters(partitions, loc, var)  # each distinct cluster scored once
     index = subset_of[rows].gather(1, orders)
     probs = torch.empty(rows.shape[0], dtype=torch.float64)
     error = torch.empty(rows.shape[0], dtype=torch.float64)
