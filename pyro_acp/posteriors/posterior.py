@@ -8,12 +8,12 @@ Binder loss, found by a greedy search in the spirit of Dahl's SALSO), an ArviZ e
 :class:`ExactPosterior` is the same object built from an enumeration of every partition with its
 probability (small N), and can draw samples for calibration checks.
 Losses and their minimisation live in :mod:`pyro_acp.posteriors.point_estimate`, the figure in
-:mod:`pyro_acp.posteriors.plots`, the summary in :mod:`pyro_acp.posteriors.summary`.
+:mod:`pyro_acp.posteriors.plots`, the summary in :mod:`pyro_acp.posteriors.summary`, the ArviZ export in
+:mod:`pyro_acp.posteriors.arviz_export`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from functools import cached_property
@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize, cluster_sizes, coclustering_matrix
+from pyro_acp.posteriors.arviz_export import _arviz_from_posterior, arviz_from_posterior, draw_grid  # noqa: F401
 from pyro_acp.posteriors.deferred import DeferredLogProb, GuideChangedError
 from pyro_acp.posteriors.plots import plot_posterior
 from pyro_acp.posteriors.point_estimate import SEARCHES, check_loss, minimise_expected_loss
@@ -396,28 +397,6 @@ class ClusteringPosterior:
         return self._samples[first[0]]
 
     # ------------------------------------------------------------------ ArviZ
-    def _draw_grid(self, num_draws: int | None, seed: int) -> Tensor:
-        """(chains, draws) sample indices: chains as given, or a weighted resample for weighted sets."""
-        if self._weights is not None:
-            count = num_draws or max(self.num_samples, 1000)
-            generator = torch.Generator().manual_seed(seed)
-            return torch.multinomial(self._weights, count, replacement=True, generator=generator)[None]
-        chain = self._chain if self._chain is not None else torch.zeros(self.num_samples, dtype=torch.long)
-        ids, rank, counts = chain.unique(return_inverse=True, return_counts=True)
-        length = int(counts.min())
-        if int(counts.max()) != length:
-            warnings.warn(
-                f"chains have unequal lengths {counts.tolist()}; keeping the first {length} draws of each",
-                stacklevel=3,
-            )
-        order = rank.argsort(stable=True)
-        starts = counts.cumsum(0) - counts
-        position = torch.arange(self.num_samples) - starts[rank[order]]
-        keep = position < length
-        grid = torch.empty(ids.shape[0], length, dtype=torch.long)
-        grid[rank[order][keep], position[keep]] = order[keep]
-        return grid
-
     def to_arviz(self, num_draws: int | None = None, seed: int = 0) -> Any:
         """ArviZ ``InferenceData`` (arviz 0.x) or ``DataTree`` (arviz 1.x) built with ``arviz.from_dict``.
 
@@ -427,9 +406,7 @@ class ClusteringPosterior:
         max(S, 1000)) draws resampled by weight with ``seed``. Chains of unequal length are cut to the
         shortest, with a warning.
         """
-        import arviz as az
-
-        grid = self._draw_grid(num_draws, seed)
+        grid = draw_grid(self.num_samples, self._weights, self._chain, num_draws, seed)
         share = cluster_sizes(self._samples).max(-1).values.to(torch.float64) / self.num_points
         variables = {
             "num_clusters": self.num_clusters,
@@ -440,7 +417,7 @@ class ClusteringPosterior:
             "labels": self._samples,
         }
         posterior = {name: value[grid].numpy() for name, value in variables.items() if value is not None}
-        return _arviz_from_posterior(az, posterior, self.num_points, self.method)
+        return arviz_from_posterior(posterior, self.num_points, self.method)
 
     # ------------------------------------------------------------------ plot
     def plot(self, ax: Any = None, path: str | Path | None = None, loss: str = "vi") -> Any:
@@ -516,17 +493,3 @@ class ExactPosterior(ClusteringPosterior):
         generator = make_generator(seed)
         index = torch.multinomial(self._weights, num_samples, replacement=True, generator=generator)
         return self._samples[index]
-
-
-def _arviz_from_posterior(az: Any, posterior: dict[str, np.ndarray], num_points: int, method: str) -> Any:
-    """Call ``az.from_dict`` in the form of the installed ArviZ (0.x keywords, 1.x a dict of groups)."""
-    coords = {"point": np.arange(num_points)}
-    dims = {"labels": ["point"]}
-    with warnings.catch_warnings():  # our log_likelihood is the total per draw, not loo's pointwise group
-        warnings.filterwarnings("ignore", message="log_likelihood variable found in posterior")
-        if "posterior" in inspect.signature(az.from_dict).parameters:  # arviz < 1.0: InferenceData
-            data = az.from_dict(posterior=posterior, coords=coords, dims=dims)
-        else:  # arviz >= 1.0: from_dict(groups) returns an xarray DataTree
-            data = az.from_dict({"posterior": posterior}, coords=coords, dims=dims)
-    data["posterior"].attrs["inference_method"] = method
-    return data
