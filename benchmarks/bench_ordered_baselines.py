@@ -99,11 +99,7 @@ def pointer_positions(pointer: NOC, x: torch.Tensor, labels: torch.Tensor) -> to
     data = pointer.encode_data(x.unsqueeze(0), torch.ones(1, x.shape[0], dtype=torch.bool))
     clusters = FinishedClusters(data, torch.zeros(1, dtype=torch.long), labels.unsqueeze(0),
                                 torch.tensor([k]), torch.zeros(1, k, pointer.hidden_dim))
-    sampling, pointer.sample_order = pointer.sample_order, False
-    try:
-        order = pointer.order_clusters(clusters)[0]  # order[p]: the cluster placed p-th
-    finally:
-        pointer.sample_order = sampling
+    order = pointer.order_clusters(clusters, greedy=True)[0]  # order[p]: the cluster placed p-th
     return order.argsort()[labels]
 
 

@@ -312,9 +312,12 @@ class OrderedHeads:
         at N <= 6 after a short training)."""
         return cap_cluster_size(anchor, joins, logits, self.join_size_cap(enc))
 
-    def order_clusters(self, clusters: FinishedClusters, generator: torch.Generator | None = None) -> Tensor:
+    def order_clusters(self, clusters: FinishedClusters, generator: torch.Generator | None = None,
+                       greedy: bool | None = None) -> Tensor:
         """(T, K) the pointer network's order of every thread's clusters, position by position: drawn from its
-        softmax (Gumbel-max with ``generator``) or greedy; each thread's empty slots K_t..K-1 come last."""
+        softmax (Gumbel-max with ``generator``) or greedy (``greedy=True``; None: greedy unless
+        ``sample_order``); each thread's empty slots K_t..K-1 come last."""
+        draw = self.sample_order if greedy is None else not greedy
         num_threads, k = clusters.summaries.shape[:2]
         device = clusters.labels.device
         slots = torch.arange(k, device=device)
@@ -329,7 +332,7 @@ class OrderedHeads:
         for p in range(k):
             query, state = self.order_decoder(feed, state)
             logits = self.pointer_logits(context, query).squeeze(-2)  # (T, K)
-            if self.sample_order:
+            if draw:
                 uniform = torch.rand(logits.shape, generator=generator, device=device, dtype=logits.dtype)
                 logits = logits - (-uniform.clamp(min=1e-12).log()).log()
             open_ = valid & ~placed

@@ -99,7 +99,9 @@ def test_sampled_orders_follow_the_teacher_forced_probabilities():
     greedy.load_state_dict(guide.state_dict())
     with torch.no_grad():
         first = greedy.order_clusters(clusters)
+        asked = guide.order_clusters(clusters, greedy=True)  # the sampling guide, greedy for this call
     assert (first == first[0]).all()  # greedy: one order for all threads
+    assert torch.equal(asked, first) and guide.sample_order
 
 
 def test_cardinality_caps_sampled_clusters():
