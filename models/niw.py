@@ -178,6 +178,10 @@ def _random_rotations(batch: int, dim: int, generator: torch.Generator, dtype: t
     return q * torch.sign(r.diagonal(dim1=-2, dim2=-1)).unsqueeze(-2)
 
 
+#: the invariant likelihood scores every subset of the points at every importance draw: 2^N - 1 subsets, Bell(N)
+#: partitions (4,140 at N = 8)
+MAX_INVARIANT_POINTS = 8
+
 #: below this many points check_data warns that standardising biases K (measured at N = 4 to 9)
 SMALL_TABLE = 10
 
@@ -236,14 +240,16 @@ class NIWGaussianMixture(ExactLikelihood, GenerativeModel):
         """What a user should know about validated data ``x`` before reading its posterior.
 
         Below ``SMALL_TABLE`` points: the posterior given standardised data over-counts clusters there
-        (``benchmarks/niw_standardization_calibration.py``). Entry points (``infer``, ``exact_posterior``,
+        (``benchmarks/niw_standardization_calibration.py``); the invariant posterior
+        (``exact_posterior(..., invariant=True)``, :mod:`pyro_acp.models.niw_invariant`) does not. Entry points (``infer``, ``exact_posterior``,
         collapsed Gibbs) report these once per call (:func:`pyro_acp.validation.warn_about_data`)."""
         if len(x) >= SMALL_TABLE:
             return []
         return [f"NIWGaussianMixture on a table of {len(x)} points: the model's posterior given standardised data "
                 f"over-counts clusters on small tables (on its own simulations, E[K | data] - K = +1.2 at N = 4 "
-                f"and +1.85 at N = 9, where the likelihood alone is calibrated); read K with care and compare "
-                f"with a model of the data in their units (docs/shipped-guides.md)"]
+                f"and +1.85 at N = 9, where the likelihood alone is calibrated); for N <= {MAX_INVARIANT_POINTS} "
+                f"exact_posterior(model, x, invariant=True) gives the posterior of data drawn and then "
+                f"standardised, which is calibrated (docs/shipped-guides.md)"]
 
     def partition_prior(self, num_points: int) -> GridCRP:
         return GridCRP(check_positive_int(num_points, "num_points"), self.alphas, self.alpha_log_weights)
@@ -322,6 +328,25 @@ class NIWGaussianMixture(ExactLikelihood, GenerativeModel):
         m_old = self._node_marginals(count, total, outer)
         m_new = self._node_marginals(count + 1, total + x_i, outer + x_i.unsqueeze(-1) * x_i)
         return _mixture_predictive(m_old, m_new, self.scale_log_weights)
+
+    # ------------------------------------------------------------------ the invariant likelihood (small tables)
+    max_invariant_points = MAX_INVARIANT_POINTS
+
+    def invariant_log_likelihood(self, x: Any, partitions: Any, *, prior_log_prob: Tensor, num_draws: int,
+                                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """log L(partition | z) (M,) integrated over every dimension's location and scale, up to a constant
+        common to all partitions, and its standard error (M,), by importance sampling
+        (:mod:`pyro_acp.models.niw_invariant`); ``partitions`` (M, N) of the standardised points, weighed by
+        ``prior_log_prob`` (M,) when the proposal is fitted. What ``exact_posterior(..., invariant=True)``
+        enumerates."""
+        from .niw_invariant import invariant_log_likelihood  # it builds on this module's NIW marginal
+
+        data, partitions = self._check_data_labels(x, partitions)
+        if len(data) > MAX_INVARIANT_POINTS:
+            raise ValueError(f"the invariant likelihood scores every subset of the points: N <= "
+                             f"{MAX_INVARIANT_POINTS}, got {len(data)}")
+        return invariant_log_likelihood(self, data, canonicalize(partitions), prior_log_prob.to(torch.float64),
+                                        check_positive_int(num_draws, "num_draws"), generator)
 
     def gibbs_statistics(self, x: Tensor) -> NIWGibbsStatistics:
         """Per-slot counts, sums and sums of outer products of C chains over the validated points ``x``."""

@@ -10,6 +10,11 @@ A Pyro program (any callable with a partition site and an observed site, or a mo
 every partition is enumerated and log p(partition, x) is estimated by importance sampling over the
 program's other latents (vectorised over particles), so the result is exact up to a Monte-Carlo error that
 it reports (:class:`EstimatedExactPosterior`).
+
+``invariant=True`` asks a model of standardised data for the posterior given its data up to each dimension's
+location and scale (the model declares ``invariant_log_likelihood``: :class:`~pyro_acp.models.NIWGaussianMixture`,
+:mod:`pyro_acp.models.niw_invariant`): for N <= 8 every partition is enumerated and its likelihood, integrated
+over those locations and scales, is estimated by importance sampling with its error, as for programs.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch import Tensor
 from pyro_acp.data.partitions import bell_number, enumerate_partitions
 from pyro_acp.posteriors.posterior import ExactPosterior
 from pyro_acp.protocols import ClusteringModel, CollapsedModel, has_collapsed_likelihood, require_collapsed
+from pyro_acp.seeding import make_generator
 from pyro_acp.validation import check_positive_int, warn_about_data
 
 MAX_EXACT_POINTS = 10
@@ -91,6 +97,33 @@ def _program_posterior(model: Any, x: Any, num_particles: int, seed: int | None)
     )
 
 
+def _invariant_posterior(model: Any, x: Any, num_draws: int, seed: int | None) -> EstimatedExactPosterior:
+    if not callable(getattr(model, "invariant_log_likelihood", None)):
+        raise TypeError(f"exact_posterior(..., invariant=True) needs a model of standardised data that declares "
+                        f"invariant_log_likelihood (e.g. NIWGaussianMixture); {type(model).__name__} does not")
+    began = time.perf_counter()
+    data = model.check_data(x).to(torch.float64)
+    num_points = int(model.num_points_of(data)) if hasattr(model, "num_points_of") else int(data.shape[0])
+    limit = model.max_invariant_points
+    if num_points > limit:
+        raise ValueError(
+            f"the invariant posterior is enumerated for N <= {limit} points (every subset of the points is "
+            f"scored at every importance draw); this data set has N = {num_points}. Use "
+            f"pyro_acp.infer(model, x): its guide is trained for this posterior"
+        )
+    partitions = enumerate_partitions(num_points)
+    prior = model.partition_prior(num_points).log_prob(partitions).to(torch.float64)
+    likelihood, error = model.invariant_log_likelihood(data, partitions, prior_log_prob=prior, num_draws=num_draws,
+                                                       generator=make_generator(seed))
+    log_joint = prior + likelihood
+    if torch.isnan(log_joint).any():
+        raise ValueError("the invariant log likelihood is NaN for some partition; check the data")
+    return EstimatedExactPosterior.from_log_joint(
+        partitions, log_joint, log_joint_error=error, method="exact-invariant", log_likelihood=likelihood,
+        wall_time=time.perf_counter() - began, x=x, model=model,
+    )
+
+
 def _scores(model: Any, data: Tensor, partitions: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
     """log p(partition, x) and log p(x | partition) for every partition, chunk by chunk (bounded memory)."""
     joints, likelihoods = [], []
@@ -104,7 +137,8 @@ def _scores(model: Any, data: Tensor, partitions: Tensor, chunk_size: int) -> tu
 
 
 def exact_posterior(model: CollapsedModel | Callable, x: Any, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                    num_particles: int = DEFAULT_PARTICLES, seed: int | None = None) -> ExactPosterior:
+                    num_particles: int = DEFAULT_PARTICLES, seed: int | None = None,
+                    invariant: bool = False) -> ExactPosterior:
     """The exact posterior p(partition | x) over all Bell(N) partitions of N <= 10 points.
 
     ``model`` must be conjugate (``log_marginal_likelihood``, ``log_joint``); ``x`` is one data set as the
@@ -118,7 +152,17 @@ def exact_posterior(model: CollapsedModel | Callable, x: Any, *, chunk_size: int
     for N <= 7: ``num_particles`` importance samples per labelling of its partition site, ``seed`` as
     everywhere (an integer: reproducible, global RNG untouched), and the estimates' errors
     (``log_joint_error``, ``probs_error``, ``tv_error``).
+
+    ``invariant=True`` (a model that declares ``invariant_log_likelihood``, N <= 8): the posterior given the
+    data's maximal invariant under a location and a scale per dimension, method "exact-invariant", an
+    :class:`EstimatedExactPosterior` from ``num_particles`` importance draws shared by all partitions, the
+    errors treated as independent (they are positively correlated through the shared draws, so the stated
+    ``probs_error`` and ``tv_error`` err on the large side). For ``NIWGaussianMixture`` this is the posterior of
+    the process that drew the data and standardised them, the one its guides are trained for; the plain one
+    over-counts clusters on small tables.
     """
+    if invariant:
+        return _invariant_posterior(model, x, check_positive_int(num_particles, "num_particles"), seed)
     if not has_collapsed_likelihood(model) and _is_program(model):
         return _program_posterior(model, x, check_positive_int(num_particles, "num_particles"), seed)
     require_collapsed(model, "exact_posterior")

@@ -1,0 +1,105 @@
+"""How far is the shipped D = 2 NIW guide from the posterior it is trained for, at N = 7?
+
+The model-card figure "TV at N = 7" compares the guide with ``exact_posterior``, the NIW posterior *given the
+standardised table as if the program had drawn it*; the guide is trained on tables drawn and then standardised,
+so its target is the posterior given the table's maximal invariant under x_d -> a_d + b_d x_d,
+``exact_posterior(model, x, invariant=True)`` (``models/niw_invariant.py``, importance sampling; calibrated
+where the plain one over-counts K: ``tests/test_niw_invariant.py``). This script measures, on the card's data
+sets (seeds 9000 + i, as ``evaluate_niw_guides.py`` draws them):
+
+- TV between the two references themselves (how much of the card's figure the reference's bias alone makes),
+- the guide's raw samples against each reference, beside the floor of as many i.i.d. draws from each,
+- the mean K of the references and of the guide,
+- on the first ``--grid-sets`` sets (D = 2 only), TV between the importance sampler and the tensor
+  Gauss-Legendre rule of ``niw_invariant_calibration.py``, two independent computations of the same integral.
+
+    OMP_NUM_THREADS=1 python benchmarks/niw_invariant_tv.py --dim 2 --sets 6 --samples 20000 [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+
+import torch
+from niw_invariant_calibration import DEFAULT_GRID
+
+from pyro_acp import exact_posterior, infer
+from pyro_acp.diagnostics.metrics import total_variation
+from pyro_acp.models import NIWGaussianMixture
+from pyro_acp.models.niw_invariant import invariant_log_likelihood_grid
+from pyro_acp.pretrained.registry import find_guide
+
+
+def grid_probabilities(model: NIWGaussianMixture, z: torch.Tensor, partitions: torch.Tensor) -> torch.Tensor:
+    """Posterior probabilities of ``partitions`` (every partition of z) under the invariant likelihood by the
+    tensor Gauss-Legendre rule (D <= 2)."""
+    log_joint = model.partition_prior(len(z)).log_prob(partitions) + invariant_log_likelihood_grid(
+        model, z, partitions, DEFAULT_GRID)
+    return torch.softmax(log_joint, 0)
+
+
+def iid_floor(partitions: torch.Tensor, probs: torch.Tensor, num_samples: int, seed: int) -> float:
+    """TV of ``num_samples`` i.i.d. draws from (partitions, probs) to it: what a perfect sampler scores."""
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.multinomial(probs, num_samples, replacement=True, generator=generator)
+    return total_variation((partitions, probs), partitions[draws])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dim", type=int, default=2)
+    parser.add_argument("--sets", type=int, default=6)
+    parser.add_argument("--samples", type=int, default=20000)
+    parser.add_argument("--draws", type=int, default=8192, help="importance draws of the invariant likelihood")
+    parser.add_argument("--grid-sets", type=int, default=1)
+    parser.add_argument("--checkpoint", default=None, help="a guide file (default: the shipped D = 2 guide)")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    model = NIWGaussianMixture(dim=args.dim)
+    guide = args.checkpoint or find_guide(model)
+    rows, began = [], time.perf_counter()
+    for i in range(args.sets):
+        z = model.simulate(1, num_points=7, seed=9000 + i).unpadded(0)[0].double()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the small-table warning this benchmark is about
+            plain = exact_posterior(model, z)
+        exact = exact_posterior(model, z, invariant=True, num_particles=args.draws, seed=i)
+        partitions, invariant = exact.partitions, exact.probs
+        if not torch.equal(partitions, plain.partitions):
+            raise RuntimeError("the two enumerations list the partitions in different orders")
+        samples = infer(model, z, num_samples=args.samples, guide=guide, seed=i, estimate_log_prob=False,
+                        progress_bar=False).samples
+        row = {
+            "set": i,
+            "tv_plain_to_invariant": total_variation((partitions, plain.probs), (partitions, invariant)),
+            "tv_error_invariant": exact.tv_error,
+            "tv_guide_to_plain": total_variation((partitions, plain.probs), samples),
+            "tv_guide_to_invariant": total_variation((partitions, invariant), samples),
+            "floor_plain": iid_floor(partitions, plain.probs, args.samples, i),
+            "floor_invariant": iid_floor(partitions, invariant, args.samples, i),
+            "mean_k_plain": float((plain.probs * (partitions.max(-1).values + 1.0)).sum()),
+            "mean_k_invariant": float((invariant * (partitions.max(-1).values + 1.0)).sum()),
+            "mean_k_guide": float((samples.max(-1).values + 1.0).mean()),
+        }
+        if i < args.grid_sets and args.dim <= 2:
+            row["tv_sampler_to_grid"] = total_variation((partitions, invariant),
+                                                        (partitions, grid_probabilities(model, z, partitions)))
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    keys = [k for k in rows[0] if k != "set"]
+    means = {k: sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
+    result = {"dim": args.dim, "guide": str(guide) if args.checkpoint else "shipped", "grid": list(DEFAULT_GRID),
+              "draws": args.draws, "samples": args.samples, "rows": rows,
+              "means": means, "seconds": round(time.perf_counter() - began, 1)}
+    print(json.dumps(result, indent=1))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
