@@ -241,8 +241,9 @@ class NIWGaussianMixture(ExactLikelihood, GenerativeModel):
 
         Below ``SMALL_TABLE`` points: the posterior given standardised data over-counts clusters there
         (``benchmarks/niw_standardization_calibration.py``); the invariant posterior
-        (``exact_posterior(..., invariant=True)``, :mod:`pyro_acp.models.niw_invariant`) does not. Entry points (``infer``, ``exact_posterior``,
-        collapsed Gibbs) report these once per call (:func:`pyro_acp.validation.warn_about_data`)."""
+        (``exact_posterior(..., invariant=True)``, :mod:`pyro_acp.models.niw_invariant`) does not. Entry points
+        (``infer``, ``exact_posterior``, collapsed Gibbs) report these once per call
+        (:func:`pyro_acp.validation.warn_about_data`)."""
         if len(x) >= SMALL_TABLE:
             return []
         return [f"NIWGaussianMixture on a table of {len(x)} points: the model's posterior given standardised data "

@@ -44,10 +44,14 @@ __all__ = ["MAX_INVARIANT_POINTS", "invariant_log_likelihood", "invariant_log_li
 BROAD_DF, BROAD_U_LOC, BROAD_A_SCALE, BROAD_U_SCALE = 3.0, -0.5, 1.0, 1.2
 #: the fitted proposal: degrees of freedom, covariance inflation, and the defensive share of broad draws
 FITTED_DF, INFLATION, DEFENSIVE_SHARE = 5.0, 1.5 ** 2, 0.25
-#: the integral is taken over |a_d| <= A, b_d in [b_lo, b_hi] (the integrand is negligible beyond, and the NIW
-#: statistics of far-out draws lose precision): wider than the grid measured converged in the benchmark
-#: (a in [-5, 5], b in [0.002, 10]) on every side
-BOX = (10.0, 1e-3, 20.0)
+#: the integral is taken over |a_d| <= A, b_d in [b_lo, b_hi]: the integrand is negligible beyond (far-out
+#: draws would also lose precision in the NIW statistics); below b_lo the cut mass scales as b_lo^(N - 1)
+#: (1e-3 cost TV 2e-3 at N = 2, D = 1; small b carries no precision risk, the prior scale floors Psi_n)
+BOX = (10.0, 1e-6, 20.0)
+#: importance draws scored at once (memory grows as draws x scale nodes x subsets x D x D)
+DRAW_CHUNK = 1024
+#: fewer final draws than this give no usable error (and no fitted proposal)
+MIN_DRAWS = 64
 PARTITION_CHUNK = 64
 
 
@@ -97,6 +101,13 @@ def _log_integrand(model, statistics, index: Tensor, a: Tensor, u: Tensor) -> Te
                       for rows in index.split(PARTITION_CHUNK)], -1).masked_fill(~inside, -math.inf) + jacobian
 
 
+def _log_integrand_chunked(model, statistics, index: Tensor, draws: Tensor) -> Tensor:
+    """:func:`_log_integrand` at draws (G, 2D) = (a, u), ``DRAW_CHUNK`` draws at a time."""
+    dim = draws.shape[-1] // 2
+    return torch.cat([_log_integrand(model, statistics, index, chunk[:, :dim], chunk[:, dim:])
+                      for chunk in draws.split(DRAW_CHUNK)])
+
+
 def _broad_proposal(dim: int, dtype: torch.dtype) -> dist.MultivariateStudentT:
     loc = torch.cat([torch.zeros(dim, dtype=dtype), torch.full((dim,), BROAD_U_LOC, dtype=dtype)])
     scale = torch.cat([torch.full((dim,), BROAD_A_SCALE, dtype=dtype), torch.full((dim,), BROAD_U_SCALE, dtype=dtype)])
@@ -106,6 +117,8 @@ def _broad_proposal(dim: int, dtype: torch.dtype) -> dist.MultivariateStudentT:
 def _fitted_proposal(draws: Tensor, log_weights: Tensor) -> dist.MultivariateStudentT | None:
     """A Student-t with the weighted draws' mean and inflated covariance; None when too few draws carry the
     weight for a covariance (Kish effective size below 4 per coordinate)."""
+    if not bool(torch.isfinite(log_weights).any()):
+        return None
     w = torch.softmax(log_weights, 0)
     if 1.0 / float(w.square().sum()) < 4 * draws.shape[-1]:
         return None
@@ -121,15 +134,24 @@ def invariant_log_likelihood(model, z: Tensor, partitions: Tensor, prior_log_pro
     """log L(partition | z) (M,) of standardised points z (N, D) for ``partitions`` (M, N), up to a constant
     common to all partitions, and its standard error (M,) in nats (module docstring).
 
-    ``prior_log_prob`` (M,) weighs the partitions when the second proposal is fitted to the integrand's mass
-    (their posterior mixture over (a, u)); ``num_draws`` importance draws of the final stage are shared by all
-    partitions (a quarter from the broad proposal), and as many again fit the proposal."""
+    ``num_draws`` (at least :data:`MIN_DRAWS`) broad draws fit the second proposal to the integrand's mass
+    summed over the partitions, weighted by ``prior_log_prob`` (M,) (their posterior mixture over (a, u));
+    then ``num_draws`` fresh draws, a quarter of them from the broad proposal, give every partition's estimate
+    (the same draws for all). ValueError when a column of z is constant (its scale is then unidentified and the
+    representation does not hold) or when no draw falls where the integrand lives."""
+    if num_draws < MIN_DRAWS:
+        raise ValueError(f"the invariant likelihood needs num_particles >= {MIN_DRAWS} importance draws, got "
+                         f"{num_draws}")
     z = z.to(torch.float64)
+    constant = (z.amax(0) - z.amin(0) <= 1e-12).nonzero().flatten().tolist()
+    if constant:
+        raise ValueError(f"column(s) {constant} of the data are constant: the invariant posterior integrates over "
+                         f"each column's scale, which such a column does not identify; drop it")
     dim, statistics, index = z.shape[-1], subset_statistics(z), subset_index(partitions)
     broad = _broad_proposal(dim, z.dtype)
     with generator_rng(generator):
         first = broad.sample((num_draws,))
-    log_f = _log_integrand(model, statistics, index, first[:, :dim], first[:, dim:])
+    log_f = _log_integrand_chunked(model, statistics, index, first)
     fitted = _fitted_proposal(first, torch.logsumexp(log_f + prior_log_prob, -1) - broad.log_prob(first))
     if fitted is None:
         draws, log_q = first, broad.log_prob(first)
@@ -138,10 +160,14 @@ def invariant_log_likelihood(model, z: Tensor, partitions: Tensor, prior_log_pro
         with generator_rng(generator):
             draws = torch.cat([broad.sample((num_broad,)), fitted.sample((num_draws - num_broad,))])
         # the balance heuristic: with fixed shares of draws from each, f / (sum_i share_i q_i) is unbiased
-        log_q = torch.logaddexp(math.log(DEFENSIVE_SHARE) + broad.log_prob(draws),
-                                math.log(1 - DEFENSIVE_SHARE) + fitted.log_prob(draws))
-        log_f = _log_integrand(model, statistics, index, draws[:, :dim], draws[:, dim:])
+        share = num_broad / num_draws
+        log_q = torch.logaddexp(math.log(share) + broad.log_prob(draws),
+                                math.log1p(-share) + fitted.log_prob(draws))
+        log_f = _log_integrand_chunked(model, statistics, index, draws)
     log_w = log_f - log_q.unsqueeze(-1)  # (G, M)
+    if not bool(torch.isfinite(log_w).any(0).all()):
+        raise ValueError("no importance draw fell where the invariant likelihood of some partition lives; use "
+                         "more num_particles")
     estimate = torch.logsumexp(log_w, 0) - math.log(len(draws))
     ratio = (log_w - log_w.amax(0)).exp()  # delta method on the mean of the weights, in log space
     error = (ratio.var(0) / len(draws)).sqrt() / ratio.mean(0)

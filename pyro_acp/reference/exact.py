@@ -99,8 +99,9 @@ def _program_posterior(model: Any, x: Any, num_particles: int, seed: int | None)
 
 def _invariant_posterior(model: Any, x: Any, num_draws: int, seed: int | None) -> EstimatedExactPosterior:
     if not callable(getattr(model, "invariant_log_likelihood", None)):
+        name = getattr(model, "__name__", type(model).__name__)
         raise TypeError(f"exact_posterior(..., invariant=True) needs a model of standardised data that declares "
-                        f"invariant_log_likelihood (e.g. NIWGaussianMixture); {type(model).__name__} does not")
+                        f"invariant_log_likelihood (e.g. NIWGaussianMixture); {name} does not")
     began = time.perf_counter()
     data = model.check_data(x).to(torch.float64)
     num_points = int(model.num_points_of(data)) if hasattr(model, "num_points_of") else int(data.shape[0])
@@ -155,18 +156,21 @@ def exact_posterior(model: CollapsedModel | Callable, x: Any, *, chunk_size: int
 
     ``invariant=True`` (a model that declares ``invariant_log_likelihood``, N <= 8): the posterior given the
     data's maximal invariant under a location and a scale per dimension, method "exact-invariant", an
-    :class:`EstimatedExactPosterior` from ``num_particles`` importance draws shared by all partitions, the
-    errors treated as independent (they are positively correlated through the shared draws, so the stated
-    ``probs_error`` and ``tv_error`` err on the large side). For ``NIWGaussianMixture`` this is the posterior of
-    the process that drew the data and standardised them, the one its guides are trained for; the plain one
-    over-counts clusters on small tables.
+    :class:`EstimatedExactPosterior` whose estimates share ``num_particles`` importance draws (after as many
+    more that fit the proposal). The errors are propagated as if independent across partitions, which they
+    are not (shared draws): measured against a quadrature, the largest probability's spread was about 1.5
+    times its stated error, the total variation about 0.8 times ``tv_error``. For ``NIWGaussianMixture``
+    this is the posterior of the process that drew the data and standardised them; the plain one over-counts
+    clusters on small tables.
     """
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    if not isinstance(invariant, bool):
+        raise TypeError(f"invariant must be True or False, got {invariant!r}")
     if invariant:
         return _invariant_posterior(model, x, check_positive_int(num_particles, "num_particles"), seed)
     if not has_collapsed_likelihood(model) and _is_program(model):
         return _program_posterior(model, x, check_positive_int(num_particles, "num_particles"), seed)
     require_collapsed(model, "exact_posterior")
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
     began = time.perf_counter()
     data = model.check_data(x)
     warn_about_data(model, data)
