@@ -301,3 +301,31 @@ def test_known_labels_prefer_the_guide_that_reads_them(tmp_path, monkeypatch):
     assert resolve_guide(model, train=False).label_slots == 0
     paths[False].unlink()
     assert find_guide(model) == paths[True]  # the other kind serves when it is the only one
+
+
+def test_find_guide_prefers_the_guide_trained_on_the_data_sets_size(tmp_path, monkeypatch):
+    """Among guides for one model, a data set of N gets one trained on N (the narrowest such range: a
+    small-table specialist before the generalist); outside every range, the nearest; without N, the widest."""
+    from pyro_acp.models import NIWGaussianMixture
+    from pyro_acp.pretrained import registry
+    from pyro_acp.pretrained.checkpoint import save_checkpoint
+    from pyro_acp.pretrained.registry import _cache_stem, find_guide
+
+    monkeypatch.setenv("PYRO_ACP_CACHE", str(tmp_path))
+    monkeypatch.setattr(registry, "pretrained_guides", lambda: [])  # only the guides written here
+    model = NIWGaussianMixture(dim=3)
+    paths = {}
+    for name, num_points in (("a-small", [2, 12]), ("b-all", [2, 200])):
+        card = {"model": model.config(), "training": {"steps": 1, "completed_steps": 1, "num_points": num_points}}
+        paths[name] = save_checkpoint(tmp_path / f"{_cache_stem(model)}-{name}.pt", ACPS(3, hidden_dim=8), card)
+    assert find_guide(model, num_points=7) == paths["a-small"]
+    assert find_guide(model, num_points=12) == paths["b-all"]  # the range is [lo, hi)
+    assert find_guide(model) == paths["b-all"]
+    assert find_guide(model, num_points=500) == paths["b-all"]  # nearer than [2, 12)
+    asked = []
+    monkeypatch.setattr(on_demand_module, "find_guide", lambda *a, **k: asked.append(k) or find_guide(*a, **k))
+    x = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="small tables"):
+        post = pyro_acp.infer(model, x, num_samples=4, seed=0, train=False, progress_bar=False, check_prior=False,
+                              estimate_log_prob=False)
+    assert asked[-1]["num_points"] == 7 and post.samples.shape == (4, 7)  # infer asks for its data set's size

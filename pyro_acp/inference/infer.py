@@ -248,7 +248,7 @@ def infer(
         if check is not None and check.outside:
             warnings.warn(check.message(model), PriorPredictiveWarning, stacklevel=2)
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar,
-                          train_minutes=train_minutes)
+                          train_minutes=train_minutes, num_points=num_points)
     ordered = check_guide_orders(model, guide)
     if reweight:
         check_reweight_guide(guide, ordered)

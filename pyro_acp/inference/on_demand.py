@@ -2,7 +2,8 @@
 
 Guide resolution, in order: the ``guide=`` argument (a guide object or a checkpoint path); a pretrained
 guide shipped with the package whose recorded model config equals ``model.config()`` and whose data
-dimension matches; a guide trained earlier for this exact model in the user cache; else (``train=True``)
+dimension matches (of several, the one trained on the data set's size: a small-table guide beside the one for
+every size); a guide trained earlier for this exact model in the user cache; else (``train=True``)
 a new guide trained on simulations of the model, then cached. A guide trained for another model or data
 dimension is never used silently.
 
@@ -152,7 +153,7 @@ def _checkpoint_seconds(guide: ClusterwiseGuide) -> float:
 def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path | None = None, *, train: bool = True,
                   device: str | torch.device | None = None, seed: int | None = None,
                   progress_bar: bool = True, train_minutes: float | None = None,
-                  semi_supervised: bool = False) -> ClusterwiseGuide:
+                  semi_supervised: bool = False, num_points: int | None = None) -> ClusterwiseGuide:
     """The guide ``infer`` will use (see the module docstring for the order).
 
     A guide object must have been trained for this model (its ``trained_for``, set by ``pyro_acp.train`` and
@@ -161,7 +162,8 @@ def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path |
     whose training was interrupted is resumed and finished when ``train`` is True, else a ValueError says so.
     ``train_minutes``: the wall-clock budget of a guide trained now (:func:`train_for_model`).
     ``semi_supervised``: known labels will be given, so a found guide that reads labels is preferred
-    (:func:`~pyro_acp.pretrained.registry.find_guide`).
+    (:func:`~pyro_acp.pretrained.registry.find_guide`). ``num_points``: the size of the data set, so that a
+    found guide trained on that size is preferred (the same function).
     """
     if isinstance(guide, ClusterwiseGuide):
         check_guide_matches(model, guide)
@@ -171,7 +173,7 @@ def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path |
         check_guide_matches(model, loaded, card)
         warn_if_incomplete(guide, card, stacklevel=3)
         return loaded.eval()
-    found = find_guide(model, semi_supervised=semi_supervised)
+    found = find_guide(model, semi_supervised=semi_supervised, num_points=num_points)
     if found is not None:
         return load_guide(found, map_location=device or "cpu")[0].eval()
     incomplete = find_incomplete_guide(model)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import types
 import warnings
@@ -171,13 +172,33 @@ def reads_labels(card: dict[str, Any]) -> bool:
     return int(card.get("guide", {}).get("label_slots", 0) or 0) > 0
 
 
-def find_guide(model, *, semi_supervised: bool = False) -> Path | None:
+def training_range(card: dict[str, Any]) -> tuple[int, float]:
+    """[lo, hi) of the numbers of points a card's guide was trained on; (0, inf) when it records none."""
+    recorded = (card.get("training") or {}).get("num_points")
+    if isinstance(recorded, (list, tuple)) and len(recorded) == 2:
+        return int(recorded[0]), float(recorded[1])
+    return 0, math.inf
+
+
+def _range_preference(card: dict[str, Any], num_points: int | None) -> tuple:
+    """Sort key among guides that serve one model: for a data set of ``num_points``, a guide trained on that N
+    first, the narrowest such range before wider ones (a specialist before a generalist), else the range
+    nearest N; without N, the widest range (the guide meant for every size)."""
+    lo, hi = training_range(card)
+    if num_points is None:
+        return (-(hi - lo),)
+    return (max(lo - num_points, num_points - (hi - 1), 0), hi - lo)
+
+
+def find_guide(model, *, semi_supervised: bool = False, num_points: int | None = None) -> Path | None:
     """A shipped or cached guide trained (to the end of its planned steps) for exactly this model, if any.
 
     Where several serve the model, one whose training matches the use comes first: a guide that reads labels
     (:func:`reads_labels`) when ``semi_supervised`` (known labels given), one that does not otherwise (a
     semi-supervised guide was trained with every cluster labelled, so without labels it is off its training
-    distribution); the other kind is the fallback."""
+    distribution); the other kind is the fallback. Then by the numbers of points it was trained on
+    (:func:`training_range`): given ``num_points``, a guide trained on that N, the narrowest range first, else
+    the range nearest N; without it, the widest."""
     candidates = pretrained_guides() + sorted(cache_dir().glob(f"{_cache_stem(model)}*.pt"))
     found = []
     for path in candidates:
@@ -186,7 +207,7 @@ def find_guide(model, *, semi_supervised: bool = False) -> Path | None:
         except ValueError:
             continue
         if serves(card, model) and is_complete(card) and path.exists():
-            found.append((reads_labels(card) != semi_supervised, path))
+            found.append(((reads_labels(card) != semi_supervised, *_range_preference(card, num_points)), path))
     return min(found, key=lambda pair: pair[0])[1] if found else None
 
 
