@@ -19,13 +19,14 @@ def test_a_shipped_guide_serves_the_default_model_of_its_width(width):
     assert find_guide(model).name == f"niw_gaussian_mixture_{width}d.pt"
 
 
-def test_small_tables_get_the_small_table_guide():
-    """The D = 2 small-table guide (trained on N in [2, 12)) serves 2-11 points; the guide for every size the
-    rest, and callers that give no size."""
-    model = NIWGaussianMixture(dim=2)
-    assert find_guide(model, num_points=7).name == "niw_gaussian_mixture_2d_small.pt"
-    assert find_guide(model, num_points=12).name == "niw_gaussian_mixture_2d.pt"
-    assert find_guide(model).name == "niw_gaussian_mixture_2d.pt"
+@pytest.mark.parametrize("width", [2, 4])
+def test_small_tables_get_the_small_table_guide(width):
+    """The small-table guide (trained on N in [2, 12)) serves 2-11 points; the guide for every size the rest,
+    and callers that give no size."""
+    model = NIWGaussianMixture(dim=width)
+    assert find_guide(model, num_points=7).name == f"niw_gaussian_mixture_{width}d_small.pt"
+    assert find_guide(model, num_points=12).name == f"niw_gaussian_mixture_{width}d.pt"
+    assert find_guide(model).name == f"niw_gaussian_mixture_{width}d.pt"
     card = json.loads(find_guide(model, num_points=7).with_suffix(".json").read_text())
     assert card["training"]["num_points"] == [2, 12] and "tv_n7_invariant_raw" in card["evaluation"]
 
