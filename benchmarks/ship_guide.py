@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pyro_acp import load_guide
 from pyro_acp.pretrained.checkpoint import save_checkpoint
+from pyro_acp.pretrained.registry import is_complete
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pyro_acp" / "pretrained"
 
@@ -23,11 +24,15 @@ PRETRAINED = Path(__file__).resolve().parents[1] / "pyro_acp" / "pretrained"
 def ship(checkpoint: Path, name: str, evaluation: dict, reproduce: str, note: str | None) -> Path:
     """Write ``name``.pt / .json into pyro_acp/pretrained/ (refusing to overwrite a shipped guide)."""
     target = PRETRAINED / f"{name}.pt"
-    if target.exists():
-        raise FileExistsError(f"{target} ships already; remove it first to replace it")
-    if not evaluation:
-        raise ValueError("a shipped guide needs its measured figures (--evaluation)")
+    for path in (target, target.with_suffix(".json")):
+        if path.exists():
+            raise FileExistsError(f"{path} ships already; remove it first to replace it")
+    if not evaluation or not any("command" in key for key in evaluation):
+        raise ValueError("a shipped guide needs its measured figures and the commands that measured them "
+                         "(--evaluation: a JSON object with at least one '...command' entry)")
     guide, card = load_guide(checkpoint)
+    if not isinstance(card.get("training"), dict) or not is_complete(card):
+        raise ValueError(f"{checkpoint} records no finished training: the registry would never serve it")
     card = {k: v for k, v in card.items() if k not in ("format_version", "guide")}
     if note:
         card["training"]["note"] = note

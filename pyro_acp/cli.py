@@ -305,14 +305,8 @@ def cmd_infer(args) -> None:
         model = default_model(points.shape[1] if points.ndim == 2 else 1)
     else:
         model = build_model(args.model or DEFAULT_MODEL, args.model_option or [])
-    guide = args.guide
-    if args.train_minutes is not None:  # on-demand training within the budget, if no guide matches
-        from pyro_acp.inference.on_demand import resolve_guide
-
-        guide = resolve_guide(model, guide, train=not args.no_train, device=args.device, seed=args.seed,
-                              train_minutes=args.train_minutes)
-    post = pyro_acp.infer(model, points, num_samples=args.num_samples, guide=guide, seed=args.seed,
-                          train=not args.no_train, device=args.device)
+    post = pyro_acp.infer(model, points, num_samples=args.num_samples, guide=args.guide, seed=args.seed,
+                          train=not args.no_train, device=args.device, train_minutes=args.train_minutes)
     out.mkdir(parents=True, exist_ok=True)
     labels_file, summary_file, figure_file = (out / name for name in INFER_OUTPUTS)
     columns = {"map": post.map, "point_estimate": post.point_estimate(loss=args.loss)}

@@ -305,7 +305,8 @@ def test_known_labels_prefer_the_guide_that_reads_them(tmp_path, monkeypatch):
 
 def test_find_guide_prefers_the_guide_trained_on_the_data_sets_size(tmp_path, monkeypatch):
     """Among guides for one model, a data set of N gets one trained on N (the narrowest such range: a
-    small-table specialist before the generalist); outside every range, the nearest; without N, the widest."""
+    small-table specialist before the generalist); outside every range, the nearest; without N, the widest.
+    The file names sort against the expected picks, so a tie-break by name cannot pass this test."""
     from pyro_acp.models import NIWGaussianMixture
     from pyro_acp.pretrained import registry
     from pyro_acp.pretrained.checkpoint import save_checkpoint
@@ -315,13 +316,19 @@ def test_find_guide_prefers_the_guide_trained_on_the_data_sets_size(tmp_path, mo
     monkeypatch.setattr(registry, "pretrained_guides", lambda: [])  # only the guides written here
     model = NIWGaussianMixture(dim=3)
     paths = {}
-    for name, num_points in (("a-small", [2, 12]), ("b-all", [2, 200])):
+    for name, num_points in (("a-all", [2, 200]), ("b-mid", [2, 40]), ("c-small", [2, 12])):
         card = {"model": model.config(), "training": {"steps": 1, "completed_steps": 1, "num_points": num_points}}
         paths[name] = save_checkpoint(tmp_path / f"{_cache_stem(model)}-{name}.pt", ACPS(3, hidden_dim=8), card)
-    assert find_guide(model, num_points=7) == paths["a-small"]
-    assert find_guide(model, num_points=12) == paths["b-all"]  # the range is [lo, hi)
-    assert find_guide(model) == paths["b-all"]
-    assert find_guide(model, num_points=500) == paths["b-all"]  # nearer than [2, 12)
+    for bad, num_points in (("d-three", [2, 5, 9]), ("e-reversed", [12, 2]), ("f-text", ["2", "12"]),
+                            ("g-null", [2, None]), ("h-narrow-but-incomplete", [6, 8])):
+        steps = 2 if bad.endswith("incomplete") else 1
+        card = {"model": model.config(), "training": {"steps": steps, "completed_steps": 1, "num_points": num_points}}
+        save_checkpoint(tmp_path / f"{_cache_stem(model)}-{bad}.pt", ACPS(3, hidden_dim=8), card)
+    assert find_guide(model, num_points=7) == paths["c-small"]
+    assert find_guide(model, num_points=12) == paths["b-mid"]  # the range is [lo, hi)
+    assert find_guide(model, num_points=100) == paths["a-all"]
+    assert find_guide(model) == paths["a-all"]
+    assert find_guide(model, num_points=500) == paths["a-all"]  # nearer than [2, 12) or [2, 40)
     asked = []
     monkeypatch.setattr(on_demand_module, "find_guide", lambda *a, **k: asked.append(k) or find_guide(*a, **k))
     x = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
@@ -329,3 +336,22 @@ def test_find_guide_prefers_the_guide_trained_on_the_data_sets_size(tmp_path, mo
         post = pyro_acp.infer(model, x, num_samples=4, seed=0, train=False, progress_bar=False, check_prior=False,
                               estimate_log_prob=False)
     assert asked[-1]["num_points"] == 7 and post.samples.shape == (4, 7)  # infer asks for its data set's size
+
+
+def test_the_kind_of_guide_comes_before_its_size(tmp_path, monkeypatch):
+    """A guide that reads labels is not picked without labels because its training range fits N better."""
+    from pyro_acp.models import PlantedPartition
+    from pyro_acp.pretrained import registry
+    from pyro_acp.pretrained.checkpoint import save_checkpoint
+    from pyro_acp.pretrained.registry import _cache_stem, find_guide
+
+    monkeypatch.setenv("PYRO_ACP_CACHE", str(tmp_path))
+    monkeypatch.setattr(registry, "pretrained_guides", lambda: [])
+    model = PlantedPartition(num_blocks=2, block_sizes=(2, 5))
+    paths = {}
+    for name, slots, num_points in (("a-semi-narrow", 2, [2, 12]), ("b-unsupervised-wide", 0, [2, 200])):
+        card = {"model": model.config(), "training": {"steps": 1, "completed_steps": 1, "num_points": num_points}}
+        guide = ACPS(model.data_dim, encoder="gatedgcn", hidden_dim=8, encoder_layers=1, label_slots=slots)
+        paths[slots > 0] = save_checkpoint(tmp_path / f"{_cache_stem(model)}-{name}.pt", guide, card)
+    assert find_guide(model, num_points=7) == paths[False]
+    assert find_guide(model, num_points=7, semi_supervised=True) == paths[True]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -42,3 +43,22 @@ def test_infer_is_identical_under_scaling_and_shifting():
     moved = infer(model, 1000 * x + 7, num_samples=20, seed=3, train=False, progress_bar=False)
     assert torch.equal(plain.samples, moved.samples)
     torch.testing.assert_close(plain.log_joint, moved.log_joint)
+
+
+def test_infer_many_gives_each_data_set_the_guide_infer_gives_it():
+    """A small table and a larger one in one run: each has the samples ``infer`` gives it alone (the small-table
+    guide for the first, the every-size guide for the second), not one guide for both."""
+    from pyro_acp import infer_many
+    from pyro_acp.inference.many import dataset_seed
+
+    model = NIWGaussianMixture(dim=2)
+    xs = [model.simulate(1, num_points=n, seed=n).unpadded(0)[0] for n in (7, 30, 9)]
+    with pytest.warns(UserWarning):
+        many = infer_many(model, xs, num_samples=16, seed=5, progress_bar=False, estimate_log_prob=False, loss=None,
+                          check_prior=False)
+    for i, x in enumerate(xs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the small-table warning
+            alone = infer(model, x, num_samples=16, seed=dataset_seed(5, i), progress_bar=False,
+                          estimate_log_prob=False, check_prior=False)
+        assert torch.equal(many[i].samples, alone.samples), i

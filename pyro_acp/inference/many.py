@@ -16,6 +16,10 @@ while sampling and by the estimator, comes from that generator, in the shapes ``
 moves a join only when its uniform draw falls within ~1e-7 of its probability) and its log-probability
 estimates within float rounding (a few 1e-6 nats: the same draws, summed in a batch of another shape).
 
+**Guides.** With ``guide=None`` each data set gets the guide ``infer`` would find for its size (where several
+serve the model, e.g. ``NIWGaussianMixture``'s small-table guides: :func:`~pyro_acp.pretrained.registry.
+find_guide`); a chunk is cut where that guide changes, so each batched run uses one guide.
+
 **Streaming** (``output=DIR``): each finished data set gets a folder ``DIR/<name>/`` with
 
 - ``posterior.npz``: ``samples`` (S, N) canonical labels, and ``log_prob``, ``log_prob_error``,
@@ -76,6 +80,8 @@ from pyro_acp.inference.many_batch import (
 from pyro_acp.inference.many_output import MANIFEST, RESULT_FILES, finished, guide_identity, open_output, write_result
 from pyro_acp.inference.many_sources import DATA_SUFFIXES, Entry, describe, entries, read_points_file
 from pyro_acp.posteriors.posterior import ClusteringPosterior
+from pyro_acp.pretrained.checkpoint import load_guide
+from pyro_acp.pretrained.registry import find_guide, serving_guides
 from pyro_acp.protocols import ClusteringModel
 from pyro_acp.seeding import SeedStream, make_generator, resolve_seed
 from pyro_acp.validation import check_choice, check_positive_int, data_warnings
@@ -161,13 +167,64 @@ def _finish(model: ClusteringModel, job: Job, labels: torch.Tensor, estimate: Lo
     return posterior
 
 
+class _Guides:
+    """The guide of each data set: the one given, or, with ``guide=None``, the one ``infer`` would find for the
+    data set's size (:func:`~pyro_acp.pretrained.registry.find_guide`), each loaded once."""
+
+    def __init__(self, model: ClusteringModel, default: ClusterwiseGuide, by_size: bool) -> None:
+        self.model, self.default, self.by_size = model, default, by_size
+        self.default_path = find_guide(model) if by_size else None
+        self._paths: dict[int, Path | None] = {}
+        self._loaded: dict[Path, ClusterwiseGuide] = {}
+
+    def path_for(self, num_points: int) -> Path | None:
+        """The registry's guide file for data sets of ``num_points`` (None: the default guide)."""
+        if not self.by_size:
+            return None
+        if num_points not in self._paths:
+            path = find_guide(self.model, num_points=num_points)
+            self._paths[num_points] = None if path is None or path == self.default_path else path
+        return self._paths[num_points]
+
+    def for_size(self, num_points: int) -> ClusterwiseGuide:
+        path = self.path_for(num_points)
+        if path is None:
+            return self.default
+        if path not in self._loaded:
+            device = next(self.default.parameters()).device
+            guide = load_guide(path, map_location=device)[0].eval()
+            if check_guide_orders(self.model, guide) != check_guide_orders(self.model, self.default):
+                raise ValueError(f"the guides for {self.model!r} disagree on ordering: {path}")
+            self._loaded[path] = guide
+        return self._loaded[path]
+
+    def identities(self) -> list[dict[str, Any]]:
+        """What a streamed run records of its guides: the default's identity, then every other guide that the
+        registry could pick for some size (so a resumed run refuses a changed set of guides)."""
+        found = [] if not self.by_size else [
+            path for path, _ in serving_guides(self.model) if path != self.default_path]
+        return [guide_identity(self.default)] + [{"file": path.name, **guide_identity(load_guide(path)[0])}
+                                                  for path in found]
+
+
+def _split_by_guide(chunk: list[int], sizes: list[tuple[int, int]], guides: _Guides) -> list[list[int]]:
+    """``chunk`` (indices sorted by size) cut where the data sets' guide changes: one guide per batched run."""
+    parts: list[list[int]] = []
+    for i in chunk:
+        if parts and guides.path_for(sizes[parts[-1][-1]][0]) == guides.path_for(sizes[i][0]):
+            parts[-1].append(i)
+        else:
+            parts.append([i])
+    return parts
+
+
 @dataclass
 class _Run:
-    """What every window of a run shares: the model and guide, the options, where results go and what came of
+    """What every window of a run shares: the model and guides, the options, where results go and what came of
     them (``results`` by input position, ``notes`` per warning kind: the data sets that raised it)."""
 
     model: ClusteringModel
-    guide: ClusterwiseGuide
+    guides: _Guides
     options: _Options
     ordered: bool
     device: torch.device
@@ -257,8 +314,10 @@ def infer_many(
     check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
     log_prob_settings(2, reweight=reweight, num_anchors=num_anchors, num_z=num_z, num_orders=num_orders)  # checks
     sources, count = entries(datasets, getattr(model, "data_kind", "vector"))
+    by_size = guide is None  # the registry's guide for each data set's size, as infer finds it
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar,
                           train_minutes=train_minutes)
+    guides = _Guides(model, guide, by_size)
     ordered = check_guide_orders(model, guide)
     if reweight:
         check_reweight_guide(guide, ordered)  # before any work
@@ -269,12 +328,15 @@ def infer_many(
     if folder is None:
         root = resolve_seed(seed)
     else:
-        settings = {"model": model.config(), "guide": guide_identity(guide), "device": device.type, "seed": seed,
+        identities = guides.identities()
+        settings = {"model": model.config(), "guide": identities[0], "device": device.type, "seed": seed,
                     **dataclasses.asdict(options)}
+        if len(identities) > 1:  # recorded only then: the manifests of single-guide runs stay as they were
+            settings["guides_by_size"] = identities[1:]
         root = open_output(folder, settings, overwrite)["seed"]
     window = WINDOW if folder is not None else math.inf  # in memory: everything is checked before any work
     with tqdm(total=count, unit="data set", disable=not progress_bar, desc="infer_many") as bar:
-        run = _Run(model, guide, options, ordered, device, budget, root, folder, overwrite, bar)
+        run = _Run(model, guides, options, ordered, device, budget, root, folder, overwrite, bar)
         for entries_of_window in _windows(sources, window):
             _run_window(run, entries_of_window)
     _report(run.notes, len(run.results))
@@ -304,7 +366,8 @@ def _run_window(run: _Run, window: list[Entry]) -> None:
     data = [_read(run.model, entry, run.options.reweight) for entry in window]
     sizes = [(run.model.num_points_of(x), frame_count(run.model, run.model.num_points_of(x), run.options))
              for x in data]
-    for chunk in chunks(sizes, run.budget, run.options.num_samples):
+    for chunk in (part for whole in chunks(sizes, run.budget, run.options.num_samples)
+                  for part in _split_by_guide(whole, sizes, run.guides)):
         if all(done[i] for i in chunk):
             for i in chunk:
                 run.skip(window[i])
@@ -312,12 +375,13 @@ def _run_window(run: _Run, window: list[Entry]) -> None:
         jobs = [_prepare(run.model, window[i], data[i], run.root, run.options, run.device,
                          run.options.check_prior and not done[i]) for i in chunk]
         began = time.perf_counter()
-        labels = sample_chunk(run.guide, jobs, run.options, run.ordered)
+        guide = run.guides.for_size(jobs[0].num_points)
+        labels = sample_chunk(guide, jobs, run.options, run.ordered)
         estimates: list[LogProbEstimate | None] = [None] * len(jobs)
         if run.options.estimate_log_prob and not run.ordered:  # the estimate is of the partition alone
-            estimates = estimate_chunk(run.guide, jobs, [canonicalize(own) for own in labels], run.options)
-        elif run.options.estimate_log_prob and estimates_orders(run.guide):  # ordered: per data set, as infer
-            estimates = [ordered_log_prob_estimate(run.guide, job.x, own, job.frames,
+            estimates = estimate_chunk(guide, jobs, [canonicalize(own) for own in labels], run.options)
+        elif run.options.estimate_log_prob and estimates_orders(guide):  # ordered: per data set, as infer
+            estimates = [ordered_log_prob_estimate(guide, job.x, own, job.frames,
                                                    estimator_settings(job, run.options), job.generator)
                          for job, own in zip(jobs, labels, strict=True)]
         elapsed, points = time.perf_counter() - began, sum(job.num_points for job in jobs)

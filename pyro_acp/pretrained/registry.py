@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import types
 import warnings
@@ -172,22 +171,49 @@ def reads_labels(card: dict[str, Any]) -> bool:
     return int(card.get("guide", {}).get("label_slots", 0) or 0) > 0
 
 
-def training_range(card: dict[str, Any]) -> tuple[int, float]:
-    """[lo, hi) of the numbers of points a card's guide was trained on; (0, inf) when it records none."""
-    recorded = (card.get("training") or {}).get("num_points")
-    if isinstance(recorded, (list, tuple)) and len(recorded) == 2:
-        return int(recorded[0]), float(recorded[1])
-    return 0, math.inf
+def training_range(card: dict[str, Any], model) -> tuple[int, int] | None:
+    """[lo, hi) of the numbers of points a card's guide was trained on: the recorded pair, or the model's
+    ``default_num_points`` where the card records none (on-demand training uses it); None when the record is
+    malformed (not two integers 0 <= lo < hi), so that the card is skipped rather than trusted."""
+    training = card.get("training")
+    recorded = training.get("num_points") if isinstance(training, dict) else None
+    if recorded is None:
+        recorded = getattr(model, "default_num_points", None)
+        if recorded is None:
+            return 0, 2 ** 62  # a model with no default size range: the guide is for every size
+    if (not isinstance(recorded, (list, tuple)) or len(recorded) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in recorded)
+            or not 0 <= recorded[0] < recorded[1]):
+        return None
+    return int(recorded[0]), int(recorded[1])
 
 
-def _range_preference(card: dict[str, Any], num_points: int | None) -> tuple:
+def _range_preference(span: tuple[int, int], num_points: int | None) -> tuple:
     """Sort key among guides that serve one model: for a data set of ``num_points``, a guide trained on that N
     first, the narrowest such range before wider ones (a specialist before a generalist), else the range
     nearest N; without N, the widest range (the guide meant for every size)."""
-    lo, hi = training_range(card)
+    lo, hi = span
     if num_points is None:
         return (-(hi - lo),)
     return (max(lo - num_points, num_points - (hi - 1), 0), hi - lo)
+
+
+def serving_guides(model, *, semi_supervised: bool = False,
+                   num_points: int | None = None) -> list[tuple[Path, tuple[int, int]]]:
+    """Every shipped or cached guide trained (to the end of its planned steps) for exactly this model, with its
+    training range, best first (the order :func:`find_guide` picks by; shipped before cached on ties)."""
+    candidates = pretrained_guides() + sorted(cache_dir().glob(f"{_cache_stem(model)}*.pt"))
+    found = []
+    for order, path in enumerate(candidates):
+        try:
+            card = read_card(path)
+            span = training_range(card, model) if serves(card, model) and is_complete(card) else None
+        except (ValueError, TypeError, AttributeError, KeyError):
+            continue
+        if span is not None and path.exists():
+            key = (reads_labels(card) != semi_supervised, *_range_preference(span, num_points), order)
+            found.append((key, path, span))
+    return [(path, span) for _, path, span in sorted(found, key=lambda item: item[0])]
 
 
 def find_guide(model, *, semi_supervised: bool = False, num_points: int | None = None) -> Path | None:
@@ -198,17 +224,9 @@ def find_guide(model, *, semi_supervised: bool = False, num_points: int | None =
     semi-supervised guide was trained with every cluster labelled, so without labels it is off its training
     distribution); the other kind is the fallback. Then by the numbers of points it was trained on
     (:func:`training_range`): given ``num_points``, a guide trained on that N, the narrowest range first, else
-    the range nearest N; without it, the widest."""
-    candidates = pretrained_guides() + sorted(cache_dir().glob(f"{_cache_stem(model)}*.pt"))
-    found = []
-    for path in candidates:
-        try:
-            card = read_card(path)
-        except ValueError:
-            continue
-        if serves(card, model) and is_complete(card) and path.exists():
-            found.append(((reads_labels(card) != semi_supervised, *_range_preference(card, num_points)), path))
-    return min(found, key=lambda pair: pair[0])[1] if found else None
+    the range nearest N; without it, the widest. A card whose range is malformed is skipped."""
+    found = serving_guides(model, semi_supervised=semi_supervised, num_points=num_points)
+    return found[0][0] if found else None
 
 
 DEFAULT_MODEL_TYPE = "NIWGaussianMixture"
