@@ -207,7 +207,7 @@ def infer_graph(infer: Callable[..., ClusteringPosterior], model: Any, graph: An
     settings = {key: options.get(key) for key in ("device", "seed", "train_minutes")}
     guide = resolve_guide(model, options.pop("guide", None), train=options.get("train", True),
                           progress_bar=options.get("progress_bar", True), semi_supervised=anchors is not None,
-                          **settings)
+                          num_points=prepared.adjacency.shape[0], **settings)
     if not getattr(guide, "encodes_graphs", False):
         raise ValueError(f"the {type(guide).__name__} guide encodes points, but {type(model).__name__}'s data "
                          f"are graphs: use a guide with a graph encoder, e.g. "
