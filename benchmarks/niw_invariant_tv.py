@@ -23,6 +23,7 @@ import json
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from niw_invariant_calibration import DEFAULT_GRID
@@ -92,7 +93,7 @@ def main() -> None:
         print(json.dumps(row), file=sys.stderr, flush=True)
     keys = [k for k in rows[0] if k != "set"]
     means = {k: sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
-    result = {"dim": args.dim, "guide": str(guide) if args.checkpoint else "shipped", "grid": list(DEFAULT_GRID),
+    result = {"dim": args.dim, "guide": Path(guide).name, "grid": list(DEFAULT_GRID),
               "draws": args.draws, "samples": args.samples, "rows": rows,
               "means": means, "seconds": round(time.perf_counter() - began, 1)}
     print(json.dumps(result, indent=1))
