@@ -81,7 +81,7 @@ from pyro_acp.inference.many_output import MANIFEST, RESULT_FILES, finished, gui
 from pyro_acp.inference.many_sources import DATA_SUFFIXES, Entry, describe, entries, read_points_file
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.pretrained.checkpoint import load_guide
-from pyro_acp.pretrained.registry import find_guide, serving_guides
+from pyro_acp.pretrained.registry import best_guide, serving_guides
 from pyro_acp.protocols import ClusteringModel
 from pyro_acp.seeding import SeedStream, make_generator, resolve_seed
 from pyro_acp.validation import check_choice, check_positive_int, data_warnings
@@ -169,22 +169,19 @@ def _finish(model: ClusteringModel, job: Job, labels: torch.Tensor, estimate: Lo
 
 class _Guides:
     """The guide of each data set: the one given, or, with ``guide=None``, the one ``infer`` would find for the
-    data set's size (:func:`~pyro_acp.pretrained.registry.find_guide`), each loaded once."""
+    data set's size (:func:`~pyro_acp.pretrained.registry.find_guide`: the cards are read once, here), each
+    loaded once."""
 
     def __init__(self, model: ClusteringModel, default: ClusterwiseGuide, by_size: bool) -> None:
-        self.model, self.default, self.by_size = model, default, by_size
-        self.default_path = find_guide(model) if by_size else None
-        self._paths: dict[int, Path | None] = {}
+        self.model, self.default = model, default
+        self.serving = serving_guides(model) if by_size else []
+        self.default_path = best_guide(self.serving)
         self._loaded: dict[Path, ClusterwiseGuide] = {}
 
     def path_for(self, num_points: int) -> Path | None:
         """The registry's guide file for data sets of ``num_points`` (None: the default guide)."""
-        if not self.by_size:
-            return None
-        if num_points not in self._paths:
-            path = find_guide(self.model, num_points=num_points)
-            self._paths[num_points] = None if path is None or path == self.default_path else path
-        return self._paths[num_points]
+        path = best_guide(self.serving, num_points=num_points)
+        return None if path == self.default_path else path
 
     def for_size(self, num_points: int) -> ClusterwiseGuide:
         path = self.path_for(num_points)
@@ -201,10 +198,9 @@ class _Guides:
     def identities(self) -> list[dict[str, Any]]:
         """What a streamed run records of its guides: the default's identity, then every other guide that the
         registry could pick for some size (so a resumed run refuses a changed set of guides)."""
-        found = [] if not self.by_size else [
-            path for path, _ in serving_guides(self.model) if path != self.default_path]
+        others = [found.path for found in self.serving if found.path != self.default_path]
         return [guide_identity(self.default)] + [{"file": path.name, **guide_identity(load_guide(path)[0])}
-                                                  for path in found]
+                                                  for path in others]
 
 
 def _split_by_guide(chunk: list[int], sizes: list[tuple[int, int]], guides: _Guides) -> list[list[int]]:

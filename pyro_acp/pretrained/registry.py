@@ -17,6 +17,7 @@ import json
 import os
 import types
 import warnings
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -198,22 +199,37 @@ def _range_preference(span: tuple[int, int], num_points: int | None) -> tuple:
     return (max(lo - num_points, num_points - (hi - 1), 0), hi - lo)
 
 
-def serving_guides(model, *, semi_supervised: bool = False,
-                   num_points: int | None = None) -> list[tuple[Path, tuple[int, int]]]:
-    """Every shipped or cached guide trained (to the end of its planned steps) for exactly this model, with its
-    training range, best first (the order :func:`find_guide` picks by; shipped before cached on ties)."""
+@dataclass(frozen=True)
+class ServingGuide:
+    """A complete guide file that serves one model: its path, training range of N and whether it reads labels."""
+
+    path: Path
+    span: tuple[int, int]
+    reads_labels: bool
+
+
+def serving_guides(model) -> list[ServingGuide]:
+    """Every shipped or cached guide trained (to the end of its planned steps) for exactly this model, shipped
+    ones first (the order that breaks ties in :func:`best_guide`); each card is read once here."""
     candidates = pretrained_guides() + sorted(cache_dir().glob(f"{_cache_stem(model)}*.pt"))
     found = []
-    for order, path in enumerate(candidates):
+    for path in candidates:
         try:
             card = read_card(path)
             span = training_range(card, model) if serves(card, model) and is_complete(card) else None
         except (ValueError, TypeError, AttributeError, KeyError):
             continue
         if span is not None and path.exists():
-            key = (reads_labels(card) != semi_supervised, *_range_preference(span, num_points), order)
-            found.append((key, path, span))
-    return [(path, span) for _, path, span in sorted(found, key=lambda item: item[0])]
+            found.append(ServingGuide(path, span, reads_labels(card)))
+    return found
+
+
+def best_guide(found: list[ServingGuide], *, semi_supervised: bool = False,
+               num_points: int | None = None) -> Path | None:
+    """The path :func:`find_guide` picks among ``found`` (:func:`serving_guides`), without reading any card."""
+    ranked = sorted(range(len(found)), key=lambda i: (found[i].reads_labels != semi_supervised,
+                                                      *_range_preference(found[i].span, num_points), i))
+    return found[ranked[0]].path if ranked else None
 
 
 def find_guide(model, *, semi_supervised: bool = False, num_points: int | None = None) -> Path | None:
@@ -225,8 +241,7 @@ def find_guide(model, *, semi_supervised: bool = False, num_points: int | None =
     distribution); the other kind is the fallback. Then by the numbers of points it was trained on
     (:func:`training_range`): given ``num_points``, a guide trained on that N, the narrowest range first, else
     the range nearest N; without it, the widest. A card whose range is malformed is skipped."""
-    found = serving_guides(model, semi_supervised=semi_supervised, num_points=num_points)
-    return found[0][0] if found else None
+    return best_guide(serving_guides(model), semi_supervised=semi_supervised, num_points=num_points)
 
 
 DEFAULT_MODEL_TYPE = "NIWGaussianMixture"
