@@ -97,6 +97,11 @@ def _program_posterior(model: Any, x: Any, num_particles: int, seed: int | None)
     )
 
 
+def _num_points(model: Any, data: Tensor) -> int:
+    """The number of points of validated data (a graph model counts nodes)."""
+    return int(model.num_points_of(data)) if hasattr(model, "num_points_of") else int(data.shape[0])
+
+
 def _invariant_posterior(model: Any, x: Any, num_draws: int, seed: int | None) -> EstimatedExactPosterior:
     if not callable(getattr(model, "invariant_log_likelihood", None)):
         name = getattr(model, "__name__", type(model).__name__)
@@ -104,7 +109,7 @@ def _invariant_posterior(model: Any, x: Any, num_draws: int, seed: int | None) -
                         f"invariant_log_likelihood (e.g. NIWGaussianMixture); {name} does not")
     began = time.perf_counter()
     data = model.check_data(x).to(torch.float64)
-    num_points = int(model.num_points_of(data)) if hasattr(model, "num_points_of") else int(data.shape[0])
+    num_points = _num_points(model, data)
     limit = model.max_invariant_points
     if num_points > limit:
         raise ValueError(
@@ -174,7 +179,7 @@ def exact_posterior(model: CollapsedModel | Callable, x: Any, *, chunk_size: int
     began = time.perf_counter()
     data = model.check_data(x)
     warn_about_data(model, data)
-    num_points = int(model.num_points_of(data)) if hasattr(model, "num_points_of") else int(data.shape[0])
+    num_points = _num_points(model, data)
     if num_points > MAX_EXACT_POINTS:
         raise ValueError(
             f"exact enumeration is limited to N <= {MAX_EXACT_POINTS} points (Bell({MAX_EXACT_POINTS}) = "
