@@ -158,8 +158,9 @@ def calibration(model, guide, count: int, sizes=(7, 20, 60)) -> dict[str, float]
     return figures
 
 
-def n7_sets(model, count: int) -> list[torch.Tensor]:
-    return [model.simulate(1, num_points=7, seed=9000 + i).unpadded(0)[0] for i in range(count)]
+def n7_sets(model, count: int, first_seed: int = 9000) -> list[torch.Tensor]:
+    """The cards' N = 7 data sets: simulations with seeds 9000 + i (another ``first_seed`` gives fresh ones)."""
+    return [model.simulate(1, num_points=7, seed=first_seed + i).unpadded(0)[0] for i in range(count)]
 
 
 def tv_n7(model, guide, count: int, num_samples: int) -> dict[str, float]:

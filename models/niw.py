@@ -178,8 +178,8 @@ def _random_rotations(batch: int, dim: int, generator: torch.Generator, dtype: t
     return q * torch.sign(r.diagonal(dim1=-2, dim2=-1)).unsqueeze(-2)
 
 
-#: the invariant likelihood scores every subset of the points at every importance draw: 2^N - 1 subsets, Bell(N)
-#: partitions (4,140 at N = 8)
+#: the invariant posterior is enumerated up to this many points: its likelihood scores every subset of the points at
+#: every importance draw, 2^N - 1 subsets, Bell(N) partitions (4,140 at N = 8)
 MAX_INVARIANT_POINTS = 8
 
 #: below this many points check_data warns that standardising biases K (measured at N = 4 to 9)
@@ -248,9 +248,10 @@ class NIWGaussianMixture(ExactLikelihood, GenerativeModel):
             return []
         return [f"NIWGaussianMixture on a table of {len(x)} points: the model's posterior given standardised data "
                 f"over-counts clusters on small tables (on its own simulations, E[K | data] - K = +1.2 at N = 4 "
-                f"and +1.85 at N = 9, where the likelihood alone is calibrated); for N <= {MAX_INVARIANT_POINTS} "
-                f"exact_posterior(model, x, invariant=True) gives the posterior of data drawn and then "
-                f"standardised, which is calibrated (docs/shipped-guides.md)"]
+                f"and +1.85 at N = 9, where the likelihood alone is calibrated); the posterior of data drawn and "
+                f"then standardised is calibrated: infer(model, x, reweight='invariant') weighs the guide's samples "
+                f"towards it, and for N <= {MAX_INVARIANT_POINTS} exact_posterior(model, x, invariant=True) "
+                f"enumerates it (docs/shipped-guides.md)"]
 
     def partition_prior(self, num_points: int) -> GridCRP:
         return GridCRP(check_positive_int(num_points, "num_points"), self.alphas, self.alpha_log_weights)
@@ -333,20 +334,18 @@ class NIWGaussianMixture(ExactLikelihood, GenerativeModel):
     # ------------------------------------------------------------------ the invariant likelihood (small tables)
     max_invariant_points = MAX_INVARIANT_POINTS
 
-    def invariant_log_likelihood(self, x: Any, partitions: Any, *, prior_log_prob: Tensor, num_draws: int,
+    def invariant_log_likelihood(self, x: Any, partitions: Any, *, proposal_log_weights: Tensor, num_draws: int,
                                  generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """log L(partition | z) (M,) integrated over every dimension's location and scale, up to a constant
         common to all partitions, and its standard error (M,), by importance sampling
         (:mod:`pyro_acp.models.niw_invariant`); ``partitions`` (M, N) of the standardised points, weighed by
-        ``prior_log_prob`` (M,) when the proposal is fitted. What ``exact_posterior(..., invariant=True)``
-        enumerates."""
+        ``proposal_log_weights`` (M,) when the proposal is fitted. What ``exact_posterior(..., invariant=True)``
+        enumerates (N <= ``max_invariant_points``) and ``infer(..., reweight="invariant")`` weighs a guide's
+        samples by (any N)."""
         from .niw_invariant import invariant_log_likelihood  # it builds on this module's NIW marginal
 
         data, partitions = self._check_data_labels(x, partitions)
-        if len(data) > MAX_INVARIANT_POINTS:
-            raise ValueError(f"the invariant likelihood scores every subset of the points: N <= "
-                             f"{MAX_INVARIANT_POINTS}, got {len(data)}")
-        return invariant_log_likelihood(self, data, canonicalize(partitions), prior_log_prob.to(torch.float64),
+        return invariant_log_likelihood(self, data, canonicalize(partitions), proposal_log_weights.to(torch.float64),
                                         check_positive_int(num_draws, "num_draws"), generator)
 
     def gibbs_statistics(self, x: Tensor) -> NIWGibbsStatistics:

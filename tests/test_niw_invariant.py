@@ -14,9 +14,9 @@ from pyro_acp.models import CRPGaussianMixture, NIWGaussianMixture
 from pyro_acp.models.niw import niw_stats, standardize
 from pyro_acp.models.niw_invariant import (
     _log_integrand,
+    cluster_statistics,
+    cluster_table,
     invariant_log_likelihood_grid,
-    subset_index,
-    subset_statistics,
 )
 from pyro_acp.seeding import forked_rng
 
@@ -31,7 +31,8 @@ def test_integrand_is_the_models_likelihood_of_the_moved_data_times_the_jacobian
     generator = torch.Generator().manual_seed(0)
     a, u = torch.randn(6, 2, generator=generator, dtype=torch.float64), 0.7 * torch.randn(6, 2, generator=generator,
                                                                                            dtype=torch.float64)
-    got = _log_integrand(model, subset_statistics(z), subset_index(partitions), a, u)  # (6, M)
+    members, index = cluster_table(partitions)
+    got = _log_integrand(model, cluster_statistics(z, members), index, 5, a, u)  # (6, M)
     labels = canonicalize(partitions)
     for g in range(6):
         y = a[g] + u[g].exp() * z

@@ -28,6 +28,7 @@ from pyro_acp.inference.on_demand import (  # noqa: F401  (re-exported: the name
     resolve_guide,
     train_for_model,
 )
+from pyro_acp.inference.reweighting import check_reweight_option, declares_invariant_likelihood, invariant_log_joint
 from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.models.graphs import PreparedGraph
 from pyro_acp.models.program import as_clustering_model
@@ -72,15 +73,19 @@ def per_sample(estimate: LogProbEstimate, inverse: Tensor) -> LogProbEstimate:
                            estimate.orders_enumerated[0][inverse])
 
 
-def check_options(model: ClusteringModel, *, reweight: bool, estimate_log_prob: bool | str) -> bool | str:
+def check_options(model: ClusteringModel, *, reweight: bool | str, estimate_log_prob: bool | str) -> bool | str:
     """The option checks :func:`infer` and ``infer_many`` share (before any work); returns ``estimate_log_prob``
     as :func:`infer` acts on it: False, ``"now"`` or :data:`DEFERRED` (True; ``"now"`` when reweighting)."""
     if estimate_log_prob not in (True, False, "now"):
         raise ValueError(f"estimate_log_prob must be True (estimated on first read), 'now' or False, "
                          f"got {estimate_log_prob!r}")
+    reweight = check_reweight_option(reweight)
     if reweight and not estimate_log_prob:
-        raise ValueError("reweight=True needs the log-probability estimates; drop estimate_log_prob=False")
-    if reweight and not has_exact_log_joint(model):
+        raise ValueError(f"reweight={reweight!r} needs the log-probability estimates; drop estimate_log_prob=False")
+    if reweight == "invariant" and not declares_invariant_likelihood(model):
+        raise ValueError(f"reweight='invariant' needs a model of standardised data that declares "
+                         f"invariant_log_likelihood (e.g. NIWGaussianMixture); {type(model).__name__} does not")
+    if reweight is True and not has_exact_log_joint(model):
         raise ValueError(f"reweight=True needs a model with an exact log joint p(partition, x); "
                          f"{type(model).__name__} has none")
     if not estimate_log_prob:
@@ -88,10 +93,10 @@ def check_options(model: ClusteringModel, *, reweight: bool, estimate_log_prob: 
     return "now" if reweight or estimate_log_prob == "now" else DEFERRED
 
 
-def check_reweight(model: ClusteringModel, num_points: int) -> None:
-    """ValueError unless the model gives the exact log joint that reweighting needs on a data set of
-    ``num_points`` (an ordered catalog's only up to its size cap)."""
-    if not has_exact_log_joint(model, num_points):
+def check_reweight(model: ClusteringModel, num_points: int, reweight: bool | str = True) -> None:
+    """ValueError unless the model gives the exact log joint that ``reweight=True`` needs on a data set of
+    ``num_points`` (an ordered catalog's only up to its size cap); the invariant likelihood takes any size."""
+    if reweight is True and not has_exact_log_joint(model, num_points):
         raise ValueError(f"reweight=True needs the exact log joint, which {type(model).__name__} does not give for "
                          f"a data set of {num_points} points")
 
@@ -113,14 +118,20 @@ def check_guide_orders(model: ClusteringModel, guide: ClusterwiseGuide) -> bool:
 
 def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
                          estimate: LogProbEstimate | DeferredLogProb | None, *,
-                         ordered: bool, reweight: bool, wall_time: float) -> ClusteringPosterior:
+                         ordered: bool, reweight: bool | str, wall_time: float,
+                         generator: torch.Generator | None = None) -> ClusteringPosterior:
     """What :func:`infer` (and ``infer_many``, per data set) makes of sampled labels (S, N): canonical samples
     (ordered: the labels are positions, already canonical), the exact log joint where the model has one,
     self-normalised importance weights p(c, x) / q(c) and their diagnostics when reweighting (``estimate``:
     the guide's log q of every sample, made already (needed when reweighting) or deferred to its first read;
-    or None), everything moved to the CPU."""
+    or None), everything moved to the CPU. With ``reweight="invariant"`` the log joint is the invariant one,
+    estimated from ``generator``'s stream (:mod:`pyro_acp.inference.reweighting`): the weights and the MAP then
+    target the posterior of data drawn and then standardised."""
     samples = labels if ordered else canonicalize(labels)
-    log_joint = exact_log_joint(model, x, samples)
+    if reweight == "invariant":
+        log_joint, _ = invariant_log_joint(model, x, samples, estimate.log_prob, generator)
+    else:
+        log_joint = exact_log_joint(model, x, samples)
     weights = diagnostics = None
     if reweight:
         weights = importance_weights(log_joint, estimate.log_prob)
@@ -133,7 +144,8 @@ def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
     return posterior_type(
         samples.cpu(), **scores,
         weights=None if weights is None else weights.cpu(), weight_diagnostics=diagnostics,
-        method="acp+is" if reweight else "acp", wall_time=wall_time, x=x.cpu(), model=model,
+        method={True: "acp+is", "invariant": "acp+is-invariant"}.get(reweight, "acp"), wall_time=wall_time,
+        x=x.cpu(), model=model,
         log_joint=None if log_joint is None else log_joint.cpu(),
     )
 
@@ -153,7 +165,7 @@ def infer(
     num_anchors: int | None | str = AUTO,
     num_z: int | str = AUTO,
     num_orders: int | str = AUTO,
-    reweight: bool = False,
+    reweight: bool | str = False,
     symmetrize: bool | None = None,
     estimate_log_prob: bool | str = True,
     check_prior: bool = True,
@@ -196,7 +208,12 @@ def infer(
             small data sets; check ``posterior.effective_sample_size`` and ``posterior.weight_diagnostics``
             (ESS and Pareto k), which collapse on large ones. Beyond N = 12 the estimates of q are then more
             precise than by default (``pyro_acp.inference.log_prob.REWEIGHT_SETTINGS``: at least 10 anchors
-            per cluster, 8 z draws and an order budget of 16).
+            per cluster, 8 z draws and an order budget of 16). ``"invariant"``, for a model of standardised
+            data (``NIWGaussianMixture``): weight by p(partition) L(partition | z), the likelihood integrated over
+            each column's location and scale - the posterior of data drawn and then standardised, which the
+            guides are trained for and which does not depend on units (:mod:`pyro_acp.inference.reweighting`;
+            method "acp+is-invariant"; ``log_joint`` and the MAP are then that posterior's, estimated with
+            8,192 importance draws; about 2-15 s at N = 7).
         symmetrize: for models whose posterior is unchanged by rotating the data (the isotropic Gaussian
             mixtures; default None: whenever the model says so), draw the samples in up to 16 random
             rotated / reflected frames of the data, sample s in frame s % F, within a budget of 4,096 encoded
@@ -235,14 +252,14 @@ def infer(
         raise ValueError(f"labelled= is for graph models; {type(model).__name__} is not one")
     num_samples = check_positive_int(num_samples, "num_samples")
     device = check_device(device)  # before any work: a missing CUDA is a one-line error, not a load failure
+    estimate_log_prob = check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
     x = model.check_data(x)
     warn_about_data(model, x)
     num_points = model.num_points_of(x)
     if num_points < 2:
         raise ValueError(f"data has {num_points} point(s); clustering needs at least 2")
-    estimate_log_prob = check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
     if reweight:
-        check_reweight(model, num_points)
+        check_reweight(model, num_points, reweight)
     if check_prior:
         check = prior_predictive_check(model, x)
         if check is not None and check.outside:
@@ -274,7 +291,7 @@ def infer(
         estimate = (defer_estimate(guide, lambda stream: estimate_with(stream).pair(), generator)
                     if estimate_log_prob == DEFERRED else estimate_with(generator))
     return posterior_of_samples(model, x, labels, estimate, ordered=ordered, reweight=reweight,
-                                wall_time=time.perf_counter() - began)
+                                wall_time=time.perf_counter() - began, generator=generator)
 
 
 def importance_weights(log_joint: Tensor, log_proposal: Tensor) -> Tensor:

@@ -79,6 +79,7 @@ from pyro_acp.inference.many_batch import (
 )
 from pyro_acp.inference.many_output import MANIFEST, RESULT_FILES, finished, guide_identity, open_output, write_result
 from pyro_acp.inference.many_sources import DATA_SUFFIXES, Entry, describe, entries, read_points_file
+from pyro_acp.inference.reweighting import check_reweight_option
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.pretrained.checkpoint import load_guide
 from pyro_acp.pretrained.registry import best_guide, serving_guides
@@ -115,7 +116,7 @@ class _Options:
     num_anchors: Any
     num_z: Any
     num_orders: Any
-    reweight: bool
+    reweight: bool | str
     symmetrize: bool | None
     estimate_log_prob: bool
     check_prior: bool
@@ -123,7 +124,7 @@ class _Options:
     figures: bool
 
 
-def _read(model: ClusteringModel, entry: Entry, reweight: bool) -> Any:
+def _read(model: ClusteringModel, entry: Entry, reweight: bool | str) -> Any:
     """One data set, read and checked, for reweighting too (errors name it)."""
     try:
         raw = read_points_file(entry.path) if entry.path is not None else entry.data
@@ -131,7 +132,7 @@ def _read(model: ClusteringModel, entry: Entry, reweight: bool) -> Any:
         if model.num_points_of(x) < 2:
             raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
         if reweight:
-            check_reweight(model, model.num_points_of(x))
+            check_reweight(model, model.num_points_of(x), reweight)
     except (ValueError, TypeError) as err:
         raise type(err)(f"{describe(entry)}: {err}") from None
     return x
@@ -161,7 +162,7 @@ def _finish(model: ClusteringModel, job: Job, labels: torch.Tensor, estimate: Lo
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         posterior = posterior_of_samples(model, job.x, labels, estimate, ordered=ordered, reweight=options.reweight,
-                                         wall_time=0.0)
+                                         wall_time=0.0, generator=job.generator)
     job.notes.extend(f"{w.category.__name__}: {w.message}" for w in caught)
     posterior.wall_time = share + time.perf_counter() - began
     return posterior
@@ -257,7 +258,7 @@ def infer_many(
     num_anchors: int | None | str = AUTO,
     num_z: int | str = AUTO,
     num_orders: int | str = AUTO,
-    reweight: bool = False,
+    reweight: bool | str = False,
     symmetrize: bool | None = None,
     estimate_log_prob: bool = True,
     check_prior: bool = True,
@@ -305,7 +306,7 @@ def infer_many(
         raise NotImplementedError("batch inference of graphs is not available yet: call pyro_acp.infer on each graph")
     options = _Options(
         check_positive_int(num_samples, "num_samples"), bool(sample_z), bool(sample_joins), num_anchors, num_z,
-        num_orders, bool(reweight), symmetrize, bool(estimate_log_prob), bool(check_prior),
+        num_orders, check_reweight_option(reweight), symmetrize, bool(estimate_log_prob), bool(check_prior),
         None if loss is None else check_choice(loss, "loss", ("vi", "binder")), bool(figures))
     check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
     log_prob_settings(2, reweight=reweight, num_anchors=num_anchors, num_z=num_z, num_orders=num_orders)  # checks

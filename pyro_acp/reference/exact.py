@@ -119,8 +119,8 @@ def _invariant_posterior(model: Any, x: Any, num_draws: int, seed: int | None) -
         )
     partitions = enumerate_partitions(num_points)
     prior = model.partition_prior(num_points).log_prob(partitions).to(torch.float64)
-    likelihood, error = model.invariant_log_likelihood(data, partitions, prior_log_prob=prior, num_draws=num_draws,
-                                                       generator=make_generator(seed))
+    likelihood, error = model.invariant_log_likelihood(data, partitions, proposal_log_weights=prior,
+                                                       num_draws=num_draws, generator=make_generator(seed))
     log_joint = prior + likelihood
     if torch.isnan(log_joint).any():
         raise ValueError("the invariant log likelihood is NaN for some partition; check the data")
