@@ -348,6 +348,13 @@ class NIWGaussianMixture(ExactLikelihood, GenerativeModel):
         return invariant_log_likelihood(self, data, canonicalize(partitions), proposal_log_weights.to(torch.float64),
                                         check_positive_int(num_draws, "num_draws"), generator)
 
+    def check_invariant_data(self, x: Any) -> None:
+        """ValueError when the invariant likelihood cannot be taken on ``x`` (a constant column: its scale is not
+        identified); what ``infer(..., reweight="invariant")`` checks before any work."""
+        from .niw_invariant import check_identified
+
+        check_identified(self.check_data(x).to(torch.float64))
+
     def gibbs_statistics(self, x: Tensor) -> NIWGibbsStatistics:
         """Per-slot counts, sums and sums of outer products of C chains over the validated points ``x``."""
         return NIWGibbsStatistics(x, self)

@@ -36,8 +36,8 @@ from pyro_acp.seeding import generator_rng
 
 from .niw import MAX_INVARIANT_POINTS, niw_log_marginal
 
-__all__ = ["MAX_INVARIANT_POINTS", "invariant_log_likelihood", "invariant_log_likelihood_grid", "cluster_statistics",
-           "cluster_table"]
+__all__ = ["MAX_INVARIANT_POINTS", "check_identified", "cluster_statistics", "cluster_table",
+           "invariant_log_likelihood", "invariant_log_likelihood_grid"]
 
 #: the broad first proposal over (a, u): Student-t degrees of freedom, location and scale of u = log b. A raw
 #: draw's per-dimension standard deviation b is about 1 (the model's total variance) and can be as small as
@@ -56,6 +56,15 @@ CHUNK_ELEMENTS = 2 ** 25
 #: fewer final draws than this give no usable error (and no fitted proposal)
 MIN_DRAWS = 64
 PARTITION_CHUNK = 64
+
+
+def check_identified(z: Tensor) -> None:
+    """ValueError naming the constant columns of standardised points z (N, D): the invariant posterior integrates
+    over each column's scale, which such a column does not identify (the representation does not hold)."""
+    constant = (z.amax(0) - z.amin(0) <= 1e-6 * z.abs().amax(0).clamp(min=1.0)).nonzero().flatten().tolist()
+    if constant:
+        raise ValueError(f"column(s) {constant} of the data are constant: the invariant posterior integrates over "
+                         f"each column's scale, which such a column does not identify; drop it")
 
 
 def cluster_table(partitions: Tensor) -> tuple[Tensor, Tensor]:
@@ -105,8 +114,10 @@ def _log_integrand(model, statistics, index: Tensor, num_points: int, a: Tensor,
     per = _transformed_cluster_marginals(model, statistics, a, u)  # (G, S, Q + 1)
     log_v = model.scale_log_weights.to(per).view(1, -1, 1)
     jacobian = (num_points - 1) * u.sum(-1, keepdim=True)  # (G, 1)
+    # the gather is (G, S, chunk, K): as many partitions at once as keep it within CHUNK_ELEMENTS
+    chunk = max(1, min(PARTITION_CHUNK, CHUNK_ELEMENTS // (per.shape[0] * per.shape[1] * index.shape[-1])))
     return torch.cat([torch.logsumexp(per[:, :, rows].sum(-1) + log_v, 1)
-                      for rows in index.split(PARTITION_CHUNK)], -1).masked_fill(~inside, -math.inf) + jacobian
+                      for rows in index.split(chunk)], -1).masked_fill(~inside, -math.inf) + jacobian
 
 
 def _draws_per_chunk(model, statistics, most: int = DRAW_CHUNK) -> int:
@@ -161,10 +172,7 @@ def invariant_log_likelihood(model, z: Tensor, partitions: Tensor, proposal_log_
         raise ValueError(f"the invariant likelihood needs num_particles >= {MIN_DRAWS} importance draws, got "
                          f"{num_draws}")
     z = z.to(torch.float64)
-    constant = (z.amax(0) - z.amin(0) <= 1e-12).nonzero().flatten().tolist()
-    if constant:
-        raise ValueError(f"column(s) {constant} of the data are constant: the invariant posterior integrates over "
-                         f"each column's scale, which such a column does not identify; drop it")
+    check_identified(z)
     members, index = cluster_table(partitions)
     dim, num_points, statistics = z.shape[-1], z.shape[0], cluster_statistics(z, members)
     broad = _broad_proposal(dim, z.dtype)
@@ -185,8 +193,8 @@ def invariant_log_likelihood(model, z: Tensor, partitions: Tensor, proposal_log_
         log_f = _log_integrand_chunked(model, statistics, index, num_points, draws)
     log_w = log_f - log_q.unsqueeze(-1)  # (G, M)
     if not bool(torch.isfinite(log_w).any(0).all()):
-        raise ValueError("no importance draw fell where the invariant likelihood of some partition lives; use "
-                         "more num_particles")
+        raise ValueError("no importance draw fell where the invariant likelihood of some partition lives: more "
+                         "draws are needed (exact_posterior's num_particles)")
     estimate = torch.logsumexp(log_w, 0) - math.log(len(draws))
     ratio = (log_w - log_w.amax(0)).exp()  # delta method on the mean of the weights, in log space
     error = (ratio.var(0) / len(draws)).sqrt() / ratio.mean(0)

@@ -99,7 +99,14 @@ def test_infer_many_weighs_each_data_set_as_infer_does():
         torch.testing.assert_close(many[i].weights, alone.weights, rtol=1e-4, atol=1e-6)
 
 
-def test_bad_reweight_options_are_refused_before_any_work():
+def _no_sampling(*args, **kwargs):
+    raise AssertionError("sampled before the options were checked")
+
+
+def test_bad_reweight_options_are_refused_before_any_work(monkeypatch):
+    import pyro_acp.inference.infer as infer_module
+
+    monkeypatch.setattr(infer_module, "sample_partitions", _no_sampling)
     niw, crp = NIWGaussianMixture(dim=2), CRPGaussianMixture(dim=2)
     x = torch.randn(6, 2)
     with pytest.raises(ValueError, match="reweight must be False, True .* or 'invariant'"):
@@ -108,3 +115,26 @@ def test_bad_reweight_options_are_refused_before_any_work():
         infer(crp, x, reweight="invariant", train=False)
     with pytest.raises(ValueError, match="needs the log-probability estimates"):
         infer(niw, x, reweight="invariant", estimate_log_prob=False, train=False)
+    constant = torch.cat([x[:, :1], torch.full((6, 1), 3.0)], 1)
+    with pytest.raises(ValueError, match=r"column\(s\) \[1\] of the data are constant"):
+        _quiet(infer, niw, constant, reweight="invariant")
+
+
+def test_infer_many_names_the_data_set_with_a_constant_column_before_any_work(monkeypatch):
+    from pyro_acp import infer_many
+
+    model = NIWGaussianMixture(dim=2)
+    good = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    constant = torch.cat([good[:, :1], torch.zeros(6, 1)], 1)
+    with pytest.raises(ValueError, match=r"flat.*column\(s\) \[1\] of the data are constant"):
+        _quiet(infer_many, model, {"good": good, "flat": constant}, reweight="invariant", num_samples=8,
+               progress_bar=False, loss=None)
+
+
+def test_refined_map_is_refused_for_the_invariant_posterior():
+    """The ascent climbs the plain log joint, whose modes are not the invariant posterior's (its MAP is)."""
+    model = NIWGaussianMixture(dim=1)
+    x, _ = model.simulate(1, num_points=4, seed=0).unpadded(0)
+    post = pyro_acp.exact_posterior(model, x, invariant=True, num_particles=256, seed=0)
+    with pytest.raises(ValueError, match="refined_map climbs the model's plain log joint.*use .map"):
+        post.refined_map()

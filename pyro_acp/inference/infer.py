@@ -93,10 +93,15 @@ def check_options(model: ClusteringModel, *, reweight: bool | str, estimate_log_
     return "now" if reweight or estimate_log_prob == "now" else DEFERRED
 
 
-def check_reweight(model: ClusteringModel, num_points: int, reweight: bool | str = True) -> None:
-    """ValueError unless the model gives the exact log joint that ``reweight=True`` needs on a data set of
-    ``num_points`` (an ordered catalog's only up to its size cap); the invariant likelihood takes any size."""
-    if reweight is True and not has_exact_log_joint(model, num_points):
+def check_reweight(model: ClusteringModel, x: Tensor, reweight: bool | str = True) -> None:
+    """ValueError unless the model can weigh samples of validated data ``x`` as ``reweight`` asks: the exact log
+    joint of ``reweight=True`` (an ordered catalog's only up to its size cap), or the invariant likelihood (any
+    size; not with a constant column)."""
+    if reweight == "invariant":
+        model.check_invariant_data(x)
+        return
+    num_points = model.num_points_of(x)
+    if not has_exact_log_joint(model, num_points):
         raise ValueError(f"reweight=True needs the exact log joint, which {type(model).__name__} does not give for "
                          f"a data set of {num_points} points")
 
@@ -211,9 +216,10 @@ def infer(
             per cluster, 8 z draws and an order budget of 16). ``"invariant"``, for a model of standardised
             data (``NIWGaussianMixture``): weight by p(partition) L(partition | z), the likelihood integrated over
             each column's location and scale - the posterior of data drawn and then standardised, which the
-            guides are trained for and which does not depend on units (:mod:`pyro_acp.inference.reweighting`;
-            method "acp+is-invariant"; ``log_joint`` and the MAP are then that posterior's, estimated with
-            8,192 importance draws; about 2-15 s at N = 7).
+            guides are trained for and which is calibrated on small tables where the plain one over-counts
+            clusters (:mod:`pyro_acp.inference.reweighting`; method "acp+is-invariant"; ``log_joint`` and the
+            MAP are then that posterior's, estimated with 8,192 fitting and 8,192 final importance draws, and
+            ``refined_map`` is refused; about 2-15 s at N = 7). A constant column is refused up front.
         symmetrize: for models whose posterior is unchanged by rotating the data (the isotropic Gaussian
             mixtures; default None: whenever the model says so), draw the samples in up to 16 random
             rotated / reflected frames of the data, sample s in frame s % F, within a budget of 4,096 encoded
@@ -253,13 +259,14 @@ def infer(
     num_samples = check_positive_int(num_samples, "num_samples")
     device = check_device(device)  # before any work: a missing CUDA is a one-line error, not a load failure
     estimate_log_prob = check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
+    reweight = check_reweight_option(reweight)
     x = model.check_data(x)
     warn_about_data(model, x)
     num_points = model.num_points_of(x)
     if num_points < 2:
         raise ValueError(f"data has {num_points} point(s); clustering needs at least 2")
     if reweight:
-        check_reweight(model, num_points, reweight)
+        check_reweight(model, x, reweight)
     if check_prior:
         check = prior_predictive_check(model, x)
         if check is not None and check.outside:

@@ -132,7 +132,7 @@ def _read(model: ClusteringModel, entry: Entry, reweight: bool | str) -> Any:
         if model.num_points_of(x) < 2:
             raise ValueError(f"data has {model.num_points_of(x)} point(s); clustering needs at least 2")
         if reweight:
-            check_reweight(model, model.num_points_of(x), reweight)
+            check_reweight(model, x, reweight)
     except (ValueError, TypeError) as err:
         raise type(err)(f"{describe(entry)}: {err}") from None
     return x

@@ -5,12 +5,12 @@
 
 ``reweight="invariant"``, for a model of standardised data that declares ``invariant_log_likelihood``
 (:class:`~pyro_acp.models.NIWGaussianMixture`): log p(c) + log L(c | z), the likelihood integrated over each
-dimension's location and scale (:mod:`pyro_acp.models.niw_invariant`). That is the posterior of data drawn and
-then standardised: the one the guides are trained for, and the one whose answers do not depend on the data's
-units or offsets; on small tables it differs from the plain posterior of the standardised numbers, which
-over-counts clusters. L is itself an importance-sampling estimate over (location, log scale), with the same
-draws for every distinct sampled partition, fitted to their importance-weighted mixture; its standard error
-travels with the weights, and a warning says when it is large enough to move them.
+dimension's location and scale (:mod:`pyro_acp.models.niw_invariant`). That is the posterior of data drawn, in
+whatever units and offsets, and then standardised: the one the guides are trained for. On small tables it differs
+from the plain posterior of the standardised numbers, which over-counts clusters; it is the calibrated one. L is
+itself an importance-sampling estimate over (location, log scale), with the same draws for every distinct sampled
+partition, fitted to their importance-weighted mixture; a warning says when its standard error, averaged over the
+weighted samples, is large enough to move the weights.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from torch import Tensor
 
 from pyro_acp.diagnostics.importance import ImportanceWeightWarning
 
-#: the values ``reweight`` takes
-REWEIGHT_OPTIONS = (False, True, "invariant")
 #: importance draws over (location, log scale) for the invariant likelihood of a guide's samples
 INVARIANT_DRAWS = 8192
 #: a standard error of the invariant log likelihood (nats) above which the weights it gives are noisy
@@ -32,9 +30,11 @@ IMPRECISE_NATS = 0.25
 
 
 def check_reweight_option(reweight: Any) -> bool | str:
-    """``reweight`` as given when it is one of :data:`REWEIGHT_OPTIONS`, else ValueError naming them."""
-    if not any(reweight is option or (isinstance(reweight, str) and reweight == option)
-               for option in REWEIGHT_OPTIONS):
+    """``reweight`` as :func:`~pyro_acp.infer` acts on it: ``"invariant"``, or any other value as a bool (numpy
+    and torch booleans included); ValueError for any other string."""
+    if not isinstance(reweight, str):
+        return bool(reweight)
+    if reweight != "invariant":
         raise ValueError(f"reweight must be False, True (the model's exact log joint) or 'invariant' (for a model "
                          f"of standardised data: the posterior given the data up to each column's location and "
                          f"scale), got {reweight!r}")
@@ -42,8 +42,10 @@ def check_reweight_option(reweight: Any) -> bool | str:
 
 
 def declares_invariant_likelihood(model: Any) -> bool:
-    """Whether ``model`` gives the likelihood of its standardised data integrated over location and scale."""
-    return callable(getattr(model, "invariant_log_likelihood", None)) and not getattr(model, "ordered", False)
+    """Whether ``model`` gives the likelihood of its standardised data integrated over location and scale (and
+    says on which data it can: ``check_invariant_data``)."""
+    return (all(callable(getattr(model, name, None)) for name in ("invariant_log_likelihood", "check_invariant_data"))
+            and not getattr(model, "ordered", False))
 
 
 def invariant_log_joint(model: Any, x: Tensor, samples: Tensor, log_q: Tensor,
@@ -54,8 +56,8 @@ def invariant_log_joint(model: Any, x: Tensor, samples: Tensor, log_q: Tensor,
     The (location, log scale) proposal is fitted to the samples' mixture sum_c n_c p(c) L(c | z) / q(c)
     (n_c: how often the distinct partition c was drawn, ``log_q``: the guide's log q of every sample), the
     posterior's mixture over (a, u) as far as the samples tell it. Warns
-    (:class:`~pyro_acp.diagnostics.importance.ImportanceWeightWarning`) when some error passes
-    :data:`IMPRECISE_NATS`."""
+    (:class:`~pyro_acp.diagnostics.importance.ImportanceWeightWarning`) when the errors, averaged with the
+    samples' importance weights, pass :data:`IMPRECISE_NATS`. The result is on the device of ``log_q``."""
     # on the CPU, from a CPU stream forked off the caller's (whatever its device), so the numbers match everywhere
     stream = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator,
                                                              device=generator.device)))
@@ -66,9 +68,10 @@ def invariant_log_joint(model: Any, x: Tensor, samples: Tensor, log_q: Tensor,
     mixture = prior + counts.cpu().log() - unique_log_q.cpu()
     likelihood, error = model.invariant_log_likelihood(x.cpu(), unique.cpu(), proposal_log_weights=mixture,
                                                        num_draws=INVARIANT_DRAWS, generator=stream)
-    worst = float(error.max())
-    if not worst <= IMPRECISE_NATS:
-        warnings.warn(f"the invariant log likelihood of the samples is imprecise (standard error up to {worst:.2f} "
-                      f"nats over {INVARIANT_DRAWS} importance draws): the weights carry that noise",
+    log_joint, error = (prior + likelihood)[inverse.cpu()], error[inverse.cpu()]
+    weighted = float((torch.softmax(log_joint - log_q.cpu().to(torch.float64), 0) * error).sum())
+    if not weighted <= IMPRECISE_NATS:
+        warnings.warn(f"the invariant log likelihood of the samples is imprecise (weighted standard error "
+                      f"{weighted:.2f} nats, over {INVARIANT_DRAWS} importance draws): the weights carry that noise",
                       ImportanceWeightWarning, stacklevel=3)
-    return (prior + likelihood)[inverse.cpu()], error[inverse.cpu()]
+    return log_joint.to(log_q.device), error.to(log_q.device)

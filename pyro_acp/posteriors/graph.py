@@ -199,8 +199,8 @@ def infer_graph(infer: Callable[..., ClusteringPosterior], model: Any, graph: An
     if labelled is not None:
         anchors, _ = anchor_labels(labelled, nodes)
         if options.get("reweight"):
-            raise ValueError("reweight=True with labelled nodes is not available: the guide's probability "
-                             "estimates are of unconditioned samples")
+            raise ValueError(f"reweight={options['reweight']!r} with labelled nodes is not available: the guide's "
+                             "probability estimates are of unconditioned samples")
         options["estimate_log_prob"] = False
     # one on-demand path for every model: a graph model's guide gets the graph encoder the model declares
     # (pyro_acp.protocols.guide_options)

@@ -60,6 +60,11 @@ def _check_x(x: Any, num_points: int) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- posterior
+
+#: the methods whose ``log_joint`` is the invariant posterior's of standardised data (the NIW likelihood
+#: integrated over each column's location and scale), not the model's own exact log joint
+INVARIANT_METHODS = ("exact-invariant", "acp+is-invariant")
+
 class ClusteringPosterior:
     """S posterior partitions of N points, with whatever the inference method knows about them.
 
@@ -82,8 +87,9 @@ class ClusteringPosterior:
         x: the observed data (array / tensor, points first, or a networkx graph), for plots.
         model: the generative model, for plots (its ``data_kind``) and provenance.
 
-    ``map`` is the sample with the highest ``log_joint`` (exact up to a constant, so it ranks samples
-    without estimation noise); without ``log_joint``, the highest ``log_prob``; without either, the
+    ``map`` is the sample with the highest ``log_joint`` (exact up to a constant, so it ranks samples without
+    estimation noise; for the invariant posterior of standardised data, methods in :data:`INVARIANT_METHODS`, an
+    importance-sampling estimate); without ``log_joint``, the highest ``log_prob``; without either, the
     partition with the largest total weight (the most frequent sample), ties going to the one seen first.
 
     Two class attributes say what the numbers are, so reports (:meth:`summary`) describe them truthfully:
@@ -258,7 +264,9 @@ class ClusteringPosterior:
         best mode reached (:func:`pyro_acp.reference.map_ascent.ascend_to_mode`: point moves to the most
         probable cluster and merges of two clusters, neither of which lowers log p(partition, x)); the result
         is at least as probable as ``map``. Needs the model and data (``infer`` and ``gibbs`` record them) and
-        a conjugate model with collapsed Gibbs statistics. The samples and weights are not changed.
+        a conjugate model with collapsed Gibbs statistics. The samples and weights are not changed. Refused for
+        the invariant posterior (:data:`INVARIANT_METHODS`): the ascent climbs the model's plain log joint,
+        whose modes are not that posterior's.
         """
         from pyro_acp.reference.map_ascent import ascend_to_mode
 
@@ -269,6 +277,10 @@ class ClusteringPosterior:
             raise ValueError("refined_map needs the model, the data and the samples' exact log joint; this "
                              f"{self.method} posterior has no {' and no '.join(missing)} (infer and gibbs on a "
                              "conjugate model record them)")
+        if self.method in INVARIANT_METHODS:
+            raise ValueError(f"refined_map climbs the model's plain log joint, but this {self.method} posterior "
+                             f"is the invariant one (data drawn and then standardised), whose modes differ on "
+                             f"small tables; use .map, ranked by the invariant log joint")
         if getattr(self.model, "ordered", False):
             raise NotImplementedError(f"refined_map ascends over unordered partitions; {type(self.model).__name__} "
                                       "orders its clusters (labels are positions), which the ascent would lose")
