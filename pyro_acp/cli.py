@@ -268,6 +268,10 @@ def cmd_train(args) -> None:
           f"{history.validation_elbo[-1] if history.validation_elbo else float('nan'):.3f}; saved {args.output}")
 
 
+#: ``--reweight``: what ``infer``'s ``reweight`` becomes
+REWEIGHT_CHOICES = {"exact": True, "invariant": "invariant"}
+
+
 def cmd_infer(args) -> None:
     import pyro_acp
 
@@ -287,7 +291,8 @@ def cmd_infer(args) -> None:
                                       output=out,
                                       num_samples=args.num_samples, guide=args.guide, seed=args.seed,
                                       train=not args.no_train, device=args.device, loss=args.loss,
-                                      figures=args.figures, overwrite=args.overwrite)
+                                      figures=args.figures, overwrite=args.overwrite,
+                                      reweight=REWEIGHT_CHOICES.get(args.reweight, False))
         resumed = sum(folder in before for folder in folders)
         files = ", ".join(RESULT_FILES) + (", posterior.png" if args.figures else "")
         print(f"{len(folders)} data sets from {args.input}: {len(folders) - resumed} clustered now"
@@ -306,11 +311,12 @@ def cmd_infer(args) -> None:
     else:
         model = build_model(args.model or DEFAULT_MODEL, args.model_option or [])
     post = pyro_acp.infer(model, points, num_samples=args.num_samples, guide=args.guide, seed=args.seed,
-                          train=not args.no_train, device=args.device, train_minutes=args.train_minutes)
+                          train=not args.no_train, device=args.device, train_minutes=args.train_minutes,
+                          reweight=REWEIGHT_CHOICES.get(args.reweight, False))
     out.mkdir(parents=True, exist_ok=True)
     labels_file, summary_file, figure_file = (out / name for name in INFER_OUTPUTS)
     columns = {"map": post.map, "point_estimate": post.point_estimate(loss=args.loss)}
-    if can_ascend_to_mode(model):  # the MAP sample climbed to a local mode of the exact posterior
+    if can_ascend_to_mode(model) and args.reweight != "invariant":  # the MAP climbed to a mode of the exact posterior
         columns["refined_map"] = post.refined_map()
     np.savetxt(labels_file, np.stack([labels.numpy() for labels in columns.values()], 1), fmt="%d", delimiter=",",
                header=",".join(columns), comments="")
@@ -401,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--guide", default=None, help="checkpoint path (default: the matching shipped guide)")
     infer.add_argument("--num-samples", type=int, default=100)
     infer.add_argument("--loss", default="vi", choices=("vi", "binder"), help="point-estimate loss")
+    infer.add_argument("--reweight", default=None, choices=tuple(REWEIGHT_CHOICES),
+                       help="weigh the samples by the exact log joint (exact) or, for NIWGaussianMixture, towards "
+                            "the posterior of data drawn and then standardised (invariant; calibrated on small "
+                            "tables)")
     infer.add_argument("--no-train", action="store_true", help="fail instead of training a missing guide")
     infer.add_argument("--train-minutes", type=float, default=None,
                        help="a wall-clock budget for training a missing guide on demand")

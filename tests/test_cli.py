@@ -125,3 +125,17 @@ def test_train_a_program_named_module_function_within_a_budget(tmp_path, capsys)
         assert message in capsys.readouterr().err
     assert main(["train", "--data-dim", "2", "--steps", "1", "--output", str(tmp_path / "h.pt")]) == 2
     assert "configure a --program" in capsys.readouterr().err
+
+
+def test_infer_command_reweights_a_small_table_towards_the_invariant_posterior(tmp_path):
+    """``--reweight invariant`` on a 7-row table: the weighted posterior of data drawn and then standardised,
+    its MAP and point estimate written, no ascent column (the ascent climbs the plain log joint)."""
+    points = np.random.default_rng(3).normal(size=(7, 2)) * [1.0, 100.0] + [0.0, 5.0]
+    np.savetxt(tmp_path / "small.csv", points, delimiter=",")
+    with pytest.warns(UserWarning, match="over-counts clusters"):
+        assert main(["infer", str(tmp_path / "small.csv"), "--num-samples", "200", "--no-train", "--reweight",
+                     "invariant", "--output", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "labels.csv").read_text().splitlines()[0] == "map,point_estimate"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["method"] == "acp+is-invariant" and summary["weighted"] is True
+    assert 1 <= summary["effective_sample_size"] <= 200
