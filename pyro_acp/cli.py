@@ -99,6 +99,16 @@ def default_model(width: int):
     return model if model is not None else build_model(DEFAULT_MODEL, [])
 
 
+def folder_default_model(folder: str):
+    """The model ``pyro-acp infer`` uses for a folder when none is named: :func:`default_model` for the width of
+    its first data file, as a single file would get (``infer_many`` refuses files of another width)."""
+    from pyro_acp.inference.many_sources import entries, read_points_file
+
+    first = next(entries(Path(folder), "vector")[0])
+    points = read_points_file(first.path)
+    return default_model(points.shape[1] if points.ndim == 2 else 1)
+
+
 def _table(rows: list[dict]) -> str:
     keys = list(rows[0])
     width = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
@@ -287,7 +297,10 @@ def cmd_infer(args) -> None:
         if args.train_minutes is not None:
             raise CommandError("--train-minutes applies to a single input file; for a folder, train the guide "
                                "first with `pyro-acp train` and pass it with --guide")
-        folders = pyro_acp.infer_many(build_model(args.model or DEFAULT_MODEL, args.model_option or []), args.input,
+        named = args.model is not None or args.model_option or args.guide is not None
+        model = (build_model(args.model or DEFAULT_MODEL, args.model_option or []) if named
+                 else folder_default_model(args.input))
+        folders = pyro_acp.infer_many(model, args.input,
                                       output=out,
                                       num_samples=args.num_samples, guide=args.guide, seed=args.seed,
                                       train=not args.no_train, device=args.device, loss=args.loss,

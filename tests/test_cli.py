@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -127,15 +128,33 @@ def test_train_a_program_named_module_function_within_a_budget(tmp_path, capsys)
     assert "configure a --program" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_infer_command_reweights_a_small_table_towards_the_invariant_posterior(tmp_path):
     """``--reweight invariant`` on a 7-row table: the weighted posterior of data drawn and then standardised,
     its MAP and point estimate written, no ascent column (the ascent climbs the plain log joint)."""
     points = np.random.default_rng(3).normal(size=(7, 2)) * [1.0, 100.0] + [0.0, 5.0]
     np.savetxt(tmp_path / "small.csv", points, delimiter=",")
-    with pytest.warns(UserWarning, match="over-counts clusters"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the small-table warning is about the plain posterior, not this one
         assert main(["infer", str(tmp_path / "small.csv"), "--num-samples", "200", "--no-train", "--reweight",
                      "invariant", "--output", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "labels.csv").read_text().splitlines()[0] == "map,point_estimate"
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["method"] == "acp+is-invariant" and summary["weighted"] is True
     assert 1 <= summary["effective_sample_size"] <= 200
+
+
+@pytest.mark.slow
+def test_infer_command_on_a_folder_gets_the_model_for_its_width_as_a_file_would(tmp_path):
+    """No --model: a folder of 2-column tables gets NIWGaussianMixture(dim=2), as one such table does, so
+    ``--reweight invariant`` works on it too (it had CRPGaussianMixture, which refuses it)."""
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for name in ("a", "b"):
+        np.savetxt(folder / f"{name}.csv", rng.normal(size=(6, 2)) * [1.0, 50.0], delimiter=",")
+    assert main(["infer", str(folder), "--num-samples", "32", "--no-train", "--reweight", "invariant",
+                 "--output", str(tmp_path / "out")]) == 0
+    for name in ("a", "b"):
+        summary = json.loads((tmp_path / "out" / name / "summary.json").read_text())["summary"]
+        assert summary["method"] == "acp+is-invariant"

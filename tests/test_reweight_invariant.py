@@ -120,7 +120,7 @@ def test_bad_reweight_options_are_refused_before_any_work(monkeypatch):
         _quiet(infer, niw, constant, reweight="invariant")
 
 
-def test_infer_many_names_the_data_set_with_a_constant_column_before_any_work(monkeypatch):
+def test_infer_many_names_the_data_set_with_a_constant_column():
     from pyro_acp import infer_many
 
     model = NIWGaussianMixture(dim=2)

@@ -84,7 +84,8 @@ def check_options(model: ClusteringModel, *, reweight: bool | str, estimate_log_
         raise ValueError(f"reweight={reweight!r} needs the log-probability estimates; drop estimate_log_prob=False")
     if reweight == "invariant" and not declares_invariant_likelihood(model):
         raise ValueError(f"reweight='invariant' needs a model of standardised data that declares "
-                         f"invariant_log_likelihood (e.g. NIWGaussianMixture); {type(model).__name__} does not")
+                         f"invariant_log_likelihood and check_invariant_data (e.g. NIWGaussianMixture); "
+                         f"{type(model).__name__} does not")
     if reweight is True and not has_exact_log_joint(model):
         raise ValueError(f"reweight=True needs a model with an exact log joint p(partition, x); "
                          f"{type(model).__name__} has none")
@@ -261,12 +262,13 @@ def infer(
     estimate_log_prob = check_options(model, reweight=reweight, estimate_log_prob=estimate_log_prob)
     reweight = check_reweight_option(reweight)
     x = model.check_data(x)
-    warn_about_data(model, x)
     num_points = model.num_points_of(x)
     if num_points < 2:
         raise ValueError(f"data has {num_points} point(s); clustering needs at least 2")
     if reweight:
         check_reweight(model, x, reweight)
+    if reweight != "invariant":  # a model's data warnings are about its plain posterior, which this one replaces
+        warn_about_data(model, x)
     if check_prior:
         check = prior_predictive_check(model, x)
         if check is not None and check.outside:
