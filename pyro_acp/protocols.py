@@ -166,6 +166,14 @@ def has_collapsed_likelihood(model: Any) -> bool:
     return all(callable(getattr(model, name, None)) for name in _COLLAPSED_METHODS)
 
 
+def has_invariant_likelihood(model: Any) -> bool:
+    """Whether ``model`` gives the likelihood of its standardised data integrated over each column's location and
+    scale (``invariant_log_likelihood``) and says on which data it can (``check_invariant_data``): the invariant
+    posterior of ``exact_posterior(..., invariant=True)`` and ``infer(..., reweight="invariant")``."""
+    return (all(callable(getattr(model, name, None)) for name in ("invariant_log_likelihood", "check_invariant_data"))
+            and not getattr(model, "ordered", False))
+
+
 def has_exact_log_joint(model: Any, num_points: int | None = None) -> bool:
     """Whether :func:`exact_log_joint` gives numbers for ``model`` (on data sets of ``num_points``, when given):
     a collapsed likelihood, or for an ordered model ``log_ordered_joint`` of its ordered partitions where its

@@ -28,7 +28,7 @@ from pyro_acp.inference.on_demand import (  # noqa: F401  (re-exported: the name
     resolve_guide,
     train_for_model,
 )
-from pyro_acp.inference.reweighting import check_reweight_option, declares_invariant_likelihood, invariant_log_joint
+from pyro_acp.inference.reweighting import check_reweight_option, invariant_log_joint
 from pyro_acp.inference.sampling import sample_partitions
 from pyro_acp.models.graphs import PreparedGraph
 from pyro_acp.models.program import as_clustering_model
@@ -36,7 +36,7 @@ from pyro_acp.posteriors.deferred import DeferredLogProb, defer_estimate
 from pyro_acp.posteriors.graph import infer_graph
 from pyro_acp.posteriors.ordered import OrderedClusteringPosterior
 from pyro_acp.posteriors.posterior import ClusteringPosterior
-from pyro_acp.protocols import ClusteringModel, exact_log_joint, has_exact_log_joint
+from pyro_acp.protocols import ClusteringModel, exact_log_joint, has_exact_log_joint, has_invariant_likelihood
 from pyro_acp.seeding import make_generator
 from pyro_acp.validation import check_device, check_positive_int, warn_about_data
 
@@ -82,7 +82,7 @@ def check_options(model: ClusteringModel, *, reweight: bool | str, estimate_log_
     reweight = check_reweight_option(reweight)
     if reweight and not estimate_log_prob:
         raise ValueError(f"reweight={reweight!r} needs the log-probability estimates; drop estimate_log_prob=False")
-    if reweight == "invariant" and not declares_invariant_likelihood(model):
+    if reweight == "invariant" and not has_invariant_likelihood(model):
         raise ValueError(f"reweight='invariant' needs a model of standardised data that declares "
                          f"invariant_log_likelihood and check_invariant_data (e.g. NIWGaussianMixture); "
                          f"{type(model).__name__} does not")

@@ -41,13 +41,6 @@ def check_reweight_option(reweight: Any) -> bool | str:
     return reweight
 
 
-def declares_invariant_likelihood(model: Any) -> bool:
-    """Whether ``model`` gives the likelihood of its standardised data integrated over location and scale (and
-    says on which data it can: ``check_invariant_data``)."""
-    return (all(callable(getattr(model, name, None)) for name in ("invariant_log_likelihood", "check_invariant_data"))
-            and not getattr(model, "ordered", False))
-
-
 def invariant_log_joint(model: Any, x: Tensor, samples: Tensor, log_q: Tensor,
                         generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """log p(c) + log L(c | z) (S,) of canonical samples (S, N) of standardised data ``x`` (N, D), and the

@@ -29,7 +29,13 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import bell_number, enumerate_partitions
 from pyro_acp.posteriors.posterior import ExactPosterior
-from pyro_acp.protocols import ClusteringModel, CollapsedModel, has_collapsed_likelihood, require_collapsed
+from pyro_acp.protocols import (
+    ClusteringModel,
+    CollapsedModel,
+    has_collapsed_likelihood,
+    has_invariant_likelihood,
+    require_collapsed,
+)
 from pyro_acp.seeding import make_generator
 from pyro_acp.validation import check_positive_int, warn_about_data
 
@@ -103,10 +109,11 @@ def _num_points(model: Any, data: Tensor) -> int:
 
 
 def _invariant_posterior(model: Any, x: Any, num_draws: int, seed: int | None) -> EstimatedExactPosterior:
-    if not callable(getattr(model, "invariant_log_likelihood", None)):
+    if not has_invariant_likelihood(model):
         name = getattr(model, "__name__", type(model).__name__)
         raise TypeError(f"exact_posterior(..., invariant=True) needs a model of standardised data that declares "
-                        f"invariant_log_likelihood (e.g. NIWGaussianMixture); {name} does not")
+                        f"invariant_log_likelihood and check_invariant_data (e.g. NIWGaussianMixture); {name} does "
+                        f"not")
     began = time.perf_counter()
     data = model.check_data(x).to(torch.float64)
     num_points = _num_points(model, data)
