@@ -316,6 +316,7 @@ def cmd_infer(args) -> None:
         check_input_file(args.guide, "--guide checkpoint")
     out = check_output_folder(args.output, args.overwrite)
     check_minutes_option(args.train_minutes)
+    from pyro_acp.posteriors.posterior import INVARIANT_METHODS
     from pyro_acp.protocols import can_ascend_to_mode
 
     points = read_points(args.input)
@@ -329,7 +330,7 @@ def cmd_infer(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     labels_file, summary_file, figure_file = (out / name for name in INFER_OUTPUTS)
     columns = {"map": post.map, "point_estimate": post.point_estimate(loss=args.loss)}
-    if can_ascend_to_mode(model) and args.reweight != "invariant":  # the MAP climbed to a mode of the exact posterior
+    if can_ascend_to_mode(model) and post.method not in INVARIANT_METHODS:  # the MAP climbed to a mode of p(c | x)
         columns["refined_map"] = post.refined_map()
     np.savetxt(labels_file, np.stack([labels.numpy() for labels in columns.values()], 1), fmt="%d", delimiter=",",
                header=",".join(columns), comments="")

@@ -184,23 +184,26 @@ class _Guides:
         path = best_guide(self.serving, num_points=num_points)
         return None if path == self.default_path else path
 
+    def _load(self, path: Path) -> ClusterwiseGuide:
+        """The guide at ``path``, loaded once, on the default guide's device."""
+        if path not in self._loaded:
+            self._loaded[path] = load_guide(path, map_location=next(self.default.parameters()).device)[0].eval()
+        return self._loaded[path]
+
     def for_size(self, num_points: int) -> ClusterwiseGuide:
         path = self.path_for(num_points)
         if path is None:
             return self.default
-        if path not in self._loaded:
-            device = next(self.default.parameters()).device
-            guide = load_guide(path, map_location=device)[0].eval()
-            if check_guide_orders(self.model, guide) != check_guide_orders(self.model, self.default):
-                raise ValueError(f"the guides for {self.model!r} disagree on ordering: {path}")
-            self._loaded[path] = guide
-        return self._loaded[path]
+        guide = self._load(path)
+        if check_guide_orders(self.model, guide) != check_guide_orders(self.model, self.default):
+            raise ValueError(f"the guides for {self.model!r} disagree on ordering: {path}")
+        return guide
 
     def identities(self) -> list[dict[str, Any]]:
         """What a streamed run records of its guides: the default's identity, then every other guide that the
         registry could pick for some size (so a resumed run refuses a changed set of guides)."""
         others = [found.path for found in self.serving if found.path != self.default_path]
-        return [guide_identity(self.default)] + [{"file": path.name, **guide_identity(load_guide(path)[0])}
+        return [guide_identity(self.default)] + [{"file": path.name, **guide_identity(self._load(path))}
                                                   for path in others]
 
 
