@@ -124,7 +124,7 @@ def compute_references(name: str, particles: int) -> None:
 def evaluate(name: str, num_samples: int) -> dict:
     """TVs of the guide (samples and density) and of NUTS to the enumerated posterior; written to the card."""
     from pyro_acp.distributions import AmortizedPartition
-    from pyro_acp.posteriors.posterior import ExactPosterior
+    from pyro_acp.posteriors.enumerated import ExactPosterior
     from tests.mcmc_checks import total_variation
 
     reference = _load_references()[name]

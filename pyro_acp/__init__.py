@@ -21,7 +21,7 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
     "PitmanYor": ("pyro_acp.distributions", "PitmanYor"),
     "MixtureOfFiniteMixtures": ("pyro_acp.distributions", "MixtureOfFiniteMixtures"),
     "ClusteringPosterior": ("pyro_acp.posteriors.posterior", "ClusteringPosterior"),
-    "ExactPosterior": ("pyro_acp.posteriors.posterior", "ExactPosterior"),
+    "ExactPosterior": ("pyro_acp.posteriors.enumerated", "ExactPosterior"),
     "infer": ("pyro_acp.inference.infer", "infer"),
     "infer_many": ("pyro_acp.inference.many", "infer_many"),
     "train": ("pyro_acp.inference.training", "train"),
@@ -67,7 +67,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from pyro_acp.inference.infer import infer
     from pyro_acp.inference.many import infer_many
     from pyro_acp.inference.training import train
-    from pyro_acp.posteriors.posterior import ClusteringPosterior, ExactPosterior
+    from pyro_acp.posteriors.enumerated import ExactPosterior
+    from pyro_acp.posteriors.posterior import ClusteringPosterior
     from pyro_acp.pretrained.checkpoint import load_guide
     from pyro_acp.pretrained.checkpoint import load_guide as load
     from pyro_acp.reference.exact import exact_posterior

@@ -11,7 +11,7 @@ from scipy import integrate
 from torch.distributions import MultivariateNormal
 
 from pyro_acp.models import SBM, CRPGaussianMixture, OrderedGaussianCatalog, PitmanYorGaussianMixture
-from pyro_acp.posteriors.posterior import ExactPosterior
+from pyro_acp.posteriors.enumerated import ExactPosterior
 from pyro_acp.reference.exact import MAX_EXACT_POINTS, exact_posterior
 
 # ---------------------------------------------------------------------------------------------- brute force

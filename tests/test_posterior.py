@@ -18,8 +18,9 @@ import torch  # noqa: E402
 from sklearn.metrics import mutual_info_score  # noqa: E402
 
 from pyro_acp.data.partitions import canonicalize, enumerate_partitions  # noqa: E402
+from pyro_acp.posteriors.enumerated import ExactPosterior  # noqa: E402
 from pyro_acp.posteriors.point_estimate import expected_loss  # noqa: E402
-from pyro_acp.posteriors.posterior import ClusteringPosterior, ExactPosterior, _arviz_from_posterior  # noqa: E402
+from pyro_acp.posteriors.posterior import ClusteringPosterior, _arviz_from_posterior  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- helpers

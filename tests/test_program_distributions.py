@@ -123,7 +123,7 @@ def test_the_amortized_posterior_is_a_pyro_distribution_that_guides_a_program():
     from pyro_acp.distributions import AmortizedPartition
     from pyro_acp.guides import ACPS
     from pyro_acp.models import as_clustering_model
-    from pyro_acp.posteriors.posterior import ExactPosterior
+    from pyro_acp.posteriors.enumerated import ExactPosterior
     from tests.mcmc_checks import iid_total_variation, total_variation
     from tests.test_program_references import finite_mixture
 

@@ -30,7 +30,7 @@ import pyro_acp
 from pyro_acp.diagnostics.metrics import total_variation
 from pyro_acp.guides import ACPS
 from pyro_acp.models import ProgramModel
-from pyro_acp.posteriors.posterior import ExactPosterior
+from pyro_acp.posteriors.enumerated import ExactPosterior
 from pyro_acp.pretrained.checkpoint import load_guide
 from pyro_acp.pretrained.registry import check_guide_matches
 from tests.data import programs

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from pyro_acp.data.partitions import check_labels
-from pyro_acp.posteriors.posterior import ClusteringPosterior, ExactPosterior
+from pyro_acp.posteriors.enumerated import ExactPosterior
+from pyro_acp.posteriors.posterior import ClusteringPosterior
 
 __all__ = ["ComparisonTable", "compare"]
 

@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize
-from pyro_acp.posteriors.posterior import ClusteringPosterior, ExactPosterior
+from pyro_acp.posteriors.enumerated import ExactPosterior
+from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.validation import check_partition_rows
 
 __all__ = ["OrderedClusteringPosterior", "OrderedExactPosterior", "check_ordered_labels"]

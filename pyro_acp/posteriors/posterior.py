@@ -5,8 +5,8 @@ optionally with estimated log posterior probabilities, importance / exact weight
 answers the questions statisticians ask of a clustering posterior: the MAP, the co-clustering matrix,
 the posterior of the number of clusters, a decision-theoretic point estimate (Variation of Information or
 Binder loss, found by a greedy search in the spirit of Dahl's SALSO), an ArviZ export and a figure.
-:class:`ExactPosterior` is the same object built from an enumeration of every partition with its
-probability (small N), and can draw samples for calibration checks.
+:class:`~pyro_acp.posteriors.enumerated.ExactPosterior` (its own module) is the same object built from an
+enumeration of every partition with its probability (small N).
 Losses and their minimisation live in :mod:`pyro_acp.posteriors.point_estimate`, the figure in
 :mod:`pyro_acp.posteriors.plots`, the summary in :mod:`pyro_acp.posteriors.summary`, the ArviZ export in
 :mod:`pyro_acp.posteriors.arviz_export`.
@@ -30,7 +30,6 @@ from pyro_acp.posteriors.deferred import DeferredLogProb, GuideChangedError
 from pyro_acp.posteriors.plots import plot_posterior
 from pyro_acp.posteriors.point_estimate import SEARCHES, check_loss, minimise_expected_loss
 from pyro_acp.posteriors.summary import PosteriorSummary
-from pyro_acp.seeding import make_generator
 from pyro_acp.validation import (
     check_chain,
     check_choice,
@@ -40,7 +39,7 @@ from pyro_acp.validation import (
     check_weights,
 )
 
-__all__ = ["ClusteringPosterior", "ExactPosterior", "PosteriorSummary"]
+__all__ = ["INVARIANT_METHODS", "ClusteringPosterior", "PosteriorSummary"]
 
 
 def _check_x(x: Any, num_points: int) -> Any:
@@ -95,7 +94,7 @@ class ClusteringPosterior:
     Two class attributes say what the numbers are, so reports (:meth:`summary`) describe them truthfully:
     ``exact_log_prob`` (False here: ``log_prob`` is an estimate, e.g. a guide's) and
     ``weights_are_probabilities`` (False here: ``weights`` are importance weights, whose effective sample
-    size is reported). An enumerated posterior (:class:`ExactPosterior`) sets both.
+    size is reported). An enumerated posterior (:class:`~pyro_acp.posteriors.enumerated.ExactPosterior`) sets both.
     """
 
     #: ``log_prob`` is the exact log posterior probability (True) or an estimate (False)
@@ -447,61 +446,3 @@ class ClusteringPosterior:
             f"num_points={self.num_points}, mean_K={k_mean:.2f}{weighted})"
         )
 
-
-class ExactPosterior(ClusteringPosterior):
-    """An enumerated posterior: every partition (M, N) with its probability (M,), e.g. from exact inference.
-
-    ``log_prob`` is log ``probs`` (normalised), ``weights`` are ``probs``, the MAP is the most probable
-    partition, and :meth:`sample` draws partitions from it. Its ``log_prob`` is exact and its weights are the
-    posterior itself (``exact_log_prob``, ``weights_are_probabilities``): :meth:`summary` calls the MAP
-    probability exact and reports no effective sample size (``effective_sample_size`` is only 1 / sum p²).
-    """
-
-    exact_log_prob: ClassVar[bool] = True
-    weights_are_probabilities: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        partitions: Any,
-        probs: Any,
-        *,
-        method: str = "exact",
-        wall_time: float | None = None,
-        log_likelihood: Any = None,
-        x: Any = None,
-        model: Any = None,
-        log_joint: Any = None,
-    ) -> None:
-        partitions = self.canonical_samples(partitions, "partitions")
-        probs = check_weights(probs, partitions.shape[0], name="probs")
-        super().__init__(
-            partitions, log_prob=probs.log(), weights=probs, method=method, wall_time=wall_time,
-            log_likelihood=log_likelihood, x=x, model=model, log_joint=log_joint,
-        )
-
-    @classmethod
-    def from_log_joint(cls, partitions: Any, log_joint: Any, **kwargs: Any) -> ExactPosterior:
-        """Normalise log p(partition, x) over the enumerated partitions in log space (no underflow)."""
-        partitions = cls.canonical_samples(partitions, "partitions")
-        log_joint = check_vector(log_joint, "log_joint", partitions.shape[0], allow_neg_inf=True)
-        if torch.isneginf(log_joint).all():
-            raise ValueError("log_joint is -inf for every partition")
-        probs = (log_joint - torch.logsumexp(log_joint, 0)).exp()
-        return cls(partitions, probs, log_joint=log_joint, **kwargs)
-
-    @property
-    def partitions(self) -> Tensor:
-        """(M, N) every enumerated partition, canonical."""
-        return self._samples
-
-    @property
-    def probs(self) -> Tensor:
-        """(M,) float64 posterior probabilities, summing to one."""
-        return self._weights
-
-    def sample(self, num_samples: int, seed: int | None = None) -> Tensor:
-        """(num_samples, N) partitions drawn i.i.d. from the exact posterior (seeded when ``seed`` is given)."""
-        num_samples = check_positive_int(num_samples, "num_samples")
-        generator = make_generator(seed)
-        index = torch.multinomial(self._weights, num_samples, replacement=True, generator=generator)
-        return self._samples[index]

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from pyro_acp.data.partitions import bell_number, enumerate_partitions
-from pyro_acp.posteriors.posterior import ExactPosterior
+from pyro_acp.posteriors.enumerated import ExactPosterior
 from pyro_acp.protocols import (
     ClusteringModel,
     CollapsedModel,
