@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
@@ -50,11 +50,13 @@ from pyro_acp.guides.acp import ACP, ACPS
 from pyro_acp.guides.clusterwise import DataEncoding, FinishedClusters, StepEncoding, cap_cluster_size
 from pyro_acp.inference.frame_strata import frame_mixture, sample_frames_to_score
 from pyro_acp.inference.frames import drawn_frames
-from pyro_acp.inference.log_prob import LogProbEstimate, log_prob_estimate
 from pyro_acp.nn.attention import MAB, PMA, pooled
 from pyro_acp.nn.encoders import mlp
 from pyro_acp.posteriors.ordered import check_ordered_labels
 from pyro_acp.validation import check_choice, check_positive_int, check_scalar
+
+if TYPE_CHECKING:  # the estimator imports the guides: imported where it runs
+    from pyro_acp.inference.log_prob import LogProbEstimate
 
 __all__ = ["NOC", "NOCS", "OrderedHeads", "creation_order", "ordered_log_prob_estimate"]
 
@@ -362,6 +364,8 @@ def ordered_log_prob_estimate(guide: OrderedHeads, x: Tensor, samples: Tensor, f
     the reference the stratified form is checked against). One estimate per
     distinct ordered partition; returns (S,) tensors (``orders_enumerated``: all cluster orders of the
     partition summed exactly by the estimator in every frame scored)."""
+    from pyro_acp.inference.log_prob import LogProbEstimate, log_prob_estimate  # (it imports the guides)
+
     unique, inverse = samples.unique(dim=0, return_inverse=True)
     views = x.unsqueeze(0) if frames is None else torch.einsum("nd,fed->fne", x, frames.to(x))  # x_f = x Q_f^T
     drawn = drawn_frames(inverse, unique.shape[0], frames)

@@ -99,6 +99,31 @@ def default_model(width: int):
     return model if model is not None else build_model(DEFAULT_MODEL, [])
 
 
+def guide_model(path: str):
+    """The model a ``--guide`` checkpoint's card records it was trained for, which ``pyro-acp infer`` uses when
+    no model is named (a guide serves only the model it was trained for). A card recording no model, or one
+    this package cannot rebuild (a Pyro program: name it with ``--program`` in ``pyro-acp train``), is a
+    CommandError asking for ``--model``."""
+    from pyro_acp.models.base import model_from_config
+    from pyro_acp.pretrained.checkpoint import read_card
+
+    try:
+        recorded = read_card(path).get("model")
+    except ValueError as err:
+        raise CommandError(f"--guide {path}: {err}") from None
+    if not isinstance(recorded, dict):
+        raise CommandError(f"--guide {path}: its model card records no model; name it with --model")
+    if recorded.get("type") not in point_models():
+        raise CommandError(f"--guide {path} was trained for {recorded.get('type')!r}, which pyro-acp infer cannot "
+                           f"rebuild from the card; name the model with --model (one of "
+                           f"{', '.join(sorted(point_models()))})")
+    try:
+        return model_from_config(recorded)
+    except (TypeError, ValueError) as err:
+        raise CommandError(f"--guide {path}: the model its card records cannot be built ({err}); "
+                           f"name it with --model") from None
+
+
 def folder_default_model(folder: str):
     """The model ``pyro-acp infer`` uses for a folder when none is named: :func:`default_model` for the width of
     its first data file, as a single file would get (``infer_many`` refuses files of another width)."""
@@ -297,9 +322,10 @@ def cmd_infer(args) -> None:
         if args.train_minutes is not None:
             raise CommandError("--train-minutes applies to a single input file; for a folder, train the guide "
                                "first with `pyro-acp train` and pass it with --guide")
-        named = args.model is not None or args.model_option or args.guide is not None
-        model = (build_model(args.model or DEFAULT_MODEL, args.model_option or []) if named
-                 else folder_default_model(args.input))
+        if args.model is not None or args.model_option:
+            model = build_model(args.model or DEFAULT_MODEL, args.model_option or [])
+        else:  # the guide's own model, else the one for the first file's width
+            model = guide_model(args.guide) if args.guide is not None else folder_default_model(args.input)
         folders = pyro_acp.infer_many(model, args.input,
                                       output=out,
                                       num_samples=args.num_samples, guide=args.guide, seed=args.seed,
@@ -320,10 +346,12 @@ def cmd_infer(args) -> None:
     from pyro_acp.protocols import can_ascend_to_mode
 
     points = read_points(args.input)
-    if args.model is None and not args.model_option:  # the shipped guide that fits the table's width
-        model = default_model(points.shape[1] if points.ndim == 2 else 1)
-    else:
+    if args.model is not None or args.model_option:
         model = build_model(args.model or DEFAULT_MODEL, args.model_option or [])
+    elif args.guide is not None:  # the model the guide was trained for
+        model = guide_model(args.guide)
+    else:  # the shipped guide that fits the table's width
+        model = default_model(points.shape[1] if points.ndim == 2 else 1)
     post = pyro_acp.infer(model, points, num_samples=args.num_samples, guide=args.guide, seed=args.seed,
                           train=not args.no_train, device=args.device, train_minutes=args.train_minutes,
                           reweight=REWEIGHT_CHOICES.get(args.reweight, False))
@@ -335,7 +363,8 @@ def cmd_infer(args) -> None:
     np.savetxt(labels_file, np.stack([labels.numpy() for labels in columns.values()], 1), fmt="%d", delimiter=",",
                header=",".join(columns), comments="")
     summary = post.summary()
-    summary_file.write_text(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
+    summary_file.write_text(json.dumps({"model": model.config(), **dataclasses.asdict(summary)}, indent=2,
+                                       default=str))
     post.plot(path=figure_file)
     print(summary)
     print(f"wrote {labels_file}, {summary_file}, {figure_file}")
@@ -415,8 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("input", help="(N, D) points: .npy or numeric .csv; or a folder of such files, one data set "
                                      "each, clustered in batches (results in --output/<file name>/, resumable)")
     infer.add_argument("--model", default=None,
-                       help="a registered model of points (default: the model of the shipped guide that fits the "
-                            "table's width, else CRPGaussianMixture)")
+                       help="a registered model of points (default: the model --guide was trained for; without "
+                            "--guide, the model of the shipped guide that fits the table's width, else "
+                            "CRPGaussianMixture)")
     infer.add_argument("--model-option", action="append", metavar="KEY=VALUE")
     infer.add_argument("--guide", default=None, help="checkpoint path (default: the matching shipped guide)")
     infer.add_argument("--num-samples", type=int, default=100)

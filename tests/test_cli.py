@@ -88,6 +88,35 @@ def test_infer_without_a_model_uses_the_registry_default_for_the_width(tmp_path,
     assert cli.default_model(2).config() == CRPGaussianMixture().config()  # a registry without the function
 
 
+@pytest.mark.parametrize("folder", [False, True])
+def test_infer_with_a_guide_and_no_model_uses_the_model_the_guide_was_trained_for(tmp_path, capsys, folder):
+    """--guide without --model: the model the guide's card records (here NIWGaussianMixture(dim=3), which no
+    width default gives), for a file and for a folder; a card without a model asks for --model."""
+    from pyro_acp.guides import ACPS
+    from pyro_acp.models import NIWGaussianMixture
+    from pyro_acp.pretrained.checkpoint import save_checkpoint
+    from pyro_acp.seeding import forked_rng
+
+    model = NIWGaussianMixture(dim=3)
+    with forked_rng(0):
+        guide = ACPS(3, hidden_dim=16, num_heads=2, num_inducing=4)
+    save_checkpoint(tmp_path / "niw3.pt", guide, {"model": model.config()})
+    save_checkpoint(tmp_path / "bare.pt", guide, {})
+    table = tmp_path / "tables" / "t.csv"
+    table.parent.mkdir()
+    np.savetxt(table, np.random.default_rng(2).normal(size=(12, 3)) * [1.0, 30.0, 0.1], delimiter=",")
+    source = str(table.parent if folder else table)
+    out = tmp_path / "out"
+    assert main(["infer", source, "--guide", str(tmp_path / "niw3.pt"), "--num-samples", "4", "--no-train",
+                 "--output", str(out)]) == 0
+    recorded = json.loads((out / ("infer_many.json" if folder else "summary.json")).read_text())["model"]
+    assert recorded == model.config(), recorded
+    capsys.readouterr()
+    assert main(["infer", source, "--guide", str(tmp_path / "bare.pt"), "--num-samples", "4", "--no-train",
+                 "--output", str(tmp_path / "out2")]) == 2
+    assert "records no model; name it with --model" in capsys.readouterr().err
+
+
 PROGRAM = """
 import pyro, pyro.distributions as dist, torch
 from pyro.ops.indexing import Vindex

@@ -40,7 +40,7 @@ def _equal_to_infer(xs, seed, **options):
         alone = pyro_acp.infer(MODEL, x, seed=dataset_seed(seed, i), progress_bar=False, **options)
         assert torch.equal(posterior.samples, alone.samples), i
         assert torch.equal(posterior.log_joint, alone.log_joint), i
-        for name in ("log_prob", "log_prob_error"):  # the same draws, summed in a batch of another shape
+        for name in ("log_prob", "log_prob_error", "weights"):  # the same draws, summed in a batch of another shape
             ours, theirs = getattr(posterior, name), getattr(alone, name)
             assert (ours is None and theirs is None) or torch.allclose(ours, theirs, rtol=0, atol=1e-4,
                                                                        equal_nan=True), (i, name)
@@ -53,6 +53,22 @@ def test_samples_and_log_prob_equal_infer_with_each_data_sets_seed():
     dataset_seed(root, index), and its log q estimates and their errors within float rounding (1e-4 nats)."""
     distinct = _equal_to_infer(XS, 11, num_samples=6, guide=GUIDE)
     assert distinct > 2 * len(XS)  # the samples are random draws, not one partition each
+
+
+@pytest.mark.parametrize("mass", [None, 0.0])
+def test_reweighted_data_sets_are_refined_and_weighted_as_infer_does(monkeypatch, mass):
+    """reweight=True refines each data set's loose estimates by its own importance weights
+    (log_prob.refinement_choice), from its own generator: the weights are infer's. With the default budget
+    this untrained guide's loose estimates carry too little weight to refine; with none, every one is."""
+    from pyro_acp.inference import log_prob
+
+    if mass is not None:
+        monkeypatch.setattr(log_prob, "REWEIGHT_REFINE_MASS", mass)
+    refined = []
+    choice = log_prob.refinement_choice
+    monkeypatch.setattr(log_prob, "refinement_choice", lambda *args: refined.append(choice(*args)) or refined[-1])
+    assert _equal_to_infer(XS[:3], 5, num_samples=8, guide=GUIDE, reweight=True) > 3
+    assert (sum(len(r) for r in refined) > 0) == (mass == 0.0)
 
 
 def test_the_point_width_is_moved_off_the_guides_other_sizes():

@@ -45,18 +45,32 @@ DEFERRED = "deferred"
 
 
 def _estimate_log_q(guide: ClusterwiseGuide, x: Tensor, samples: Tensor, frames: Tensor | None,
-                    settings: dict[str, Any], generator: torch.Generator) -> LogProbEstimate:
+                    settings: dict[str, Any], generator: torch.Generator,
+                    weighed_by: ClusteringModel | None = None) -> LogProbEstimate:
     """log q of every sample (S,) with its standard error, one estimate per distinct partition.
 
     q is the density the samples were drawn from: with frames, the mixture q_F(c) = (1 / F) sum_f q(c | Q_f x)
     over the F sampling frames, stratified by the frames each partition was drawn in
     (:mod:`pyro_acp.inference.log_prob`). As an importance proposal, this marginal q_F gives weights
     p(c, x) / q_F(c) with less variance than per-frame weights p(c, x) / q(c | Q x) (the frame integrated out).
+    ``weighed_by``: the model whose exact log joint the samples will be weighted by; the estimates are then
+    refined where the weights need it (:func:`refine_target`).
     """
     unique, inverse = samples.unique(dim=0, return_inverse=True)
+    target = None if weighed_by is None else refine_target(weighed_by, x, unique, inverse)
     estimate = log_prob_estimate(guide, x, unique, generator=generator, frames=frames,
-                                 drawn_frames=drawn_frames(inverse, unique.shape[0], frames), **settings)
+                                 drawn_frames=drawn_frames(inverse, unique.shape[0], frames), refine_target=target,
+                                 **settings)
     return per_sample(estimate, inverse)
+
+
+def refine_target(model: ClusteringModel, x: Tensor, unique: Tensor, inverse: Tensor) -> Tensor:
+    """log(count) + log p(c, x) of each distinct partition c (U, N) of ``x`` (``inverse`` (S,): each sample's
+    distinct partition): the numerators of the importance weights p(c, x) / q(c) summed over its samples, which
+    tell the log q estimator which partitions carry weight
+    (:func:`pyro_acp.inference.log_prob.refinement_choice`)."""
+    counts = torch.bincount(inverse, minlength=unique.shape[0]).to(x.dtype)
+    return counts.log() + exact_log_joint(model, x, unique).to(x)
 
 
 def estimates_orders(guide: ClusterwiseGuide) -> bool:
@@ -214,13 +228,15 @@ def infer(
             small data sets; check ``posterior.effective_sample_size`` and ``posterior.weight_diagnostics``
             (ESS and Pareto k), which collapse on large ones. Beyond N = 12 the estimates of q are then more
             precise than by default (``pyro_acp.inference.log_prob.REWEIGHT_SETTINGS``: at least 10 anchors
-            per cluster, 8 z draws and an order budget of 16). ``"invariant"``, for a model of standardised
-            data (``NIWGaussianMixture``): weight by p(partition) L(partition | z), the likelihood integrated over
-            each column's location and scale - the posterior of data drawn and then standardised, which the
-            guides are trained for and which is calibrated on small tables where the plain one over-counts
-            clusters (:mod:`pyro_acp.inference.reweighting`; method "acp+is-invariant"; ``log_joint`` and the
-            MAP are then that posterior's, estimated with 8,192 fitting and 8,192 final importance draws, and
-            ``refined_map`` is refused; about 2-15 s at N = 7). A constant column is refused up front.
+            per cluster, 8 z draws and an order budget of 16), and at any N the estimates noisier than 0.25 nats
+            that carry weight are made again with 8x the z draws (``log_prob.refinement_choice``).
+            ``"invariant"``, for a model of standardised data (``NIWGaussianMixture``): weight by p(partition)
+            L(partition | z), the likelihood integrated over each column's location and scale - the posterior of data
+            drawn and then standardised, which the guides are trained for and which is calibrated on small tables where
+            the plain one over-counts clusters (:mod:`pyro_acp.inference.reweighting`; method "acp+is-invariant";
+            ``log_joint`` and the MAP are then that posterior's, estimated with 8,192 fitting and 8,192 final
+            importance draws, and ``refined_map`` is refused; about 2-15 s at N = 7). A constant column is refused up
+            front.
         symmetrize: for models whose posterior is unchanged by rotating the data (the isotropic Gaussian
             mixtures; default None: whenever the model says so), draw the samples in up to 16 random
             rotated / reflected frames of the data, sample s in frame s % F, within a budget of 4,096 encoded
@@ -294,7 +310,8 @@ def infer(
 
         def estimate_with(stream: torch.Generator) -> LogProbEstimate:
             return (ordered_log_prob_estimate(guide, kept, labels, frames, settings, stream) if ordered
-                    else _estimate_log_q(guide, kept, canonicalize(labels), frames, settings, stream))
+                    else _estimate_log_q(guide, kept, canonicalize(labels), frames, settings, stream,
+                                         weighed_by=model if reweight is True else None))
 
         # estimated on first read (posteriors/deferred.py), or now: asked for, or for the importance weights
         estimate = (defer_estimate(guide, lambda stream: estimate_with(stream).pair(), generator)

@@ -56,11 +56,12 @@ from pyro_acp.inference.log_prob_settings import (  # noqa: F401  (re-exported: 
     AUTO,
     LOG_PROB_SETTINGS,
     REFINE_Z_FACTOR,
+    REWEIGHT_REFINE_MASS,
     REWEIGHT_REFINE_TO,
     REWEIGHT_SETTINGS,
     log_prob_settings,
 )
-from pyro_acp.inference.log_space import log_stratified_mean_and_error
+from pyro_acp.inference.log_space import log_stratified_mean_and_error, scatter_logsumexp
 from pyro_acp.inference.replicates import place_in_frames, replicate_units
 from pyro_acp.inference.sampling import padded_inputs
 from pyro_acp.inference.streams import EstimatorDraws
@@ -112,6 +113,7 @@ def log_prob_estimate(
     orders: str = "auto",
     refine_to: float | None = None,
     refine_rounds: int = 1,
+    refine_target: Tensor | None = None,
 ) -> LogProbEstimate:
     """Estimate log q(partition | x) for partitions (B, S, N) of data sets (B, N, D) (module docstring).
 
@@ -127,6 +129,9 @@ def log_prob_estimate(
     ``refine_to`` (nats): partitions whose standard error exceeds it get further independent replicates with
     :data:`REFINE_Z_FACTOR` times the z draws, pooled with the first (each replicate is unbiased), for up to
     ``refine_rounds`` rounds: rare partitions, whose joins need unusual z, are the noisy ones.
+    ``refine_target`` ((B, S) or (S,)): the log numerator of each partition's importance weight, log count +
+    log p(partition, x), so that w = exp(target - log q) up to a constant: then only the loose partitions that
+    carry weight are refined (:func:`refinement_choice`).
     ``chunk_size``: z noise is drawn ``chunk_size * 4 // num_z`` anchor rows at a time (memory), and the join
     network runs on at most :data:`pyro_acp.inference.cluster_steps.JOIN_CHUNK` (z draw, candidate) pairs at
     a time (the CPU's caches).
@@ -150,8 +155,9 @@ def log_prob_estimate(
     data = _framed_rows(x, mask, frames)
     settings = log_prob_settings(num_points, num_anchors=num_anchors, num_z=num_z, num_orders=num_orders,
                                  z_proposal=z_proposal)
+    target = None if refine_target is None else refine_target.to(x.device).expand(num_sets, num_samples).reshape(-1)
     estimate = _estimate(guide, data, partitions, (owner, partition_frame, drawn), EstimatorDraws(generator),
-                         settings, orders, chunk_size, refine_to, refine_rounds)
+                         settings, orders, chunk_size, (refine_to, refine_rounds, target))
     shape = (num_sets, num_samples)
     return LogProbEstimate(*(value.view(shape) for value in estimate))
 
@@ -168,6 +174,7 @@ def log_prob_estimates(
     orders: str = "auto",
     refine_to: float | None = None,
     refine_rounds: int = 1,
+    refine_targets: list[Tensor] | None = None,
     **settings: Any,
 ) -> list[LogProbEstimate]:
     """:func:`log_prob_estimate` of several data sets in one batched computation, each on its own generator.
@@ -178,8 +185,8 @@ def log_prob_estimates(
     ...) apply to all (call once per setting). Every random number data set b's estimate uses comes from
     ``generators[b]``, in the shapes ``log_prob_estimate(guide, xs[b], partitions[b], generator=generators[b],
     frames=frames[b], drawn_frames=drawn_frames[b])`` draws them in, so estimate b equals that call's up to the
-    float rounding of a padded batch, whichever data sets share the batch. Returns one estimate per data set,
-    of shape (1, P_b).
+    float rounding of a padded batch, whichever data sets share the batch. ``refine_targets``: each data set's
+    ``refine_target`` (P_b,), or None. Returns one estimate per data set, of shape (1, P_b).
     """
     if not (len(xs) == len(partitions) == len(generators)) or not xs:
         raise ValueError("log_prob_estimates needs as many data sets, partition sets and generators, at least one")
@@ -192,9 +199,10 @@ def log_prob_estimates(
               for p in partitions]
     owner = torch.arange(len(xs), device=device).repeat_interleave(
         torch.tensor([p.shape[0] for p in padded], device=device))
+    target = None if refine_targets is None else torch.cat([t.to(device) for t in refine_targets])
     estimate = _estimate(guide, data, torch.cat(padded), (owner, None, drawn),
                          EstimatorDraws(generators=generators, sizes=sizes),
-                         log_prob_settings(width, **settings), orders, chunk_size, refine_to, refine_rounds)
+                         log_prob_settings(width, **settings), orders, chunk_size, (refine_to, refine_rounds, target))
     counts = [p.shape[0] for p in padded]
     return [LogProbEstimate(*(value.unsqueeze(0) for value in parts))
             for parts in zip(*(value.split(counts) for value in estimate), strict=True)]
@@ -270,11 +278,13 @@ def _framed_rows_of(xs: list[Tensor], frames: list[Tensor | None], width: int) -
 
 def _estimate(guide: ClusterwiseGuide, data: DataRows, partitions: Tensor, placement: tuple,
               draws: EstimatorDraws, settings: dict[str, Any], orders: str, chunk_size: int,
-              refine_to: float | None, refine_rounds: int) -> tuple[Tensor, Tensor, Tensor]:
+              refinement: tuple[float | None, int, Tensor | None]) -> tuple[Tensor, Tensor, Tensor]:
     """(log q, standard error, orders enumerated) of every partition (P, N), estimated on the rows ``data``.
 
     ``placement``: (owner (P,), the data set of each partition (non-decreasing); partition_frame (P,) or None,
-    a frame to estimate each in; drawn (P, F_max) bool or None, the frames each was drawn in)."""
+    a frame to estimate each in; drawn (P, F_max) bool or None, the frames each was drawn in).
+    ``refinement``: (refine_to, rounds, target (P,) or None), as :func:`log_prob_estimate` takes them."""
+    refine_to, refine_rounds, target = refinement
     z_proposal = settings.get("z_proposal", AUTO)
     if z_proposal not in Z_PROPOSALS:
         raise ValueError(f"z_proposal must be one of {Z_PROPOSALS}, got {z_proposal!r}")
@@ -298,7 +308,7 @@ def _estimate(guide: ClusterwiseGuide, data: DataRows, partitions: Tensor, place
 
     log_prob, error = pooled(log_unit, stratum)
     for _ in range(refine_rounds if refine_to is not None else 0):
-        loose = (error > refine_to).nonzero(as_tuple=True)[0]  # NaN (one unit) never compares greater
+        loose = refinement_choice(log_prob, error, refine_to, target, placement[0])
         if loose.numel() == 0:
             break
         num_z *= REFINE_Z_FACTOR
@@ -306,6 +316,42 @@ def _estimate(guide: ClusterwiseGuide, data: DataRows, partitions: Tensor, place
         log_unit, stratum = torch.cat([log_unit, extra]), torch.cat([stratum, extra_units.stratum])
         log_prob, error = pooled(log_unit, stratum)
     return log_prob, error, enumerated
+
+
+def refinement_choice(log_prob: Tensor, error: Tensor, refine_to: float, target: Tensor | None = None,
+                      owner: Tensor | None = None, mass: float | None = None) -> Tensor:
+    """Indices of the partitions to estimate further: those whose standard error exceeds ``refine_to`` (NaN,
+    one unit, never does); with ``target`` (P,), the log numerators of the importance weights, only the
+    fewest of them, taken by their share of the weight times their error, that leave the rest of each data set
+    (``owner`` (P,)) carrying at most ``mass`` (default :data:`REWEIGHT_REFINE_MASS`) of sum_p w_p SE_p. The
+    shares are pessimistic, w_p = exp(target_p - log q_p + 2 SE_p) normalised per data set: an over-estimated
+    q hides its weight."""
+    loose = error > refine_to
+    if target is None:
+        return loose.nonzero(as_tuple=True)[0]
+    mass = REWEIGHT_REFINE_MASS if mass is None else mass
+    owner = torch.zeros_like(target, dtype=torch.long) if owner is None else owner
+    num_sets = int(owner.max()) + 1
+    log_share = (target - log_prob + 2 * error.nan_to_num(nan=0.0)).double()
+    log_share = log_share - scatter_logsumexp(log_share, owner, num_sets)[owner]
+    carried = torch.where(loose, log_share.exp() * error.double(), 0.0)
+    by_carried = carried.argsort(descending=True, stable=True)
+    rank = by_carried[owner[by_carried].argsort(stable=True)]  # per data set, the most weight x error first
+    sorted_owner, sorted_carried = owner[rank], carried[rank]
+    total = torch.zeros(num_sets, dtype=carried.dtype, device=carried.device).index_add(0, owner, carried)
+    before = sorted_carried.cumsum(0) - sorted_carried  # carried by the data set's partitions ahead of this one
+    first = torch.zeros(num_sets, dtype=carried.dtype, device=carried.device).index_add(
+        0, sorted_owner, torch.where(_group_starts(sorted_owner), before, 0.0))
+    left = total[sorted_owner] - (before - first[sorted_owner])  # carried by this partition and those after it
+    chosen = rank[(left > mass) & (sorted_carried > 0)]
+    return chosen.sort().values
+
+
+def _group_starts(sorted_owner: Tensor) -> Tensor:
+    """Where each run of equal values of a sorted index begins (bool)."""
+    starts = torch.ones_like(sorted_owner, dtype=torch.bool)
+    starts[1:] = sorted_owner[1:] != sorted_owner[:-1]
+    return starts
 
 
 @dataclass(frozen=True)

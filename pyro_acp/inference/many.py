@@ -379,7 +379,7 @@ def _run_window(run: _Run, window: list[Entry]) -> None:
         labels = sample_chunk(guide, jobs, run.options, run.ordered)
         estimates: list[LogProbEstimate | None] = [None] * len(jobs)
         if run.options.estimate_log_prob and not run.ordered:  # the estimate is of the partition alone
-            estimates = estimate_chunk(guide, jobs, [canonicalize(own) for own in labels], run.options)
+            estimates = estimate_chunk(guide, jobs, [canonicalize(own) for own in labels], run.options, run.model)
         elif run.options.estimate_log_prob and estimates_orders(guide):  # ordered: per data set, as infer
             estimates = [ordered_log_prob_estimate(guide, job.x, own, job.frames,
                                                    estimator_settings(job, run.options), job.generator)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.inference.frames import drawn_frames, framed, is_rotation_invariant, num_frames
-from pyro_acp.inference.infer import per_sample
+from pyro_acp.inference.infer import per_sample, refine_target
 from pyro_acp.inference.log_prob import LogProbEstimate, log_prob_estimates, log_prob_settings
 from pyro_acp.inference.many_sources import Entry
 from pyro_acp.inference.sampling import sample_partitions
@@ -154,12 +154,12 @@ def estimator_settings(job: Job, options: Any) -> dict[str, Any]:
                              num_z=options.num_z, num_orders=options.num_orders)
 
 
-def estimate_chunk(guide: ClusterwiseGuide, jobs: list[Job], samples: list[Tensor], options: Any
-                   ) -> list[LogProbEstimate]:
+def estimate_chunk(guide: ClusterwiseGuide, jobs: list[Job], samples: list[Tensor], options: Any,
+                   model: Any = None) -> list[LogProbEstimate]:
     """The log q estimates of every sample of every data set of a chunk (canonical samples (S, N_b) each), as
     :func:`pyro_acp.infer` makes them: the distinct partitions of each data set, estimated with the settings
     for its size (one batched call per setting), every random number from the data set's own generator right
-    after its sampling draws."""
+    after its sampling draws; with ``reweight=True``, refined where ``model``'s importance weights need it."""
     groups: dict[tuple, list[int]] = {}
     settings_of = []
     for b, job in enumerate(jobs):
@@ -170,9 +170,11 @@ def estimate_chunk(guide: ClusterwiseGuide, jobs: list[Job], samples: list[Tenso
     out: list[LogProbEstimate | None] = [None] * len(jobs)
     for members in groups.values():
         drawn = [drawn_frames(distinct[b][1], distinct[b][0].shape[0], jobs[b].frames) for b in members]
+        targets = None if options.reweight is not True else [
+            refine_target(model, jobs[b].x, *distinct[b]) for b in members]
         estimates = log_prob_estimates(guide, [jobs[b].x for b in members], [distinct[b][0] for b in members],
                                        [jobs[b].generator for b in members], frames=[jobs[b].frames for b in members],
-                                       drawn_frames=drawn, **settings_of[members[0]])
+                                       drawn_frames=drawn, refine_targets=targets, **settings_of[members[0]])
         for b, estimate in zip(members, estimates, strict=True):
             out[b] = per_sample(estimate, distinct[b][1])
     return out
