@@ -91,12 +91,14 @@ def program_model(args):
 
 def default_model(width: int):
     """The model ``pyro-acp infer`` uses when none is named: the shipped guide's model for data of ``width``
-    values per point when the registry has one (``default_model_for_width``), else CRPGaussianMixture."""
+    values per point when the registry has one (``default_model_for_width``), else the default model for real
+    data of that width, ``NIWGaussianMixture(dim=width)`` (in any units; its guide is trained on demand)."""
+    from pyro_acp.models import NIWGaussianMixture
     from pyro_acp.pretrained import registry
 
     chooser = getattr(registry, "default_model_for_width", None)
     model = chooser(width) if callable(chooser) else None
-    return model if model is not None else build_model(DEFAULT_MODEL, [])
+    return model if model is not None else NIWGaussianMixture(dim=width)
 
 
 def guide_model(path: str):
@@ -445,8 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "each, clustered in batches (results in --output/<file name>/, resumable)")
     infer.add_argument("--model", default=None,
                        help="a registered model of points (default: the model --guide was trained for; without "
-                            "--guide, the model of the shipped guide that fits the table's width, else "
-                            "CRPGaussianMixture)")
+                            "--guide, NIWGaussianMixture for the table's width, whose guide ships for 2 and 4 "
+                            "columns and is trained on demand for others)")
     infer.add_argument("--model-option", action="append", metavar="KEY=VALUE")
     infer.add_argument("--guide", default=None, help="checkpoint path (default: the matching shipped guide)")
     infer.add_argument("--num-samples", type=int, default=100)

@@ -135,7 +135,8 @@ def check_device(device: Any) -> torch.device:
 
 # ---------------------------------------------------------------------------------------------- data
 def check_vectors(x: Any, dim: int, name: str = "x", min_points: int = 1) -> Tensor:
-    """One data set of vectors as a float tensor (N, dim), validated (shape, finiteness, size).
+    """One data set of vectors as a float tensor (N, dim), validated (shape, finiteness, size); with dim = 1
+    a flat (N,) array is read as N points.
 
     Floating arrays keep their precision: a float64 tensor or numpy array (or any array-like with
     ``__array__``, e.g. a pandas frame) stays float64, so exact computations see the values as given (float
@@ -155,6 +156,8 @@ def check_vectors(x: Any, dim: int, name: str = "x", min_points: int = 1) -> Ten
             raise TypeError(f"{name} must be a tensor or array of shape (N, {dim})") from err
     if not x.dtype.is_floating_point:
         x = x.to(torch.get_default_dtype())
+    if dim == 1 and x.dim() == 1:  # one value per point, given as a flat (N,) array
+        x = x.unsqueeze(-1)
     if x.dim() != 2 or x.shape[1] != dim:
         raise ValueError(f"{name} must have shape (N, {dim}) for this model, got {tuple(x.shape)}")
     if x.shape[0] < min_points:

@@ -28,6 +28,19 @@ def test_infer_command_writes_labels_summary_and_figure(tmp_path):
     assert (tmp_path / "out" / "posterior.png").stat().st_size > 0
 
 
+def test_a_table_of_a_width_without_a_shipped_guide_gets_the_niw_model_of_that_width(tmp_path, capsys):
+    """Three columns, and one value per point (a flat file): NIWGaussianMixture(dim=3 / 1), whose guide is not
+    shipped, so --no-train says there is none for that model (it was CRPGaussianMixture(dim=2): 'x must have
+    shape (N, 2)')."""
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(c, 1.0, size=(10, 3)) for c in (0, 8)]) * [1.0, 100.0, 0.01]
+    for name, table in (("three", points), ("one", points[:, 0])):
+        np.savetxt(tmp_path / f"{name}.csv", table, delimiter=",")
+        assert main(["infer", str(tmp_path / f"{name}.csv"), "--no-train", "--output", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"no pretrained guide matches NIWGaussianMixture(dim={3 if name == 'three' else 1}," in err, err
+
+
 def test_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "bad.csv").write_text("a,b\nx,y\n")
     assert main(["infer", str(tmp_path / "bad.csv"), "--no-train"]) == 2
@@ -68,7 +81,7 @@ def test_train_init_fine_tunes_another_guide_and_never_writes_it(tmp_path, capsy
 
 def test_infer_without_a_model_uses_the_registry_default_for_the_width(tmp_path, monkeypatch):
     from pyro_acp import cli
-    from pyro_acp.models import CRPGaussianMixture
+    from pyro_acp.models import CRPGaussianMixture, NIWGaussianMixture
     from pyro_acp.pretrained import registry
 
     widths = []
@@ -83,9 +96,10 @@ def test_infer_without_a_model_uses_the_registry_default_for_the_width(tmp_path,
     assert main(["infer", str(tmp_path / "points.npy"), "--num-samples", "4", "--no-train", "--output",
                  str(tmp_path / "out")]) == 0
     assert widths == [2]
-    assert cli.default_model(3).config() == CRPGaussianMixture().config()  # None from the registry: today's model
+    # none from the registry: the default model for real data of that width, its guide trained on demand
+    assert cli.default_model(3).config() == NIWGaussianMixture(dim=3).config()
     monkeypatch.delattr(registry, "default_model_for_width")
-    assert cli.default_model(2).config() == CRPGaussianMixture().config()  # a registry without the function
+    assert cli.default_model(2).config() == NIWGaussianMixture(dim=2).config()  # a registry without the function
 
 
 @pytest.mark.parametrize("folder", [False, True])

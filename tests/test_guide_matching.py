@@ -15,7 +15,7 @@ from pyro_acp.inference.on_demand import TimeEstimate, resolve_guide, train_for_
 from pyro_acp.inference.training import EarlyStopping, train
 from pyro_acp.models import CRPGaussianMixture
 from pyro_acp.pretrained.checkpoint import load_guide
-from pyro_acp.pretrained.registry import cache_dir, model_key
+from pyro_acp.pretrained.registry import ShortTrainingWarning, cache_dir, model_key
 from tests.helpers import StopTraining, stop_after
 
 SMALL = {"batch_size": 4, "num_particles": 2, "num_points": (3, 12), "validation_size": 4, "validate_every": 2,
@@ -200,7 +200,8 @@ def test_a_time_budget_stops_training_with_a_complete_checkpoint(tmp_path):
     card = json.loads((tmp_path / "g.json").read_text())
     assert (card["training"]["completed_steps"], card["training"]["steps"]) == (1, 1)
     assert card["training"]["planned_steps"] == 50 and card["training"]["max_minutes"] == 1e-6
-    assert resolve_guide(CRPGaussianMixture(), tmp_path / "g.pt").trained_for == CRPGaussianMixture().config()
+    with pytest.warns(ShortTrainingWarning, match="1 of the 50 steps .* train it for longer"):
+        assert resolve_guide(CRPGaussianMixture(), tmp_path / "g.pt").trained_for == CRPGaussianMixture().config()
 
 
 def test_train_minutes_plans_the_steps_that_fit_the_measured_time(tiny_on_demand, monkeypatch, capsys):
@@ -215,9 +216,37 @@ def test_train_minutes_plans_the_steps_that_fit_the_measured_time(tiny_on_demand
     assert training["max_minutes"] == 0.003 and training["estimated_seconds"] == 0.2
     # the budget is a hard stop too: a slower machine stops before the planned 3 steps, with a complete card
     assert training["completed_steps"] == training["steps"] <= 3
-    assert resolve_guide(tiny_on_demand, train=False).trained_for == tiny_on_demand.config()
+    with pytest.warns(ShortTrainingWarning, match="a larger train_minutes"):
+        assert resolve_guide(tiny_on_demand, train=False).trained_for == tiny_on_demand.config()
     with pytest.raises(ValueError, match="train_minutes must be a positive number"):
         train_for_model(tiny_on_demand, train_minutes=-1)
+
+
+def test_a_guide_cut_short_by_its_budget_says_so_and_a_larger_budget_replaces_it(tiny_on_demand, x, monkeypatch,
+                                                                                  capsys):
+    """A budget that fits 3 of 40 steps gives a complete cached guide that is short of its schedule: every later
+    use warns (ShortTrainingWarning), with or without guide=; the same or a smaller budget reuses it; a larger
+    one trains a new guide in its place. A guide early stopping ended is finished: no warning."""
+    from pyro_acp.pretrained.registry import budget_shortfall
+
+    monkeypatch.setattr(on_demand_module, "measure_training_time", lambda *a, **k: TimeEstimate(0.06, 0.0))
+    monkeypatch.setitem(on_demand_module.ON_DEMAND_TRAINING, "steps", 40)
+    pyro_acp.infer(tiny_on_demand, x, num_samples=5, seed=0, progress_bar=False, train_minutes=0.003)
+    path = on_demand_path(tiny_on_demand)
+    card = json.loads(path.with_suffix(".json").read_text())
+    done, full, minutes = budget_shortfall(card)
+    assert done <= 3 and full == 40 and minutes == 0.003
+    capsys.readouterr()
+    for options in ({}, {"guide": path}, {"train_minutes": 0.002}):
+        with pytest.warns(ShortTrainingWarning, match=f"trained for {done} of the 40 steps"):
+            pyro_acp.infer(tiny_on_demand, x, num_samples=5, seed=0, progress_bar=False, **options)
+        assert "training" not in capsys.readouterr().out  # reused, not retrained
+    pyro_acp.infer(tiny_on_demand, x, num_samples=5, seed=0, progress_bar=False, train_minutes=0.004)
+    assert "training a new one within 0.004 min in its place" in capsys.readouterr().out
+    assert json.loads(path.with_suffix(".json").read_text())["training"]["max_minutes"] == 0.004
+    card["training"].update(stopped="validation")
+    assert budget_shortfall(card) is None
+    assert budget_shortfall({"training": {"completed_steps": 40, "steps": 40}}) is None
 
 
 def test_the_up_front_estimate_is_within_a_factor_of_the_run_it_estimates(tiny_on_demand, capsys):

@@ -127,6 +127,18 @@ def test_check_vectors_keeps_floating_precision():
         check_vectors(np.array([[np.nan, 0.0]]), 2)
 
 
+def test_one_value_per_point_may_be_given_flat():
+    """(N,) is N points for a one-dimensional model (and for no other: a flat array of a 2-D model is refused)."""
+    from pyro_acp.models import NIWGaussianMixture
+
+    assert check_vectors(np.arange(5.0), 1).shape == (5, 1)
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        check_vectors(np.arange(6.0), 2)
+    flat = np.array([0.1, 0.3, 0.2, 5.0, 5.2, 4.9])
+    model = NIWGaussianMixture(dim=1)
+    assert torch.equal(model.check_data(flat), model.check_data(flat[:, None]))
+
+
 def _far_data() -> np.ndarray:
     """Two pairs of 1-D points near 10^4, 6 sigma apart (sigma = 1e-3): a borderline case where float32
     rounding (its spacing there is 2^-10 ~ 0.98 sigma) moves the second pair to 5.9 and 6.8 sigma."""

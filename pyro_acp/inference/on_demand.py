@@ -10,7 +10,9 @@ dimension is never used silently.
 On-demand training is the one path for every model family: the guide's architecture is what the model
 declares (:func:`pyro_acp.protocols.guide_options`: a NOC guide for an ordered model, a graph encoder for a
 graph model), the run stops when the validation bound stops improving (:class:`EarlyStopping`), and
-``train_minutes`` gives it a wall-clock budget. Before training, the time of a step is measured on the model's
+``train_minutes`` gives it a wall-clock budget; a guide that budget cut short of the schedule warns
+(:class:`~pyro_acp.pretrained.registry.ShortTrainingWarning`) whenever it is used, and a later call with a
+larger budget trains a new one in its place. Before training, the time of a step is measured on the model's
 own batches after a few warm-up steps (the first steps carry one-off costs: worker processes, vectorisation
 probes, allocator warm-up), and the time of a validation round separately, so the estimate printed up front
 and the steps planned for a budget come from what a step costs once training runs.
@@ -32,13 +34,15 @@ from pyro_acp.guides import GUIDES, ClusterwiseGuide
 from pyro_acp.inference.training import simulate_batch, validation_elbo
 from pyro_acp.inference.training import train as run_training
 from pyro_acp.models.program import as_clustering_model
-from pyro_acp.pretrained.checkpoint import build_guide, load_guide, save_checkpoint
+from pyro_acp.pretrained.checkpoint import build_guide, load_guide, read_card, save_checkpoint
 from pyro_acp.pretrained.registry import (
+    budget_shortfall,
     check_guide_matches,
     find_guide,
     find_incomplete_guide,
     on_demand_path,
     training_progress,
+    warn_if_cut_short,
     warn_if_incomplete,
 )
 from pyro_acp.protocols import ClusteringModel, guide_options
@@ -172,10 +176,16 @@ def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path |
         loaded, card = load_guide(guide, map_location=device or "cpu")
         check_guide_matches(model, loaded, card)
         warn_if_incomplete(guide, card, stacklevel=3)
+        warn_if_cut_short(guide, card, cached=Path(guide) == on_demand_path(model), stacklevel=3)
         return loaded.eval()
     found = find_guide(model, semi_supervised=semi_supervised, num_points=num_points)
+    if found is not None and train and _outgrown(found, model, train_minutes):
+        return train_for_model(model, device=device, seed=seed, progress_bar=progress_bar,
+                               train_minutes=train_minutes).eval()
     if found is not None:
-        return load_guide(found, map_location=device or "cpu")[0].eval()
+        loaded, card = load_guide(found, map_location=device or "cpu")
+        warn_if_cut_short(found, card, cached=Path(found) == on_demand_path(model), stacklevel=3)
+        return loaded.eval()
     incomplete = find_incomplete_guide(model)
     if incomplete is not None:
         path, card = incomplete
@@ -194,6 +204,21 @@ def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path |
         )
     return train_for_model(model, device=device, seed=seed, progress_bar=progress_bar,
                            train_minutes=train_minutes).eval()
+
+
+def _outgrown(found: Path, model: ClusteringModel, train_minutes: float | None) -> bool:
+    """Whether ``found`` is this model's on-demand guide, cut short by a time budget smaller than
+    ``train_minutes``: then a guide trained within the new budget replaces it (a shipped guide never is)."""
+    if train_minutes is None or Path(found) != on_demand_path(model):
+        return False
+    short = budget_shortfall(read_card(found))
+    if short is None or (short[2] is not None and short[2] >= _check_minutes(train_minutes)):
+        return False
+    done, full, minutes = short
+    within = "a time budget" if minutes is None else f"{minutes:g} min"
+    print(f"pyro_acp: the cached guide for {model!r} was trained for {done} of {full} steps within {within}; "
+          f"training a new one within {train_minutes:g} min in its place")
+    return True
 
 
 def _check_minutes(train_minutes: Any) -> float | None:
@@ -247,7 +272,7 @@ def train_for_model(model: Any, *, device: str | torch.device | None = None, see
         per_step = (recorded.get("wall_time_s") or 0.0) / max(1, done)
         print(f"pyro_acp: resuming the interrupted training of the cached guide for {model!r} ({done} of {planned} "
               f"steps done, about {per_step * (planned - done) / 60:.1f} min left), at {path}")
-        record = {}
+        record = {"schedule_steps": recorded["schedule_steps"]} if "schedule_steps" in recorded else {}
     else:
         guide = new_guide(model, seed)
         estimate = measure_training_time(model, settings, device=device)
@@ -262,6 +287,8 @@ def train_for_model(model: Any, *, device: str | torch.device | None = None, see
         record = {"estimated_seconds": round(seconds, 1), "measured_step_seconds": round(estimate.step_seconds, 4),
                   "measured_validation_seconds": round(estimate.validation_seconds, 4),
                   "measured_checkpoint_seconds": round(estimate.checkpoint_seconds, 4)}
+        if settings["steps"] < planned:  # the card says the budget cut the schedule short (budget_shortfall)
+            record["schedule_steps"] = planned
         stopping = " (or fewer: it stops when the validation bound stops improving)" \
             if settings.get("early_stopping") else ""
         print(f"pyro_acp: no guide for {model!r} yet; training a {guide.config['type']} guide: {settings['steps']} "
