@@ -204,6 +204,8 @@ class NIWGaussianMixture(ExactLikelihood, GenerativeModel):
     ordered = False
     default_num_points = (2, 200)
     rotation_invariant = True  # Psi = psi I and mean 0: the likelihood of standardised data is isotropic
+    #: below this size the guides target the invariant posterior, not the plain one (data_warnings)
+    plain_posterior_from_points = SMALL_TABLE
 
     def __init__(self, dim: int = 2, alpha_shape: float = 1.0, alpha_rate: float = 1.0,
                  alpha_range: tuple[float, float] = (0.02, 10.0), scale_range: tuple[float, float] = (0.05, 0.9),

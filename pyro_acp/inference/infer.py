@@ -17,6 +17,7 @@ from torch import Tensor
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.diagnostics.importance import weight_diagnostics
 from pyro_acp.diagnostics.prior_check import PriorPredictiveWarning, prior_predictive_check
+from pyro_acp.diagnostics.stationarity import StationarityWarning, check_stationarity, stationarity_applies
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.guides.noc import ordered_log_prob_estimate
 from pyro_acp.inference.frames import drawn_frames, frames_for
@@ -139,14 +140,16 @@ def check_guide_orders(model: ClusteringModel, guide: ClusterwiseGuide) -> bool:
 def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
                          estimate: LogProbEstimate | DeferredLogProb | None, *,
                          ordered: bool, reweight: bool | str, wall_time: float,
-                         generator: torch.Generator | None = None) -> ClusteringPosterior:
+                         generator: torch.Generator | None = None, check_samples: bool = False
+                         ) -> ClusteringPosterior:
     """What :func:`infer` (and ``infer_many``, per data set) makes of sampled labels (S, N): canonical samples
     (ordered: the labels are positions, already canonical), the exact log joint where the model has one,
     self-normalised importance weights p(c, x) / q(c) and their diagnostics when reweighting (``estimate``:
     the guide's log q of every sample, made already (needed when reweighting) or deferred to its first read;
     or None), everything moved to the CPU. With ``reweight="invariant"`` the log joint is the invariant one,
     estimated from ``generator``'s stream (:mod:`pyro_acp.inference.reweighting`): the weights and the MAP then
-    target the posterior of data drawn and then standardised."""
+    target the posterior of data drawn and then standardised. ``check_samples``: the stationarity check of the
+    raw samples where it applies (unweighted, unordered: :func:`check_samples_are_stationary`)."""
     samples = labels if ordered else canonicalize(labels)
     if reweight == "invariant":
         log_joint, _ = invariant_log_joint(model, x, samples, estimate.log_prob, generator)
@@ -161,13 +164,27 @@ def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
     else:
         scores = {"log_prob": estimate}
     posterior_type = OrderedClusteringPosterior if ordered else ClusteringPosterior
-    return posterior_type(
+    posterior = posterior_type(
         samples.cpu(), **scores,
         weights=None if weights is None else weights.cpu(), weight_diagnostics=diagnostics,
         method={True: "acp+is", "invariant": "acp+is-invariant"}.get(reweight, "acp"), wall_time=wall_time,
         x=x.cpu(), model=model,
         log_joint=None if log_joint is None else log_joint.cpu(),
     )
+    if check_samples and not reweight and not ordered:
+        check_samples_are_stationary(model, posterior)
+    return posterior
+
+
+def check_samples_are_stationary(model: ClusteringModel, posterior: ClusteringPosterior) -> None:
+    """Set ``posterior.stationarity`` to the check of its samples by one collapsed Gibbs sweep, where the model
+    allows it (:func:`~pyro_acp.diagnostics.stationarity.stationarity_applies`), and warn
+    (:class:`~pyro_acp.diagnostics.stationarity.StationarityWarning`) when they fail it."""
+    if not stationarity_applies(model, posterior.num_points):
+        return
+    posterior.stationarity = check_stationarity(model, posterior.x, posterior.samples)
+    if not posterior.stationarity.passes:
+        warnings.warn(posterior.stationarity.message(model), StationarityWarning, stacklevel=4)
 
 
 def infer(
@@ -189,6 +206,7 @@ def infer(
     symmetrize: bool | None = None,
     estimate_log_prob: bool | str = True,
     check_prior: bool = True,
+    check_samples: bool = True,
     progress_bar: bool = True,
     labelled: dict[Any, Any] | None = None,
     new_clusters: bool = True,
@@ -250,6 +268,12 @@ def infer(
             the data lie beyond them (:mod:`pyro_acp.diagnostics.prior_check`; about 40 ms at N = 200 on first
             use, cached per model and N). With ``reweight``, collapsed weights (low effective sample size or
             a large Pareto k) always warn (:class:`~pyro_acp.diagnostics.importance.ImportanceWeightWarning`).
+        check_samples: for a model with collapsed Gibbs statistics, start one Gibbs sweep at 8-32 of the samples
+            and warn (:class:`~pyro_acp.diagnostics.stationarity.StationarityWarning`) when it moves their
+            log p(c, x) systematically: posterior samples stay put on average, a guide that is off does not
+            (``posterior.stationarity``, the summary's last line; :mod:`pyro_acp.diagnostics.stationarity`). Not
+            made with ``reweight`` (the weights have their own checks) or for ordered models; about as long as
+            the sampling itself.
         estimate_log_prob: False skips the guide's log-probability estimates (``posterior.log_prob`` is
             then None). With True (default) they are made on the first read of ``posterior.log_prob`` (or of
             what reads it: ``log_prob_error``, ``summary()``, ``to_arviz()``, pickling, and the MAP of a
@@ -317,7 +341,8 @@ def infer(
         estimate = (defer_estimate(guide, lambda stream: estimate_with(stream).pair(), generator)
                     if estimate_log_prob == DEFERRED else estimate_with(generator))
     return posterior_of_samples(model, x, labels, estimate, ordered=ordered, reweight=reweight,
-                                wall_time=time.perf_counter() - began, generator=generator)
+                                wall_time=time.perf_counter() - began, generator=generator,
+                                check_samples=check_samples)
 
 
 def importance_weights(log_joint: Tensor, log_proposal: Tensor) -> Tensor:

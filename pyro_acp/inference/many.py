@@ -55,6 +55,7 @@ import torch
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.diagnostics.importance import ImportanceWeightWarning
 from pyro_acp.diagnostics.prior_check import PriorPredictiveWarning, prior_predictive_check
+from pyro_acp.diagnostics.stationarity import StationarityWarning
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.guides.noc import ordered_log_prob_estimate
 from pyro_acp.inference.frames import frames_for
@@ -155,14 +156,14 @@ def _prepare(model: ClusteringModel, entry: Entry, x: Any, root: int, options: _
 
 
 def _finish(model: ClusteringModel, job: Job, labels: torch.Tensor, estimate: LogProbEstimate | None,
-            options: _Options, ordered: bool, share: float) -> ClusteringPosterior:
+            options: _Options, ordered: bool, share: float, check_samples: bool = True) -> ClusteringPosterior:
     """The data set's posterior (:func:`~pyro_acp.inference.infer.posterior_of_samples`), with the warnings it
     raises kept as the data set's notes (reported once for the run, not once per data set)."""
     began = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         posterior = posterior_of_samples(model, job.x, labels, estimate, ordered=ordered, reweight=options.reweight,
-                                         wall_time=0.0, generator=job.generator)
+                                         wall_time=0.0, generator=job.generator, check_samples=check_samples)
     job.notes.extend(f"{w.category.__name__}: {w.message}" for w in caught)
     posterior.wall_time = share + time.perf_counter() - began
     return posterior
@@ -233,6 +234,7 @@ class _Run:
     folder: Path | None
     overwrite: bool
     bar: Any
+    check_samples: bool = True
     results: dict[int, Any] = dataclasses.field(default_factory=dict)
     notes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
@@ -265,6 +267,7 @@ def infer_many(
     symmetrize: bool | None = None,
     estimate_log_prob: bool = True,
     check_prior: bool = True,
+    check_samples: bool = True,
     figures: bool = False,
     loss: str | None = "vi",
     overwrite: bool = False,
@@ -286,6 +289,8 @@ def infer_many(
             num_orders, reweight, symmetrize, estimate_log_prob, check_prior: as in :func:`pyro_acp.infer`, for
             every data set, except that the log-probability estimates are made in the run (batched over data
             sets, and written to disk when streaming), never deferred: True and ``"now"`` are the same here.
+        check_samples: as in :func:`pyro_acp.infer`, per data set (it adds warnings only, so a rerun into the
+            same folder may change it).
         seed: the root seed; data set ``key`` (its index, or its name for folders and mappings) runs on
             :func:`dataset_seed` (seed, key), whichever data sets it is batched with. None draws a root seed (a
             streamed run records it, and a rerun into the same folder reuses it).
@@ -336,7 +341,8 @@ def infer_many(
         root = open_output(folder, settings, overwrite)["seed"]
     window = WINDOW if folder is not None else math.inf  # in memory: everything is checked before any work
     with tqdm(total=count, unit="data set", disable=not progress_bar, desc="infer_many") as bar:
-        run = _Run(model, guides, options, ordered, device, budget, root, folder, overwrite, bar)
+        run = _Run(model, guides, options, ordered, device, budget, root, folder, overwrite, bar,
+                   check_samples=bool(check_samples))
         for entries_of_window in _windows(sources, window):
             _run_window(run, entries_of_window)
     _report(run.notes, len(run.results))
@@ -390,7 +396,7 @@ def _run_window(run: _Run, window: list[Entry]) -> None:
                 run.skip(job.entry)
                 continue
             posterior = _finish(run.model, job, own, estimate, run.options, run.ordered,
-                                elapsed * job.num_points / points)
+                                elapsed * job.num_points / points, run.check_samples)
             run.results[job.entry.index] = posterior if run.folder is None else write_result(
                 run.folder / job.entry.name, job, posterior, run.options)
             for note in job.notes:
@@ -400,7 +406,8 @@ def _run_window(run: _Run, window: list[Entry]) -> None:
 
 def _report(notes: dict[str, list[str]], total: int) -> None:
     """One warning per kind of per-data-set warning, naming (up to 5 of) the data sets."""
-    categories = {kind.__name__: kind for kind in (PriorPredictiveWarning, ImportanceWeightWarning)}
+    categories = {kind.__name__: kind for kind in (PriorPredictiveWarning, ImportanceWeightWarning,
+                                                   StationarityWarning)}
     for kind, names in notes.items():
         names = sorted(names)
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

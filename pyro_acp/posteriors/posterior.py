@@ -128,6 +128,9 @@ class ClusteringPosterior:
             self._deferred, log_prob = log_prob, None
         self._set_log_prob(log_prob, log_prob_error, s)
         self.weight_diagnostics = weight_diagnostics
+        #: the stationarity check of the samples (:func:`pyro_acp.diagnostics.stationarity.check_stationarity`),
+        #: set by ``infer`` where it applies; None when not made
+        self.stationarity = None
         self._weights = check_weights(weights, s)
         self._chain = check_chain(chain, s)
         self._log_likelihood = check_vector(log_likelihood, "log_likelihood", s, allow_neg_inf=True)
@@ -363,8 +366,16 @@ class ClusteringPosterior:
             map_probability_exact=map_prob is not None and self.exact_log_prob,
             map_probability_error=map_error,
             pareto_k=None if diagnostics is None else diagnostics.pareto_k,
+            **self._stationarity_fields(),
             weights_reliable=None if diagnostics is None else diagnostics.reliable,
         )
+
+    def _stationarity_fields(self) -> dict[str, Any]:
+        check = self.stationarity
+        if check is None:
+            return {}
+        return {"sweep_change": check.mean_change, "sweep_change_error": check.standard_error,
+                "stationary": check.passes}
 
     # ------------------------------------------------------------------ point estimate
     def point_estimate(

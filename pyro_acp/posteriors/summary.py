@@ -39,6 +39,11 @@ class PosteriorSummary:
     #: Pareto k of importance weights and whether the weights passed their checks (None: not reweighted)
     pareto_k: float | None = None
     weights_reliable: bool | None = None
+    #: the stationarity check of the samples (:mod:`pyro_acp.diagnostics.stationarity`): the mean change of
+    #: log p(c, x) in one Gibbs sweep, its standard error and whether it passed (None: not made)
+    sweep_change: float | None = None
+    sweep_change_error: float | None = None
+    stationary: bool | None = None
 
     def _probability_text(self) -> str:
         if self.map_probability is None:
@@ -77,4 +82,8 @@ class PosteriorSummary:
             f"frequency among {kind} {self.map_frequency:.3f}",
             "  wall time: " + ("n/a" if self.wall_time is None else f"{self.wall_time:.3f} s"),
         ]
+        if self.stationary is not None:
+            verdict = "as posterior samples should" if self.stationary else "NOT posterior samples"
+            lines.append(f"  one Gibbs sweep moves log p(c, x) by {self.sweep_change:+.2f} +- "
+                         f"{self.sweep_change_error:.2f} nats: {verdict}")
         return "\n".join(lines)
