@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -101,12 +102,11 @@ def default_model(width: int):
     return model if model is not None else NIWGaussianMixture(dim=width)
 
 
-def guide_model(path: str):
-    """The model a ``--guide`` checkpoint's card records it was trained for, which ``pyro-acp infer`` uses when
-    no model is named (a guide serves only the model it was trained for). A card recording no model, or one
-    this package cannot rebuild (a Pyro program: name it with ``--program`` in ``pyro-acp train``), is a
-    CommandError asking for ``--model``."""
-    from pyro_acp.models.base import model_from_config
+def guide_model_config(path: str) -> dict:
+    """The config of the model a ``--guide`` checkpoint's card records it was trained for, which ``pyro-acp
+    infer`` uses when no model is named (a guide serves only the model it was trained for). A card recording no
+    model, or a model that is not a registered model of points (a Pyro program, a graph model: use
+    ``pyro_acp.infer`` in Python), is a CommandError."""
     from pyro_acp.pretrained.checkpoint import read_card
 
     try:
@@ -116,24 +116,39 @@ def guide_model(path: str):
     if not isinstance(recorded, dict):
         raise CommandError(f"--guide {path}: its model card records no model; name it with --model")
     if recorded.get("type") not in point_models():
-        raise CommandError(f"--guide {path} was trained for {recorded.get('type')!r}, which pyro-acp infer cannot "
-                           f"rebuild from the card; name the model with --model (one of "
-                           f"{', '.join(sorted(point_models()))})")
-    try:
-        return model_from_config(recorded)
-    except (TypeError, ValueError) as err:
-        raise CommandError(f"--guide {path}: the model its card records cannot be built ({err}); "
-                           f"name it with --model") from None
+        raise CommandError(f"--guide {path} was trained for {recorded.get('type')!r}, which is not a registered "
+                           f"model of points, the kind pyro-acp infer takes ({', '.join(sorted(point_models()))}); "
+                           f"for this guide use pyro_acp.infer in Python")
+    return recorded
 
 
-def folder_default_model(folder: str):
-    """The model ``pyro-acp infer`` uses for a folder when none is named: :func:`default_model` for the width of
-    its first data file, as a single file would get (``infer_many`` refuses files of another width)."""
+def infer_model(args, width: Callable[[], int]):
+    """The model of ``pyro-acp infer``: ``--model`` with its ``--model-option`` values; else the model the
+    ``--guide`` card records, or :func:`default_model` for the data's ``width()``, with any ``--model-option``
+    values put in place of its own."""
+    if args.model is not None:
+        return build_model(args.model, args.model_option or [])
+    base = guide_model_config(args.guide) if args.guide is not None else default_model(width()).config()
+    if not args.model_option:
+        from pyro_acp.models.base import model_from_config
+
+        try:
+            return model_from_config(base)
+        except (TypeError, ValueError) as err:
+            raise CommandError(f"--guide {args.guide}: the model its card records cannot be built ({err}); "
+                               f"name it with --model") from None
+    recorded = [f"{key}={json.dumps(value)}" for key, value in base.items() if key != "type"]
+    return build_model(base["type"], recorded + list(args.model_option))
+
+
+def folder_width(folder: str) -> int:
+    """The width of a folder's first data file: a folder gets the model a single file of that width gets
+    (``infer_many`` refuses files of another width)."""
     from pyro_acp.inference.many_sources import entries, read_points_file
 
     first = next(entries(Path(folder), "vector")[0])
     points = read_points_file(first.path)
-    return default_model(points.shape[1] if points.ndim == 2 else 1)
+    return points.shape[1] if points.ndim == 2 else 1
 
 
 def _table(rows: list[dict]) -> str:
@@ -324,10 +339,7 @@ def cmd_infer(args) -> None:
         if args.train_minutes is not None:
             raise CommandError("--train-minutes applies to a single input file; for a folder, train the guide "
                                "first with `pyro-acp train` and pass it with --guide")
-        if args.model is not None or args.model_option:
-            model = build_model(args.model or DEFAULT_MODEL, args.model_option or [])
-        else:  # the guide's own model, else the one for the first file's width
-            model = guide_model(args.guide) if args.guide is not None else folder_default_model(args.input)
+        model = infer_model(args, lambda: folder_width(args.input))  # the first file's: infer_many checks the rest
         folders = pyro_acp.infer_many(model, args.input,
                                       output=out,
                                       num_samples=args.num_samples, guide=args.guide, seed=args.seed,
@@ -348,12 +360,7 @@ def cmd_infer(args) -> None:
     from pyro_acp.protocols import can_ascend_to_mode
 
     points = read_points(args.input)
-    if args.model is not None or args.model_option:
-        model = build_model(args.model or DEFAULT_MODEL, args.model_option or [])
-    elif args.guide is not None:  # the model the guide was trained for
-        model = guide_model(args.guide)
-    else:  # the shipped guide that fits the table's width
-        model = default_model(points.shape[1] if points.ndim == 2 else 1)
+    model = infer_model(args, lambda: points.shape[1] if points.ndim == 2 else 1)
     post = pyro_acp.infer(model, points, num_samples=args.num_samples, guide=args.guide, seed=args.seed,
                           train=not args.no_train, device=args.device, train_minutes=args.train_minutes,
                           reweight=REWEIGHT_CHOICES.get(args.reweight, False))

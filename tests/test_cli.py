@@ -29,7 +29,7 @@ def test_infer_command_writes_labels_summary_and_figure(tmp_path):
 
 
 def test_a_table_of_a_width_without_a_shipped_guide_gets_the_niw_model_of_that_width(tmp_path, capsys):
-    """Three columns, and one value per point (a flat file): NIWGaussianMixture(dim=3 / 1), whose guide is not
+    """Three columns, and one value per point: NIWGaussianMixture(dim=3 / 1), whose guide is not
     shipped, so --no-train says there is none for that model (it was CRPGaussianMixture(dim=2): 'x must have
     shape (N, 2)')."""
     rng = np.random.default_rng(0)
@@ -39,6 +39,10 @@ def test_a_table_of_a_width_without_a_shipped_guide_gets_the_niw_model_of_that_w
         assert main(["infer", str(tmp_path / f"{name}.csv"), "--no-train", "--output", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
         assert f"no pretrained guide matches NIWGaussianMixture(dim={3 if name == 'three' else 1}," in err, err
+    # --model-option without --model applies to that default, not to CRPGaussianMixture
+    assert main(["infer", str(tmp_path / "three.csv"), "--model-option", "grid_size=4", "--no-train",
+                 "--output", str(tmp_path / "opt")]) == 2
+    assert "NIWGaussianMixture(dim=3, " in capsys.readouterr().err
 
 
 def test_errors_are_one_line(tmp_path, capsys):
@@ -129,6 +133,10 @@ def test_infer_with_a_guide_and_no_model_uses_the_model_the_guide_was_trained_fo
     assert main(["infer", source, "--guide", str(tmp_path / "bare.pt"), "--num-samples", "4", "--no-train",
                  "--output", str(tmp_path / "out2")]) == 2
     assert "records no model; name it with --model" in capsys.readouterr().err
+    # --model-option alone changes the guide's recorded model: here into one it was not trained for
+    assert main(["infer", source, "--guide", str(tmp_path / "niw3.pt"), "--model-option", "grid_size=4",
+                 "--num-samples", "4", "--no-train", "--output", str(tmp_path / "out3")]) == 2
+    assert "the guide was trained for" in capsys.readouterr().err  # the mismatch, named
 
 
 PROGRAM = """

@@ -55,20 +55,29 @@ def test_samples_and_log_prob_equal_infer_with_each_data_sets_seed():
     assert distinct > 2 * len(XS)  # the samples are random draws, not one partition each
 
 
-@pytest.mark.parametrize("mass", [None, 0.0])
+@pytest.mark.parametrize("mass", [None, 1e-4])
 def test_reweighted_data_sets_are_refined_and_weighted_as_infer_does(monkeypatch, mass):
     """reweight=True refines each data set's loose estimates by its own importance weights
     (log_prob.refinement_choice), from its own generator: the weights are infer's. With the default budget
-    this untrained guide's loose estimates carry too little weight to refine; with none, every one is."""
+    this untrained guide's loose estimates carry too little weight to refine; with a budget of 1e-4 one data
+    set refines some of its loose estimates and not others, a choice that its own targets decide (targets
+    misattributed between or within data sets would change it, and infer's answer would differ)."""
     from pyro_acp.inference import log_prob
 
     if mass is not None:
         monkeypatch.setattr(log_prob, "REWEIGHT_REFINE_MASS", mass)
-    refined = []
+    calls = []
     choice = log_prob.refinement_choice
-    monkeypatch.setattr(log_prob, "refinement_choice", lambda *args: refined.append(choice(*args)) or refined[-1])
-    assert _equal_to_infer(XS[:3], 5, num_samples=8, guide=GUIDE, reweight=True) > 3
-    assert (sum(len(r) for r in refined) > 0) == (mass == 0.0)
+
+    def counted(log_prob_, error, refine_to, *rest):
+        chosen = choice(log_prob_, error, refine_to, *rest)
+        calls.append((int((error > refine_to).sum()), chosen.numel()))
+        return chosen
+
+    monkeypatch.setattr(log_prob, "refinement_choice", counted)
+    assert _equal_to_infer(XS, 5, num_samples=24, guide=GUIDE, reweight=True, check_samples=False) > 10
+    partial = [(loose, chosen) for loose, chosen in calls if 0 < chosen < loose]
+    assert bool(partial) == (mass is not None), calls
 
 
 def test_the_point_width_is_moved_off_the_guides_other_sizes():
@@ -309,7 +318,8 @@ def test_a_guide_drawing_what_cannot_be_routed_fails_loudly():
 def test_per_data_set_warnings_are_reported_once(tmp_path):
     far = XS[0] + 500.0  # far outside the prior predictive of the cluster locations
     with pytest.warns(pyro_acp.diagnostics.prior_check.PriorPredictiveWarning, match="1 of 2 data sets \\(00001\\)"):
-        folders = infer_many(MODEL, [XS[0], far], seed=0, output=tmp_path, **QUICK)
+        # the untrained guide's samples fail the stationarity check on both: this test is about the prior's
+        folders = infer_many(MODEL, [XS[0], far], seed=0, output=tmp_path, check_samples=False, **QUICK)
     notes = [json.loads((f / "summary.json").read_text())["warnings"] for f in folders]
     assert notes[0] == [] and "prior predictive" in notes[1][0]
 

@@ -58,3 +58,23 @@ def test_a_loose_partition_that_carries_no_weight_is_left_and_one_that_does_is_r
     # estimated, 0.0008, times its error would not pass the budget)
     assert refinement_choice(log_prob, torch.tensor([0.05, 0.05, 1.0, 0.05]), 0.25,
                              torch.tensor([0.0, 0.0, -7.0, 0.0]), owner).tolist() == [2]
+
+
+def test_a_data_set_whose_shares_are_not_numbers_leaves_the_others_choice_alone():
+    """Each data set is ranked on its own: a data set whose targets are all -inf (every sample impossible), or
+    with a NaN target, an infinite error or a -inf log q, does not change what the others refine."""
+    generator = torch.Generator().manual_seed(3)
+    log_prob = -3 * torch.rand(12, generator=generator, dtype=torch.float64)
+    error = 0.2 + torch.rand(12, generator=generator, dtype=torch.float64)
+    target = -3 * torch.rand(12, generator=generator, dtype=torch.float64)
+    owner = torch.arange(3).repeat_interleave(4)
+    clean = refinement_choice(log_prob, error, 0.25, target, owner, mass=0.05)
+    others = clean[clean >= 4].tolist()
+    assert others and (clean < 4).any()  # something is chosen in every data set, so the comparison bites
+    for field, value in (("target", float("-inf")), ("target", float("nan")), ("error", float("inf")),
+                         ("log_prob", float("-inf"))):
+        values = {"log_prob": log_prob.clone(), "error": error.clone(), "target": target.clone()}
+        values[field][:4 if field == "target" and value == float("-inf") else 1] = value
+        got = refinement_choice(values["log_prob"], values["error"], 0.25, values["target"], owner, mass=0.05)
+        assert got[got >= 4].tolist() == others, (field, value, got)
+    assert refinement_choice(log_prob[:0], error[:0], 0.25, target[:0], owner[:0]).numel() == 0

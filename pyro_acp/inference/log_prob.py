@@ -186,7 +186,7 @@ def log_prob_estimates(
     ``generators[b]``, in the shapes ``log_prob_estimate(guide, xs[b], partitions[b], generator=generators[b],
     frames=frames[b], drawn_frames=drawn_frames[b])`` draws them in, so estimate b equals that call's up to the
     float rounding of a padded batch, whichever data sets share the batch. ``refine_targets``: each data set's
-    ``refine_target`` (P_b,), or None. Returns one estimate per data set, of shape (1, P_b).
+    ``refine_target`` (P_b,) (for all data sets, or None). Returns one estimate per data set, of shape (1, P_b).
     """
     if not (len(xs) == len(partitions) == len(generators)) or not xs:
         raise ValueError("log_prob_estimates needs as many data sets, partition sets and generators, at least one")
@@ -199,6 +199,9 @@ def log_prob_estimates(
               for p in partitions]
     owner = torch.arange(len(xs), device=device).repeat_interleave(
         torch.tensor([p.shape[0] for p in padded], device=device))
+    if refine_targets is not None and (len(refine_targets) != len(xs) or any(
+            t is None or tuple(t.shape) != (p.shape[0],) for t, p in zip(refine_targets, partitions, strict=False))):
+        raise ValueError("refine_targets needs one (P_b,) tensor per data set, as long as its partitions")
     target = None if refine_targets is None else torch.cat([t.to(device) for t in refine_targets])
     estimate = _estimate(guide, data, torch.cat(padded), (owner, None, drawn),
                          EstimatorDraws(generators=generators, sizes=sizes),
@@ -323,35 +326,30 @@ def refinement_choice(log_prob: Tensor, error: Tensor, refine_to: float, target:
     """Indices of the partitions to estimate further: those whose standard error exceeds ``refine_to`` (NaN,
     one unit, never does); with ``target`` (P,), the log numerators of the importance weights, only the
     fewest of them, taken by their share of the weight times their error, that leave the rest of each data set
-    (``owner`` (P,)) carrying at most ``mass`` (default :data:`REWEIGHT_REFINE_MASS`) of sum_p w_p SE_p. The
-    shares are pessimistic, w_p = exp(target_p - log q_p + 2 SE_p) normalised per data set: an over-estimated
-    q hides its weight."""
+    (``owner`` (P,)) carrying sum_p w_p SE_p <= ``mass`` (default :data:`REWEIGHT_REFINE_MASS`), the shares
+    w_p of a data set summing to one. The shares are pessimistic, w_p proportional to
+    exp(target_p - log q_p + 2 SE_p): an over-estimated q hides its weight. A share that is not a number (a
+    data set whose every target is -inf) carries nothing; each data set is ranked on its own."""
     loose = error > refine_to
-    if target is None:
+    if target is None or target.numel() == 0:
         return loose.nonzero(as_tuple=True)[0]
     mass = REWEIGHT_REFINE_MASS if mass is None else mass
     owner = torch.zeros_like(target, dtype=torch.long) if owner is None else owner
     num_sets = int(owner.max()) + 1
     log_share = (target - log_prob + 2 * error.nan_to_num(nan=0.0)).double()
     log_share = log_share - scatter_logsumexp(log_share, owner, num_sets)[owner]
-    carried = torch.where(loose, log_share.exp() * error.double(), 0.0)
+    carried = (log_share.exp() * error.double()).nan_to_num(nan=0.0)
+    carried = torch.where(loose & (carried > 0), carried, 0.0)
+    # per data set, the most weight x error first: a (data set, rank) table whose rows are summed from the end
     by_carried = carried.argsort(descending=True, stable=True)
-    rank = by_carried[owner[by_carried].argsort(stable=True)]  # per data set, the most weight x error first
-    sorted_owner, sorted_carried = owner[rank], carried[rank]
-    total = torch.zeros(num_sets, dtype=carried.dtype, device=carried.device).index_add(0, owner, carried)
-    before = sorted_carried.cumsum(0) - sorted_carried  # carried by the data set's partitions ahead of this one
-    first = torch.zeros(num_sets, dtype=carried.dtype, device=carried.device).index_add(
-        0, sorted_owner, torch.where(_group_starts(sorted_owner), before, 0.0))
-    left = total[sorted_owner] - (before - first[sorted_owner])  # carried by this partition and those after it
-    chosen = rank[(left > mass) & (sorted_carried > 0)]
+    order = by_carried[owner[by_carried].argsort(stable=True)]
+    sorted_owner = owner[order]
+    counts = torch.bincount(owner, minlength=num_sets)
+    rank = torch.arange(order.numel(), device=owner.device) - (counts.cumsum(0) - counts)[sorted_owner]
+    table = carried.new_zeros(num_sets, int(counts.max())).index_put_((sorted_owner, rank), carried[order])
+    left = table.flip(-1).cumsum(-1).flip(-1)[sorted_owner, rank]  # carried by this partition and those after it
+    chosen = order[(left > mass) & (carried[order] > 0)]
     return chosen.sort().values
-
-
-def _group_starts(sorted_owner: Tensor) -> Tensor:
-    """Where each run of equal values of a sorted index begins (bool)."""
-    starts = torch.ones_like(sorted_owner, dtype=torch.bool)
-    starts[1:] = sorted_owner[1:] != sorted_owner[:-1]
-    return starts
 
 
 @dataclass(frozen=True)

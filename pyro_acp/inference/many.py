@@ -80,10 +80,11 @@ from pyro_acp.inference.many_batch import (
 )
 from pyro_acp.inference.many_output import MANIFEST, RESULT_FILES, finished, guide_identity, open_output, write_result
 from pyro_acp.inference.many_sources import DATA_SUFFIXES, Entry, describe, entries, read_points_file
+from pyro_acp.inference.on_demand import on_demand_schedule
 from pyro_acp.inference.reweighting import check_reweight_option
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.pretrained.checkpoint import load_guide
-from pyro_acp.pretrained.registry import best_guide, serving_guides
+from pyro_acp.pretrained.registry import best_guide, serving_guides, warn_if_cut_short
 from pyro_acp.protocols import ClusteringModel
 from pyro_acp.seeding import SeedStream, make_generator, resolve_seed
 from pyro_acp.validation import check_choice, check_positive_int, data_warnings
@@ -188,7 +189,9 @@ class _Guides:
     def _load(self, path: Path) -> ClusterwiseGuide:
         """The guide at ``path``, loaded once, on the default guide's device."""
         if path not in self._loaded:
-            self._loaded[path] = load_guide(path, map_location=next(self.default.parameters()).device)[0].eval()
+            guide, card = load_guide(path, map_location=next(self.default.parameters()).device)
+            warn_if_cut_short(path, card, on_demand=on_demand_schedule(self.model, path), stacklevel=3)
+            self._loaded[path] = guide.eval()
         return self._loaded[path]
 
     def for_size(self, num_points: int) -> ClusterwiseGuide:

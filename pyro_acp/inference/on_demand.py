@@ -11,11 +11,11 @@ On-demand training is the one path for every model family: the guide's architect
 declares (:func:`pyro_acp.protocols.guide_options`: a NOC guide for an ordered model, a graph encoder for a
 graph model), the run stops when the validation bound stops improving (:class:`EarlyStopping`), and
 ``train_minutes`` gives it a wall-clock budget; a guide that budget cut short of the schedule warns
-(:class:`~pyro_acp.pretrained.registry.ShortTrainingWarning`) whenever it is used, and a later call with a
-larger budget trains a new one in its place. Before training, the time of a step is measured on the model's
-own batches after a few warm-up steps (the first steps carry one-off costs: worker processes, vectorisation
-probes, allocator warm-up), and the time of a validation round separately, so the estimate printed up front
-and the steps planned for a budget come from what a step costs once training runs.
+(:class:`~pyro_acp.pretrained.registry.ShortTrainingWarning`) whenever it is loaded from its checkpoint to be
+used (it is never replaced without being asked: delete it to train a new one). Before training, the time of a
+step is measured on the model's own batches after a few warm-up steps (the first steps carry one-off costs:
+worker processes, vectorisation probes, allocator warm-up), and the time of a validation round separately, so
+the estimate printed up front and the steps planned for a budget come from what a step costs once training runs.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from pyro_acp.guides import GUIDES, ClusterwiseGuide
 from pyro_acp.inference.training import simulate_batch, validation_elbo
 from pyro_acp.inference.training import train as run_training
 from pyro_acp.models.program import as_clustering_model
-from pyro_acp.pretrained.checkpoint import build_guide, load_guide, read_card, save_checkpoint
+from pyro_acp.pretrained.checkpoint import build_guide, load_guide, save_checkpoint
 from pyro_acp.pretrained.registry import (
-    budget_shortfall,
     check_guide_matches,
     find_guide,
     find_incomplete_guide,
@@ -176,15 +175,12 @@ def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path |
         loaded, card = load_guide(guide, map_location=device or "cpu")
         check_guide_matches(model, loaded, card)
         warn_if_incomplete(guide, card, stacklevel=3)
-        warn_if_cut_short(guide, card, cached=Path(guide) == on_demand_path(model), stacklevel=3)
+        warn_if_cut_short(guide, card, on_demand=on_demand_schedule(model, guide), stacklevel=3)
         return loaded.eval()
     found = find_guide(model, semi_supervised=semi_supervised, num_points=num_points)
-    if found is not None and train and _outgrown(found, model, train_minutes):
-        return train_for_model(model, device=device, seed=seed, progress_bar=progress_bar,
-                               train_minutes=train_minutes).eval()
     if found is not None:
         loaded, card = load_guide(found, map_location=device or "cpu")
-        warn_if_cut_short(found, card, cached=Path(found) == on_demand_path(model), stacklevel=3)
+        warn_if_cut_short(found, card, on_demand=on_demand_schedule(model, found), stacklevel=3)
         return loaded.eval()
     incomplete = find_incomplete_guide(model)
     if incomplete is not None:
@@ -206,19 +202,10 @@ def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path |
                            train_minutes=train_minutes).eval()
 
 
-def _outgrown(found: Path, model: ClusteringModel, train_minutes: float | None) -> bool:
-    """Whether ``found`` is this model's on-demand guide, cut short by a time budget smaller than
-    ``train_minutes``: then a guide trained within the new budget replaces it (a shipped guide never is)."""
-    if train_minutes is None or Path(found) != on_demand_path(model):
-        return False
-    short = budget_shortfall(read_card(found))
-    if short is None or (short[2] is not None and short[2] >= _check_minutes(train_minutes)):
-        return False
-    done, full, minutes = short
-    within = "a time budget" if minutes is None else f"{minutes:g} min"
-    print(f"pyro_acp: the cached guide for {model!r} was trained for {done} of {full} steps within {within}; "
-          f"training a new one within {train_minutes:g} min in its place")
-    return True
+def on_demand_schedule(model: ClusteringModel, path: str | Path) -> int | None:
+    """The steps of the on-demand schedule when ``path`` is this model's cached on-demand guide (a card written
+    before ``schedule_steps`` was recorded is judged against it), else None."""
+    return int(ON_DEMAND_TRAINING["steps"]) if Path(path) == on_demand_path(model) else None
 
 
 def _check_minutes(train_minutes: Any) -> float | None:

@@ -292,16 +292,19 @@ class ShortTrainingWarning(UserWarning):
     far from the model's."""
 
 
-def budget_shortfall(card: dict[str, Any]) -> tuple[int, int, float | None] | None:
+def budget_shortfall(card: dict[str, Any], on_demand: int | None = None) -> tuple[int, int, float | None] | None:
     """(steps trained, steps of the full schedule, the budget in minutes) of a guide whose training a time
     budget cut short: the budget planned fewer steps than the schedule (``training.schedule_steps``, recorded
-    by on-demand training), or stopped the run before its planned steps (``training.stopped == "time
-    budget"``). None otherwise: a run that early stopping ended (the validation bound stopped improving) is
-    finished."""
+    by on-demand training; for a cached on-demand guide whose card predates it, ``on_demand``, the steps of
+    the on-demand schedule, stand in when the card records a budget), or stopped the run before its planned
+    steps (``training.stopped == "time budget"``). None otherwise: a run that early stopping ended (the
+    validation bound stopped improving) is finished."""
     training = card.get("training")
     if not isinstance(training, dict) or "completed_steps" not in training:
         return None
     full = int(training.get("schedule_steps") or 0)
+    if not full and on_demand is not None and training.get("max_minutes") is not None:
+        full = on_demand
     if training.get("stopped") == "time budget":
         full = max(full, int(training.get("planned_steps") or 0))
     done = int(training["completed_steps"])
@@ -310,17 +313,18 @@ def budget_shortfall(card: dict[str, Any]) -> tuple[int, int, float | None] | No
     return done, full, training.get("max_minutes")
 
 
-def warn_if_cut_short(path, card: dict[str, Any], cached: bool, stacklevel: int = 2) -> None:
+def warn_if_cut_short(path, card: dict[str, Any], on_demand: int | None = None, stacklevel: int = 2) -> None:
     """A :class:`ShortTrainingWarning` when the checkpoint at ``path`` was trained within a time budget that
-    cut it short of its full schedule (:func:`budget_shortfall`); ``cached``: it is the model's on-demand guide,
-    which a larger ``train_minutes`` replaces."""
-    short = budget_shortfall(card)
+    cut it short of its full schedule (:func:`budget_shortfall`); ``on_demand``: it is the model's cached
+    on-demand guide, whose schedule has that many steps."""
+    short = budget_shortfall(card, on_demand)
     if short is None:
         return
     done, full, minutes = short
     budget = f"a {minutes:g}-minute budget" if minutes is not None else "a time budget"
-    remedy = ("a larger train_minutes (infer(..., train_minutes=...), pyro-acp infer --train-minutes) trains a new "
-              "one in its place" if cached else "train it for longer (pyro_acp.train with a larger max_minutes)")
+    remedy = ("delete it (and its .json) and call again with a larger train_minutes (infer(..., "
+              "train_minutes=...), pyro-acp infer --train-minutes) to train a new one" if on_demand is not None
+              else "train it for longer (pyro_acp.train with a larger max_minutes)")
     warnings.warn(f"the guide at {path} was trained for {done:,} of the {full:,} steps of its schedule ({budget}): "
                   f"its posteriors may be far from the model's; {remedy}", ShortTrainingWarning,
                   stacklevel=stacklevel + 1)
