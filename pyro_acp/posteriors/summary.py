@@ -83,7 +83,7 @@ class PosteriorSummary:
             "  wall time: " + ("n/a" if self.wall_time is None else f"{self.wall_time:.3f} s"),
         ]
         if self.stationary is not None:
-            verdict = "as posterior samples should" if self.stationary else "NOT posterior samples"
+            verdict = "within" if self.stationary else "beyond"
             lines.append(f"  one Gibbs sweep moves log p(c, x) by {self.sweep_change:+.2f} +- "
-                         f"{self.sweep_change_error:.2f} nats: {verdict}")
+                         f"{self.sweep_change_error:.2f} nats (0 for posterior samples): {verdict} the check's bound")
         return "\n".join(lines)
