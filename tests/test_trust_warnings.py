@@ -83,3 +83,13 @@ def test_weight_diagnostics_pass_even_weights_and_flag_a_collapse():
     assert not report.reliable
     cauchy = torch.as_tensor(np.random.default_rng(0).standard_cauchy(2000))
     assert weight_diagnostics(cauchy, warn=False).pareto_k > 0.7  # heavy-tailed weights: PSIS says no
+
+
+def test_a_weight_collapse_too_small_for_a_tail_fit_says_so_rather_than_k_nan():
+    """Eight samples, one weight holding nearly all the mass: no Pareto k can be fitted; the warning says that
+    (it printed 'Pareto k nan (reliable below 0.00)')."""
+    with pytest.warns(ImportanceWeightWarning) as record:
+        diagnostics = weight_diagnostics(torch.tensor([0.0, -9.0, -9.0, -9.0, -9.0, -9.0, -9.0, -9.0]))
+    assert math.isnan(diagnostics.pareto_k) and not diagnostics.reliable
+    text = str(record[0].message)
+    assert "Pareto k not estimated" in text and "nan" not in text

@@ -51,9 +51,12 @@ class WeightDiagnostics:
         return (k_ok or spread) and self.effective_sample_size >= min(MIN_EFFECTIVE_SAMPLES, self.num_samples)
 
     def message(self) -> str:
+        tail = ("Pareto k not estimated (too few or too repetitive weights to fit their tail)"
+                if math.isnan(self.pareto_k) else
+                f"Pareto k {self.pareto_k:.2f} (reliable below {self.pareto_k_threshold:.2f})")
         return (
             f"the importance weights have collapsed: effective sample size {self.effective_sample_size:.1f} of "
-            f"{self.num_samples}, Pareto k {self.pareto_k:.2f} (reliable below {self.pareto_k_threshold:.2f}). "
+            f"{self.num_samples}, {tail}. "
             "The guide is a poor proposal for this data set (too large, or unlike the model's simulations): do "
             "not trust the weighted posterior; use the raw samples with care, or pyro_acp.mcmc.gibbs"
         )
