@@ -34,6 +34,7 @@ def test_exact_posterior_draws_pass_and_prior_draws_fail():
             prior = CRP(MODEL.alpha, 8).sample((256,))
         wrong = check_stationarity(MODEL, x, prior, num_samples=256, seed=seed)
         assert wrong.z > 2 * STATIONARITY_Z and not wrong.passes, (seed, wrong)
+        assert abs(check.median_change) < 1.0 < wrong.median_change, (check, wrong)  # symmetric about 0 / not
 
 
 def test_infer_checks_its_samples_and_reports_it():

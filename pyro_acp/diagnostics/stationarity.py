@@ -49,12 +49,15 @@ class StationarityWarning(UserWarning):
 @dataclass(frozen=True)
 class StationarityCheck:
     """The mean change of log p(c, x) (nats) after one Gibbs sweep from ``num_samples`` samples, its standard
-    error, and the share of samples the sweep changed at all."""
+    error, the share of samples the sweep changed at all, and the median change (for posterior samples the
+    change is symmetric about 0, the sweep's random scan making it reversible; a median far from 0 beside a
+    passing mean means heavy tails, not posterior samples)."""
 
     mean_change: float
     standard_error: float
     moved_share: float
     num_samples: int
+    median_change: float = math.nan
 
     @property
     def z(self) -> float:
@@ -114,4 +117,5 @@ def check_stationarity(model: Any, x: Any, samples: Tensor, *, num_samples: int 
     change = after["log_joint"].to(torch.float64) - before
     moved = (after["labels"].long() != starts).any(-1)
     error = float(change.std(unbiased=True) / math.sqrt(change.numel())) if change.numel() > 1 else math.nan
-    return StationarityCheck(float(change.mean()), error, float(moved.double().mean()), int(change.numel()))
+    return StationarityCheck(float(change.mean()), error, float(moved.double().mean()), int(change.numel()),
+                             float(change.median()))

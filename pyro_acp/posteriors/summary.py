@@ -43,6 +43,7 @@ class PosteriorSummary:
     #: log p(c, x) in one Gibbs sweep, its standard error and whether it passed (None: not made)
     sweep_change: float | None = None
     sweep_change_error: float | None = None
+    sweep_change_median: float | None = None
     stationary: bool | None = None
 
     def _probability_text(self) -> str:
@@ -85,5 +86,6 @@ class PosteriorSummary:
         if self.stationary is not None:
             verdict = "within" if self.stationary else "beyond"
             lines.append(f"  one Gibbs sweep moves log p(c, x) by {self.sweep_change:+.2f} +- "
-                         f"{self.sweep_change_error:.2f} nats (0 for posterior samples): {verdict} the check's bound")
+                         f"{self.sweep_change_error:.2f} nats, median {self.sweep_change_median:+.2f} (0 for "
+                         f"posterior samples): {verdict} the check's bound")
         return "\n".join(lines)
