@@ -101,20 +101,16 @@ def check_stationarity(model: Any, x: Any, samples: Tensor, *, num_samples: int 
     mean change of log p(c, x) and its standard error (module docstring). ``num_samples`` None: within
     :data:`STATIONARITY_POINT_MOVES` (:data:`STATIONARITY_SAMPLES`). Needs :func:`stationarity_applies`.
     """
-    from pyro_acp.reference.gibbs_kernel import CollapsedGibbs  # the references import the posteriors
+    from pyro_acp.reference.gibbs_kernel import started_kernel  # the references import the posteriors
 
     if num_samples is None:
         low, high = STATIONARITY_SAMPLES
         num_samples = max(low, min(high, STATIONARITY_POINT_MOVES // max(1, samples.shape[-1])))
     data = model.check_data(x).to(torch.float64)
     starts = canonicalize(samples[:num_samples].to(torch.long).cpu())
-    kernel = CollapsedGibbs(model, num_chains=starts.shape[0], seed=seed, keep_labels=False,
-                            report_data_warnings=False)  # reported where the data came in
-    kernel.initial_params = {"labels": starts.to(torch.float64)}
-    kernel.setup(0, data)
-    before = model.log_joint(data, starts).to(torch.float64)
-    after = kernel.sample(kernel.initial_params)
-    change = after["log_joint"].to(torch.float64) - before
+    kernel, start = started_kernel(model, data, starts, seed=seed)
+    after = kernel.sample(start)
+    change = after["log_joint"] - start["log_joint"]  # both from the kernel's exact statistics, float64
     moved = (after["labels"].long() != starts).any(-1)
     error = float(change.std(unbiased=True) / math.sqrt(change.numel())) if change.numel() > 1 else math.nan
     return StationarityCheck(float(change.mean()), error, float(moved.double().mean()), int(change.numel()),

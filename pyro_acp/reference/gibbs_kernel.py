@@ -28,7 +28,7 @@ from pyro_acp.reference.seating import check_seating_prior, seating_tables_for
 from pyro_acp.seeding import make_generator
 from pyro_acp.validation import check_int, check_seed, warn_about_data
 
-__all__ = ["SITES", "SUMMARY_SITES", "CollapsedGibbs"]
+__all__ = ["SITES", "SUMMARY_SITES", "CollapsedGibbs", "started_kernel"]
 
 _SLACK = 8  # spare empty cluster slots kept per chain (fewer host syncs; see CollapsedGibbs._refresh_slack)
 #: the sites MCMC stores by default; sorted, because MCMC flattens sites in ``save_params`` order and unpacks
@@ -415,3 +415,16 @@ class CollapsedGibbs(MCMCKernel):
         self._sm_proposed += c
         self._sm_accepted += int(accept.sum())
         self._set_state(torch.where(accept[:, None], proposal, current))
+
+
+def started_kernel(model: Any, data: Tensor, starts: Tensor,
+                   **options: Any) -> tuple[CollapsedGibbs, dict[str, Tensor]]:
+    """A :class:`CollapsedGibbs` kernel with one chain per row of ``starts`` (S, N) canonical labels, set up on
+    validated ``data`` and started at them, and its initial params (labels, log_joint, ...: the statistics'
+    exact values). ``options`` go to the kernel (``seed``, ``greedy``, ``frozen``, ...); it keeps no labels and
+    leaves the data warnings to the caller, whose entry point reported them."""
+    kernel = CollapsedGibbs(model, num_chains=starts.shape[0], keep_labels=False, report_data_warnings=False,
+                            **options)
+    kernel.initial_params = {"labels": starts.to(torch.float64)}
+    kernel.setup(0, data)
+    return kernel, kernel.initial_params

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.protocols import require_collapsed, require_gibbs_statistics
-from pyro_acp.reference.gibbs_kernel import CollapsedGibbs
+from pyro_acp.reference.gibbs_kernel import started_kernel
 from pyro_acp.validation import check_int, check_partition_rows
 
 __all__ = ["ascend_to_mode", "best_merges"]
@@ -85,12 +85,8 @@ def ascend_to_mode(model: Any, x: Any, starts: Any, *, max_rounds: int = 100, se
         frozen = torch.as_tensor(frozen, dtype=torch.bool, device=labels.device)
         if frozen.shape != labels.shape[-1:]:
             raise ValueError(f"frozen must be a (N,) = ({labels.shape[-1]},) mask, got {tuple(frozen.shape)}")
-    kernel = CollapsedGibbs(model, num_chains=labels.shape[0], greedy=True, seed=seed, keep_labels=False,
-                            frozen=frozen, new_clusters=new_clusters,
-                            report_data_warnings=False)  # reported where the posterior's data came in
-    kernel.initial_params = {"labels": labels.to(torch.float64)}
-    kernel.setup(0, data)
-    params = kernel.initial_params
+    kernel, params = started_kernel(model, data, labels, greedy=True, seed=seed, frozen=frozen,
+                                    new_clusters=new_clusters)
     for _ in range(max_rounds):
         before = params["labels"].long()
         params = kernel.sample(params)
