@@ -84,7 +84,7 @@ def test_train_init_fine_tunes_another_guide_and_never_writes_it(tmp_path, capsy
 
 
 def test_infer_without_a_model_uses_the_registry_default_for_the_width(tmp_path, monkeypatch):
-    from pyro_acp import cli
+    from pyro_acp import cli_models as cli
     from pyro_acp.models import CRPGaussianMixture, NIWGaussianMixture
     from pyro_acp.pretrained import registry
 
