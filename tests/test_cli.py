@@ -209,3 +209,29 @@ def test_infer_command_on_a_folder_gets_the_model_for_its_width_as_a_file_would(
     for name in ("a", "b"):
         summary = json.loads((tmp_path / "out" / name / "summary.json").read_text())["summary"]
         assert summary["method"] == "acp+is-invariant"
+
+
+def test_infer_command_runs_gibbs_chains_on_from_the_samples(tmp_path, capsys):
+    """``--gibbs-sweeps K``: the labels and the summary are those of Gibbs chains started at the guide's samples
+    (method "gibbs", one chain per sample), checked for stationarity as infer's samples are; refused for a
+    folder, with --reweight, and for a model without collapsed Gibbs statistics, before any work."""
+    points = np.concatenate([np.random.default_rng(1).normal(c, 1.0, size=(12, 2)) for c in (-8, 0, 8)])
+    np.savetxt(tmp_path / "points.csv", points, delimiter=",")
+    out = tmp_path / "out"
+    assert main(["infer", str(tmp_path / "points.csv"), "--num-samples", "16", "--gibbs-sweeps", "3", "--no-train",
+                 "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "gibbs" and summary["num_samples"] == 16 and summary["stationary"] is not None
+    assert np.loadtxt(out / "labels.csv", delimiter=",", skiprows=1).shape == (36, 3)
+    capsys.readouterr()
+    for extra, message in ((["--reweight", "exact"], "one of --gibbs-sweeps and --reweight"),
+                           (["--gibbs-sweeps", "-1"], "--gibbs-sweeps must be")):
+        assert main(["infer", str(tmp_path / "points.csv"), "--gibbs-sweeps", "2", *extra, "--output",
+                     str(tmp_path / "other")]) == 2
+        assert message in capsys.readouterr().err
+    folder = tmp_path / "sets"
+    folder.mkdir()
+    np.savetxt(folder / "a.csv", points, delimiter=",")
+    assert main(["infer", str(folder), "--gibbs-sweeps", "2", "--output", str(tmp_path / "many")]) == 2
+    assert "single input file" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists() and not (tmp_path / "many").exists()

@@ -329,3 +329,33 @@ def test_entry_points_take_x_second_and_keywords_after_it(crp_case):
         nuts(model, x, 10)
     with pytest.raises(TypeError):
         CollapsedGibbs(model, 4)
+
+
+# ---------------------------------------------------------------------------------------------- started chains
+def test_gibbs_started_at_given_partitions_keeps_the_exact_posterior_and_follows_its_starts(crp_case):
+    """``init``: one chain per given partition. Started at 4,000 exact draws, one sweep leaves them exact (TV
+    within the i.i.d. Monte-Carlo yardstick); started at the prior's draws it does not get there in one sweep
+    (the power: the starts are used, not replaced by the kernel's own sequential start)."""
+    model, x, exact = crp_case
+    draws = exact.sample(4000, seed=7)
+    post = gibbs(model, x, init=draws, warmup_steps=0, num_samples=1, seed=0, progress_bar=False)
+    assert post.samples.shape == (4000, 7) and torch.equal(post.chain, torch.arange(4000))
+    assert_matches_exact(post, exact)
+    single = torch.zeros(4000, 7, dtype=torch.long)  # every chain starts with all points in one cluster
+    stuck = gibbs(model, x, init=single, warmup_steps=0, num_samples=1, seed=0, progress_bar=False)
+    assert total_variation(stuck.samples, exact) > TOLERANCE * iid_total_variation(exact, 4000)
+
+
+def test_gibbs_started_at_a_posterior_refuses_other_data_and_other_chain_counts(crp_case):
+    model, x, exact = crp_case
+    starts = ClusteringPosterior(exact.sample(6, seed=1), method="exact-draws", x=x, model=model)
+    post = gibbs(model, x, init=starts, warmup_steps=2, num_samples=3, seed=0, progress_bar=False)
+    assert post.samples.shape == (18, 7)
+    with pytest.raises(ValueError, match="posterior of other data"):
+        gibbs(model, x + 1.0, init=starts, progress_bar=False)
+    with pytest.raises(ValueError, match="num_chains=4 but init holds 6"):
+        gibbs(model, x, init=starts, num_chains=4, progress_bar=False)
+    with pytest.raises(ValueError, match=r"shape \(C, 7\)"):
+        gibbs(model, x, init=torch.zeros(3, 5, dtype=torch.long), progress_bar=False)
+    with pytest.raises(ValueError, match="negative"):
+        gibbs(model, x, init=-torch.ones(3, 7, dtype=torch.long), progress_bar=False)

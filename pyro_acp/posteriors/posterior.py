@@ -375,7 +375,8 @@ class ClusteringPosterior:
         if check is None:
             return {}
         return {"sweep_change": check.mean_change, "sweep_change_error": check.standard_error,
-                "sweep_change_median": check.median_change, "stationary": check.passes}
+                "sweep_change_median": check.median_change, "sweep_change_rank_p": check.rank_p_value,
+                "stationary": check.passes}
 
     # ------------------------------------------------------------------ point estimate
     def point_estimate(

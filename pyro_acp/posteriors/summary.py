@@ -40,10 +40,12 @@ class PosteriorSummary:
     pareto_k: float | None = None
     weights_reliable: bool | None = None
     #: the stationarity check of the samples (:mod:`pyro_acp.diagnostics.stationarity`): the mean change of
-    #: log p(c, x) in one Gibbs sweep, its standard error and whether it passed (None: not made)
+    #: log p(c, x) in a symmetric Gibbs sweep, its standard error, its median, the signed-rank p-value of its
+    #: symmetry and whether it passed (None: not made)
     sweep_change: float | None = None
     sweep_change_error: float | None = None
     sweep_change_median: float | None = None
+    sweep_change_rank_p: float | None = None
     stationary: bool | None = None
 
     def _probability_text(self) -> str:
@@ -85,7 +87,8 @@ class PosteriorSummary:
         ]
         if self.stationary is not None:
             verdict = "within" if self.stationary else "beyond"
-            lines.append(f"  one Gibbs sweep moves log p(c, x) by {self.sweep_change:+.2f} +- "
-                         f"{self.sweep_change_error:.2f} nats, median {self.sweep_change_median:+.2f} (0 for "
-                         f"posterior samples): {verdict} the check's bound")
+            lines.append(f"  a Gibbs sweep moves log p(c, x) by {self.sweep_change:+.2f} +- "
+                         f"{self.sweep_change_error:.2f} nats, median {self.sweep_change_median:+.2f}, signed-rank "
+                         f"p {self.sweep_change_rank_p:.2g} (0 and symmetric for posterior samples): {verdict} "
+                         f"the check's bounds")
         return "\n".join(lines)

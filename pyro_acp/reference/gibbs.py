@@ -40,7 +40,7 @@ from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.protocols import CollapsedModel
 from pyro_acp.reference.gibbs_kernel import CollapsedGibbs
 from pyro_acp.seeding import resolve_seed
-from pyro_acp.validation import check_int
+from pyro_acp.validation import check_int, check_partition_rows
 
 __all__ = ["CollapsedGibbs", "gibbs"]
 
@@ -51,15 +51,21 @@ def gibbs(
     *,
     num_samples: int = 1000,
     warmup_steps: int = 200,
-    num_chains: int = 4,
+    num_chains: int | None = None,
     seed: int | None = None,
     split_merge: bool = False,
     progress_bar: bool = True,
+    init: ClusteringPosterior | Any = None,
 ) -> ClusteringPosterior:
     """Collapsed Gibbs posterior over partitions of ``x`` under a conjugate ``model``.
 
-    Runs :class:`CollapsedGibbs` under ``pyro.infer.MCMC`` with ``num_chains`` vectorised chains, keeping
-    ``num_samples`` sweeps per chain after ``warmup_steps``. Returns a
+    Runs :class:`CollapsedGibbs` under ``pyro.infer.MCMC`` with ``num_chains`` vectorised chains (default 4),
+    keeping ``num_samples`` sweeps per chain after ``warmup_steps``. ``init``: start one chain at each
+    partition of a posterior of ``x`` (e.g. ``infer``'s samples) or of a (C, N) array of labels, instead of
+    seating the points one by one; ``num_chains`` is then C. From an amortized guide's samples a few sweeps
+    (``warmup_steps=10, num_samples=1``) take the chains to the posterior where the guide's samples are close,
+    which is what the stationarity check of ``infer`` asks for when they fail it
+    (:mod:`pyro_acp.diagnostics.stationarity`). Returns a
     :class:`~pyro_acp.posteriors.posterior.ClusteringPosterior` (method "gibbs") with num_chains × num_samples
     partitions (chain-major), their chain ids, log joint and log likelihood (for ESS / R-hat) and the wall
     time. Supported: any model with ``gibbs_statistics`` and a partition prior with seating weights (the
@@ -70,9 +76,16 @@ def gibbs(
     """
     num_samples = check_int(num_samples, "num_samples", 1)
     warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
-    num_chains = check_int(num_chains, "num_chains", 1)
+    starts = None if init is None else starting_labels(model, x, init)
+    if starts is not None and num_chains is not None and num_chains != starts.shape[0]:
+        raise ValueError(f"num_chains={num_chains} but init holds {starts.shape[0]} partitions (one chain each): "
+                         f"leave num_chains out")
+    num_chains = starts.shape[0] if starts is not None else check_int(4 if num_chains is None else num_chains,
+                                                                       "num_chains", 1)
     began = time.perf_counter()
     kernel = CollapsedGibbs(model, num_chains=num_chains, split_merge=split_merge, seed=resolve_seed(seed))
+    if starts is not None:
+        kernel.initial_params = {"labels": starts}
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
                 disable_progbar=not progress_bar)
     mcmc.run(x)
@@ -88,3 +101,25 @@ def gibbs(
         x=x,
         model=model,
     )
+
+
+def starting_labels(model: CollapsedModel, x: Any, init: ClusteringPosterior | Any) -> Any:
+    """(C, N) labels to start chains at: a posterior's samples (ValueError when it is of other data than ``x``)
+    or the labels given, checked to be C partitions of x's N points."""
+    num_points = model.num_points_of(model.check_data(x))
+    if isinstance(init, ClusteringPosterior):
+        if init.x is not None and not _same_data(model, init.x, x):
+            raise ValueError("init is a posterior of other data than x: start the chains at samples of x")
+        init = init.samples
+    labels = check_partition_rows(init, "init")
+    if labels.shape[1] != num_points:
+        raise ValueError(f"init must hold partitions of the {num_points} points of x, shape (C, {num_points}); "
+                         f"got shape {tuple(labels.shape)}")
+    return labels
+
+
+def _same_data(model: CollapsedModel, first: Any, second: Any) -> bool:
+    """Whether two data sets are the same as the model sees them (up to float32 round-off: a posterior keeps
+    its data in the default dtype, after the model's preprocessing)."""
+    a, b = (model.check_data(data).to(torch.float64).cpu() for data in (first, second))
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())))

@@ -85,6 +85,11 @@ class CollapsedGibbs(MCMCKernel):
             known label).
         report_data_warnings: issue the model's warnings about the data at ``setup``
             (:func:`pyro_acp.validation.warn_about_data`); False where the data's entry point already did.
+        symmetric_scan: each sweep visits the points in a random order and then in the reverse order (twice the
+            work). Every single-point update is self-adjoint, so a scan in a *fixed* order is not reversible
+            (its adjoint is the reverse scan); the forward-then-backward scan is, for every order. Then, from
+            c ~ p(c | x), the pair (c, c') is exchangeable even though all chains share one order, which is what
+            a test of symmetry (:mod:`pyro_acp.diagnostics.stationarity`) needs.
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class CollapsedGibbs(MCMCKernel):
         frozen: Any = None,
         new_clusters: bool = True,
         report_data_warnings: bool = True,
+        symmetric_scan: bool = False,
     ) -> None:
         require_collapsed(model, "collapsed Gibbs")
         # probed at the smallest N the model simulates: a prior with constrained block sizes cannot take N = 1
@@ -122,6 +128,7 @@ class CollapsedGibbs(MCMCKernel):
         self.frozen = None if frozen is None else torch.as_tensor(frozen, dtype=torch.bool)
         self.new_clusters = bool(new_clusters)
         self.report_data_warnings = bool(report_data_warnings)
+        self.symmetric_scan = bool(symmetric_scan)
         if (self.frozen is not None or not self.new_clusters) and self.split_merge:
             raise ValueError("frozen points and new_clusters=False apply to Gibbs sweeps, not to split_merge moves")
         self.save_params = SUMMARY_SITES
@@ -201,8 +208,8 @@ class CollapsedGibbs(MCMCKernel):
             self._set_state(params["labels"].round().long().to(self.data.device))
         with pyro.validation_enabled(False):  # counts and labels are exact by construction: skip per-call checks
             for _ in range(self.sweeps):
-                order = self._sweep_order()
-                self._seat(order.tolist(), seated=None)
+                order = self._sweep_order().tolist()
+                self._seat(order + order[::-1] if self.symmetric_scan else order, seated=None)
             if self.split_merge and self.num_points > 1:
                 self._split_merge()
             self._params = self._make_params()
