@@ -10,20 +10,23 @@ change of the exact log joint, d = log p(c', x) - log p(c, x). For posterior sam
 - its distribution is symmetric about zero (a reversible kernel makes (c, c') exchangeable): the Wilcoxon
   signed-rank test of the samples the sweep moved (scipy), which heavy tails do not blunt.
 
-Samples from a guide that is off (too spread out, or piled on the wrong mode) move systematically. The mean
-alone is conservative: a few samples that gain hundreds of nats (a wrong merge) widen its standard error, so
-samples whose typical gain is tens of nats could pass it (benchmarks/stationarity_check.py, docs/benchmarks.md);
-the rank test sees them. Both are necessary conditions only: samples that are wrong in a way one sweep does not
-undo (a locally stable wrong mode) can pass. The cure for failing samples is to let Gibbs chains started at them
-run on (``pyro_acp.mcmc.gibbs(model, x, init=posterior, ...)``). The answer is about the model's plain
-posterior: where a model's guides target another one (``plain_posterior_from_points``: an NIW table below 10
-points, trained for the invariant posterior), the check is not made. Hand-written because no library runs a
-posterior's own Gibbs kernel from given states.
-"""
+Samples from a guide that is off (too spread out, or piled on the wrong mode) move systematically. The mean alone
+is conservative: a few samples that gain hundreds of nats (a wrong merge) widen its standard error, so samples
+whose typical gain is tens of nats could pass it (benchmarks/stationarity_check.py, docs/benchmarks.md); the rank
+test sees them. Both are necessary conditions only: samples that are wrong in a way one sweep does not undo (a
+locally stable wrong mode) can pass. Samples of zero posterior probability (log p(c, x) = -inf: a partition the
+prior rules out, e.g. a block below a planted partition's minimum size) are left out of the check and warned about
+on their own (:func:`warn_if_impossible`, :class:`ZeroProbabilityWarning`). Samples drawn conditionally (a graph's
+known labels) are checked under the same conditions (the labelled nodes frozen). The cure for failing samples is to
+let Gibbs chains started at them run on (``pyro_acp.mcmc.gibbs(model, x, init=posterior, ...)``). The answer is
+about the model's plain posterior: where a model's guides target another one (``plain_posterior_from_points``: an
+NIW table below 10 points, trained for the invariant posterior), the check is not made. Hand-written because no
+library runs a posterior's own Gibbs kernel from given states."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +49,32 @@ STATIONARITY_Z = 4.0
 STATIONARITY_RANK_P = 1e-4
 STATIONARITY_NATS = 1.0
 
-__all__ = ["StationarityCheck", "StationarityWarning", "check_stationarity", "stationarity_applies", "symmetry_p_value"]
+__all__ = ["StationarityCheck", "StationarityWarning", "ZeroProbabilityWarning", "check_stationarity",
+           "stationarity_applies", "symmetry_p_value", "warn_if_impossible"]
 
 
 class StationarityWarning(UserWarning):
     """A collapsed Gibbs sweep moves the samples' log joint systematically: they are not from the posterior."""
+
+
+class ZeroProbabilityWarning(UserWarning):
+    """Some samples have zero probability under the model (log p(c, x) = -inf): they are not from the posterior."""
+
+
+def warn_if_impossible(model: Any, log_joint: Tensor | None, stacklevel: int = 2) -> int:
+    """The number of samples whose exact log joint (S,) is -inf, with a :class:`ZeroProbabilityWarning` when
+    there are any (``log_joint`` None: no exact log joint, nothing to say)."""
+    if log_joint is None:
+        return 0
+    impossible = int((log_joint == -math.inf).sum())
+    if impossible:
+        warnings.warn(f"{impossible} of {log_joint.numel()} samples have zero probability under {model!r} "
+                      f"(log p(c, x) = -inf: a partition its prior rules out): they are not posterior samples, yet "
+                      f"the co-clustering and P(K) count them (the MAP, ranked by the exact log joint, is one of them "
+                      f"only if all are). Gibbs chains started at the others (pyro_acp.mcmc.gibbs(model, x, "
+                      f"init=posterior) leaves these out) or reweight=True (weight 0 for these) repair it",
+                      ZeroProbabilityWarning, stacklevel=stacklevel + 1)
+    return impossible
 
 
 @dataclass(frozen=True)
@@ -76,9 +100,9 @@ class StationarityCheck:
     @property
     def passes(self) -> bool:
         """False when the mean change is at least :data:`STATIONARITY_NATS` and either :data:`STATIONARITY_Z`
-        standard errors from zero or rejected as symmetric at :data:`STATIONARITY_RANK_P` (one sample: no
-        error, so it passes)."""
-        if math.isnan(self.z) or abs(self.mean_change) < STATIONARITY_NATS:
+        standard errors from zero or rejected as symmetric at :data:`STATIONARITY_RANK_P` (fewer than two
+        samples checked: no error, so it passes)."""
+        if self.num_samples < 2 or math.isnan(self.mean_change) or abs(self.mean_change) < STATIONARITY_NATS:
             return True
         return abs(self.z) < STATIONARITY_Z and not self.rank_p_value <= STATIONARITY_RANK_P
 
@@ -97,20 +121,21 @@ class StationarityCheck:
 
 def stationarity_applies(model: Any, num_points: int) -> bool:
     """Whether :func:`check_stationarity` can be made for an N-point data set of ``model``: an unordered model
-    of points with the statistics collapsed Gibbs updates, whose guides target its plain posterior at this size
-    (a model whose guides target another posterior below some size declares ``plain_posterior_from_points``).
-    Not yet for graphs (whose samples may be conditioned on known labels)."""
-    return (getattr(model, "data_kind", "vector") == "vector" and can_ascend_to_mode(model)
-            and num_points >= int(getattr(model, "plain_posterior_from_points", 0)))
+    (of points or of a graph) with the statistics collapsed Gibbs updates, whose guides target its plain
+    posterior at this size (a model whose guides target another posterior below some size declares
+    ``plain_posterior_from_points``)."""
+    return can_ascend_to_mode(model) and num_points >= int(getattr(model, "plain_posterior_from_points", 0))
 
 
 def check_stationarity(model: Any, x: Any, samples: Tensor, *, num_samples: int | None = None,
-                       seed: int = 0) -> StationarityCheck:
+                       seed: int = 0, frozen: Tensor | None = None, new_clusters: bool = True) -> StationarityCheck:
     """One symmetric collapsed Gibbs sweep (points in a random order from ``seed``, then reversed) from each of
-    the first ``num_samples`` of ``samples`` (S, N), independent draws of a posterior of ``x`` under ``model``;
-    the change of log p(c, x): its mean and standard error, median, and the signed-rank test of its symmetry
-    (module docstring). ``num_samples`` None: within :data:`STATIONARITY_POINT_MOVES` point moves per
-    direction (:data:`STATIONARITY_SAMPLES`). Needs :func:`stationarity_applies`.
+    the first ``num_samples`` of ``samples`` (S, N) of positive probability, independent draws of a posterior
+    of ``x`` under ``model``; the change of log p(c, x): its mean and standard error, median, and the
+    signed-rank test of its symmetry (module docstring). ``num_samples`` None: within
+    :data:`STATIONARITY_POINT_MOVES` point moves per direction (:data:`STATIONARITY_SAMPLES`). ``frozen``,
+    ``new_clusters``: what the samples were conditioned on (``posterior.conditioning()``), kept by the sweep.
+    Needs :func:`stationarity_applies`.
     """
     from pyro_acp.reference.gibbs_kernel import started_kernel  # the references import the posteriors
 
@@ -118,8 +143,13 @@ def check_stationarity(model: Any, x: Any, samples: Tensor, *, num_samples: int 
         low, high = STATIONARITY_SAMPLES
         num_samples = max(low, min(high, STATIONARITY_POINT_MOVES // max(1, samples.shape[-1])))
     data = model.check_data(x).to(torch.float64)
-    starts = canonicalize(samples[:num_samples].to(torch.long).cpu())
-    kernel, start = started_kernel(model, data, starts, seed=seed, symmetric_scan=True)
+    samples = canonicalize(samples.to(torch.long).cpu())
+    possible = model.log_joint(data, samples) > -math.inf  # a sweep from an impossible partition means nothing
+    starts = samples[possible][:num_samples]
+    if starts.shape[0] == 0:
+        return StationarityCheck(math.nan, math.nan, 0.0, 0)
+    constraints = {} if frozen is None else {"frozen": frozen, "new_clusters": new_clusters}
+    kernel, start = started_kernel(model, data, starts, seed=seed, symmetric_scan=True, **constraints)
     after = kernel.sample(start)
     change = after["log_joint"] - start["log_joint"]  # both from the kernel's exact statistics, float64
     moved = (after["labels"].long() != starts).any(-1)

@@ -17,7 +17,12 @@ from torch import Tensor
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.diagnostics.importance import weight_diagnostics
 from pyro_acp.diagnostics.prior_check import PriorPredictiveWarning, prior_predictive_check
-from pyro_acp.diagnostics.stationarity import StationarityWarning, check_stationarity, stationarity_applies
+from pyro_acp.diagnostics.stationarity import (
+    StationarityWarning,
+    check_stationarity,
+    stationarity_applies,
+    warn_if_impossible,
+)
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.guides.noc import ordered_log_prob_estimate
 from pyro_acp.inference.frames import drawn_frames, frames_for
@@ -148,8 +153,10 @@ def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
     the guide's log q of every sample, made already (needed when reweighting) or deferred to its first read;
     or None), everything moved to the CPU. With ``reweight="invariant"`` the log joint is the invariant one,
     estimated from ``generator``'s stream (:mod:`pyro_acp.inference.reweighting`): the weights and the MAP then
-    target the posterior of data drawn and then standardised. ``check_samples``: the stationarity check of the
-    raw samples where it applies (unweighted, unordered: :func:`check_samples_are_stationary`)."""
+    target the posterior of data drawn and then standardised. Unweighted samples of zero probability under the
+    model (log p(c, x) = -inf) are warned about
+    (:class:`~pyro_acp.diagnostics.stationarity.ZeroProbabilityWarning`). ``check_samples``: the stationarity
+    check of the raw samples where it applies (unweighted, unordered: :func:`check_samples_are_stationary`)."""
     samples = labels if ordered else canonicalize(labels)
     if reweight == "invariant":
         log_joint, _ = invariant_log_joint(model, x, samples, estimate.log_prob, generator)
@@ -171,18 +178,24 @@ def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
         x=x.cpu(), model=model,
         log_joint=None if log_joint is None else log_joint.cpu(),
     )
+    if not reweight:  # weights give impossible samples weight 0
+        warn_if_impossible(model, posterior.log_joint, stacklevel=3)
     if check_samples and not reweight and not ordered:
         check_samples_are_stationary(model, posterior)
     return posterior
 
 
 def check_samples_are_stationary(model: ClusteringModel, posterior: ClusteringPosterior) -> None:
-    """Set ``posterior.stationarity`` to the check of its samples by one collapsed Gibbs sweep, where the model
-    allows it (:func:`~pyro_acp.diagnostics.stationarity.stationarity_applies`), and warn
+    """Set ``posterior.stationarity`` to the check of its samples by a collapsed Gibbs sweep under what they were
+    conditioned on (``posterior.conditioning()``), where the model allows it
+    (:func:`~pyro_acp.diagnostics.stationarity.stationarity_applies`), and warn
     (:class:`~pyro_acp.diagnostics.stationarity.StationarityWarning`) when they fail it."""
     if not stationarity_applies(model, posterior.num_points):
         return
-    posterior.stationarity = check_stationarity(model, posterior.x, posterior.samples)
+    check = check_stationarity(model, posterior.x, posterior.samples, **posterior.conditioning())
+    if check.num_samples == 0:  # every sample impossible: warn_if_impossible has said so
+        return
+    posterior.stationarity = check
     if not posterior.stationarity.passes:
         warnings.warn(posterior.stationarity.message(model), StationarityWarning, stacklevel=4)
 

@@ -60,7 +60,7 @@ class GraphClusteringPosterior(ClusteringPosterior):
                    wall_time=posterior.wall_time, log_likelihood=posterior.log_likelihood,
                    x=posterior.x if x is None else x, model=posterior.model, log_joint=posterior.log_joint)
 
-    def _ascent_constraints(self) -> dict[str, Any]:
+    def conditioning(self) -> dict[str, Any]:
         """With known labels, ``refined_map`` keeps the labelled nodes where the samples put them (one cluster
         per label, never merged) and, with ``new_clusters=False``, opens no further cluster."""
         if self.labelled is None:
@@ -214,10 +214,16 @@ def infer_graph(infer: Callable[..., ClusteringPosterior], model: Any, graph: An
                          f"{type(guide).__name__}({model.data_dim}, encoder='gatedgcn')")
     if anchors is not None:
         guide = guide.with_anchors(anchors, new_clusters=new_clusters)
-    posterior = infer(model, prepared, guide=guide, **options)
+    check_samples = options.pop("check_samples", True)  # made below, under the known labels
+    posterior = infer(model, prepared, guide=guide, check_samples=False, **options)
     original = graph if _is_graph_object(graph) else prepared.adjacency
-    return GraphClusteringPosterior.from_posterior(posterior, nodes=nodes, x=original, labelled=labelled,
-                                                   new_clusters=new_clusters)
+    posterior = GraphClusteringPosterior.from_posterior(posterior, nodes=nodes, x=original, labelled=labelled,
+                                                        new_clusters=new_clusters)
+    if check_samples and not options.get("reweight"):
+        from pyro_acp.inference.infer import check_samples_are_stationary
+
+        check_samples_are_stationary(model, posterior)
+    return posterior
 
 
 def _is_graph_object(value: Any) -> bool:

@@ -291,13 +291,14 @@ class ClusteringPosterior:
             uniq, _, first = self._unique_with_first()  # a partition's log joint is the same at every copy
             starts = uniq[self._log_joint[first].argsort(descending=True)[:num_starts]]
             modes, log_joint = ascend_to_mode(self.model, self.x, starts, max_rounds=max_rounds,
-                                              **self._ascent_constraints())
+                                              **self.conditioning())
             self._point_estimates[key] = modes[int(log_joint.argmax())]
         return self._point_estimates[key].clone()
 
-    def _ascent_constraints(self) -> dict[str, Any]:
-        """What the samples were conditioned on, which the ascent must keep (none here; graph posteriors
-        with known labels freeze the labelled nodes)."""
+    def conditioning(self) -> dict[str, Any]:
+        """What the samples were conditioned on, as the Gibbs kernel's ``frozen`` / ``new_clusters`` options, which
+        ``refined_map``, the stationarity check and Gibbs chains started at the samples must keep (none here;
+        graph posteriors with known labels freeze the labelled nodes)."""
         return {}
 
     def coclustering(self) -> Tensor:

@@ -30,7 +30,9 @@ The kernel, :class:`~pyro_acp.reference.gibbs_kernel.CollapsedGibbs`, is a
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -62,7 +64,9 @@ def gibbs(
     Runs :class:`CollapsedGibbs` under ``pyro.infer.MCMC`` with ``num_chains`` vectorised chains (default 4),
     keeping ``num_samples`` sweeps per chain after ``warmup_steps``. ``init``: start one chain at each
     partition of a posterior of ``x`` (e.g. ``infer``'s samples) or of a (C, N) array of labels, instead of
-    seating the points one by one; ``num_chains`` is then C. From an amortized guide's samples a few sweeps
+    seating the points one by one; ``num_chains`` is then C, and what the posterior's samples were conditioned
+    on (a graph's known labels: ``posterior.conditioning()``) is kept; partitions of zero probability start no
+    chain. From an amortized guide's samples a few sweeps
     (``warmup_steps=10, num_samples=1``) take the chains to the posterior where the guide's samples are close,
     which is what the stationarity check of ``infer`` asks for when they fail it
     (:mod:`pyro_acp.diagnostics.stationarity`). Returns a
@@ -83,7 +87,9 @@ def gibbs(
     num_chains = starts.shape[0] if starts is not None else check_int(4 if num_chains is None else num_chains,
                                                                        "num_chains", 1)
     began = time.perf_counter()
-    kernel = CollapsedGibbs(model, num_chains=num_chains, split_merge=split_merge, seed=resolve_seed(seed))
+    conditioning = init.conditioning() if isinstance(init, ClusteringPosterior) else {}
+    kernel = CollapsedGibbs(model, num_chains=num_chains, split_merge=split_merge, seed=resolve_seed(seed),
+                            **conditioning)
     if starts is not None:
         kernel.initial_params = {"labels": starts}
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
@@ -105,7 +111,8 @@ def gibbs(
 
 def starting_labels(model: CollapsedModel, x: Any, init: ClusteringPosterior | Any) -> Any:
     """(C, N) labels to start chains at: a posterior's samples (ValueError when it is of other data than ``x``)
-    or the labels given, checked to be C partitions of x's N points."""
+    or the labels given, checked to be C partitions of x's N points; those of zero probability under the model
+    are left out, with a warning (ValueError when that is all of them)."""
     num_points = model.num_points_of(model.check_data(x))
     if isinstance(init, ClusteringPosterior):
         if init.x is not None and not _same_data(model, init.x, x):
@@ -115,7 +122,14 @@ def starting_labels(model: CollapsedModel, x: Any, init: ClusteringPosterior | A
     if labels.shape[1] != num_points:
         raise ValueError(f"init must hold partitions of the {num_points} points of x, shape (C, {num_points}); "
                          f"got shape {tuple(labels.shape)}")
-    return labels
+    possible = model.log_joint(model.check_data(x).to(torch.float64), labels) > -math.inf
+    if not possible.any():
+        raise ValueError(f"none of the {labels.shape[0]} partitions of init has positive probability under "
+                         f"{model!r}: start the chains afresh (init=None)")
+    if not possible.all():  # every single-point move from a partition the prior rules out may be ruled out too
+        warnings.warn(f"{int((~possible).sum())} of the {labels.shape[0]} partitions of init have zero probability "
+                      f"under {model!r} and start no chain: {int(possible.sum())} chains", UserWarning, stacklevel=3)
+    return labels[possible]
 
 
 def _same_data(model: CollapsedModel, first: Any, second: Any) -> bool:
