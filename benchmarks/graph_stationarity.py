@@ -4,7 +4,7 @@ For SBM() and PlantedPartition() (the shipped guides with collapsed Gibbs refere
 N = 40 / 60 / 150 / 200 nodes, unlabelled and with every 6th node's label known: the share of the 100 samples of
 zero probability under the model (log p(c, x) = -inf; infer's ZeroProbabilityWarning), the stationarity check
 of the others (one symmetric Gibbs sweep from 32: mean change, median, signed-rank p), and the same for Gibbs
-chains started at the samples and run ``--sweeps`` sweeps (``pyro_acp.mcmc.gibbs(model, graph, init=posterior,
+chains started at the samples and run ``--sweeps`` + 1 sweeps (``pyro_acp.mcmc.gibbs(model, graph, init=posterior,
 warmup_steps=sweeps, num_samples=1)``, which keeps the known labels and leaves impossible starts out), with the
 mean K of both and their seconds.
 
@@ -25,7 +25,7 @@ from pyro_acp.models import SBM, PlantedPartition, to_networkx
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sweeps", type=int, default=10)
+    parser.add_argument("--sweeps", type=int, default=10, help="warm-up sweeps (one more is kept)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # the checks' own warnings are what is measured

@@ -7,7 +7,7 @@ of three sample sets:
 
 - the shipped guide's 100 samples;
 - a long Gibbs run (4 chains, ``--warmup`` sweeps, then every 25th sweep: the reference, which should pass);
-- Gibbs chains started at the guide's 100 samples, ``--sweeps`` sweeps each
+- Gibbs chains started at the guide's 100 samples, ``--sweeps`` + 1 sweeps each
   (``pyro_acp.mcmc.gibbs(model, x, init=posterior, warmup_steps=sweeps, num_samples=1)``),
 
 with the posterior mean K, the mean co-clustering error against the long run, and the seconds of each.
@@ -58,7 +58,8 @@ def check_fields(prefix: str, check: StationarityCheck) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--sweeps", type=int, default=10, help="sweeps of the chains started at the guide's samples")
+    parser.add_argument("--sweeps", type=int, default=10,
+                        help="warm-up sweeps of the chains started at the guide's samples (one more is kept)")
     parser.add_argument("--skip", nargs="*", default=[], help="leave out the data sets whose name contains any")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

@@ -67,7 +67,7 @@ def cmd_demo(args) -> None:
     rows = [_summary_row("ACP (shipped guide)", post, truth, None)]
     if args.gibbs_samples > 0:
         began = time.perf_counter()  # chains started at the guide's samples: the amortized start of a short MCMC run
-        started = pyro_acp.mcmc.gibbs(model, x, init=post, warmup_steps=DEMO_STARTED_SWEEPS, num_samples=1,
+        started = pyro_acp.mcmc.gibbs(model, x, init=post, warmup_steps=DEMO_STARTED_SWEEPS - 1, num_samples=1,
                                       seed=args.seed, progress_bar=False)
         started_time = post.wall_time + time.perf_counter() - began
         began = time.perf_counter()
@@ -265,13 +265,18 @@ def cmd_infer(args) -> None:
     if args.gibbs_sweeps and not can_ascend_to_mode(model):
         raise CommandError(f"--gibbs-sweeps needs a model with collapsed Gibbs statistics; {type(model).__name__} "
                            f"has none")
+    smallest = int(getattr(model, "plain_posterior_from_points", 0))
+    if args.gibbs_sweeps and len(points) < smallest:
+        raise CommandError(f"--gibbs-sweeps samples the model's plain posterior, but below {smallest} points the "
+                           f"guides of {type(model).__name__} target another one (data drawn, then standardised): "
+                           f"use --reweight invariant")
     post = pyro_acp.infer(model, points, num_samples=args.num_samples, guide=args.guide, seed=args.seed,
                           train=not args.no_train, device=args.device, train_minutes=args.train_minutes,
                           reweight=REWEIGHT_CHOICES.get(args.reweight, False), check_samples=not args.gibbs_sweeps)
     if args.gibbs_sweeps:
         from pyro_acp.inference.infer import check_samples_are_stationary
 
-        post = pyro_acp.mcmc.gibbs(model, points, init=post, warmup_steps=args.gibbs_sweeps, num_samples=1,
+        post = pyro_acp.mcmc.gibbs(model, points, init=post, warmup_steps=args.gibbs_sweeps - 1, num_samples=1,
                                    seed=args.seed, progress_bar=False)
         check_samples_are_stationary(model, post)  # the chains' end points, checked as infer checks its samples
     out.mkdir(parents=True, exist_ok=True)

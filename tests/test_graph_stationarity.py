@@ -43,7 +43,7 @@ def test_planted_partition_samples_outside_the_block_sizes_are_warned_about_and_
 
 def test_the_shipped_sbm_guide_is_caught_off_the_posterior_and_a_few_sweeps_from_it_pass():
     """SBM at N = 150: one symmetric sweep from the shipped guide's samples gains about +250 nats (its samples
-    misplace nodes the posterior is sure about); after 10 sweeps from them the check passes."""
+    misplace nodes the posterior is sure about); after 11 sweeps from them (10 warm-up, 1 kept) the check passes."""
     model = SBM()
     graph, _ = _simulated(model, 150)
     with pytest.warns(StationarityWarning, match="raises their log p"):

@@ -359,3 +359,30 @@ def test_gibbs_started_at_a_posterior_refuses_other_data_and_other_chain_counts(
         gibbs(model, x, init=torch.zeros(3, 5, dtype=torch.long), progress_bar=False)
     with pytest.raises(ValueError, match="negative"):
         gibbs(model, x, init=-torch.ones(3, 7, dtype=torch.long), progress_bar=False)
+
+
+def test_gibbs_started_at_a_weighted_posterior_draws_its_starts_from_the_weights(crp_case):
+    """exact_posterior holds every partition once with its probability as weight: chains started at it start
+    at draws from those weights (one sweep from them stays exact), not once at every partition (mean K 3.42
+    against the exact 3.05 at this data set, measured by the review that found it)."""
+    model, x, exact = crp_case
+    post = gibbs(model, x, init=exact, warmup_steps=0, num_samples=1, seed=3, progress_bar=False)
+    assert post.samples.shape[0] == exact.partitions.shape[0]
+    exact_k = float((exact.num_clusters.double() * exact.probs.double()).sum())
+    k = post.num_clusters.double()
+    assert abs(float(k.mean()) - exact_k) < 4 * float(k.std()) / k.numel() ** 0.5, (float(k.mean()), exact_k)
+    uniform_k = float(exact.num_clusters.double().mean())  # the starts taken once each
+    assert abs(uniform_k - exact_k) > 8 * float(k.std()) / k.numel() ** 0.5
+
+
+def test_same_data_check_sees_a_shift_of_some_points_under_a_large_offset(crp_case):
+    """A posterior keeps its data in float32: x offset by 1e4 still matches itself, but moving a third of the
+    points by 0.9 (about one cluster sd) is refused."""
+    model, x, exact = crp_case
+    shifted = x.double() + 1e4
+    starts = ClusteringPosterior(exact.sample(4, seed=1), method="exact-draws", x=shifted.float(), model=model)
+    assert gibbs(model, shifted, init=starts, warmup_steps=0, num_samples=1, progress_bar=False).num_samples == 4
+    moved = shifted.clone()
+    moved[::3] += 0.9
+    with pytest.raises(ValueError, match="posterior of other data"):
+        gibbs(model, moved, init=starts, progress_bar=False)

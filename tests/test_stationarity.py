@@ -11,8 +11,7 @@ from sklearn.datasets import load_iris
 import pyro_acp
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.diagnostics.stationarity import (
-    STATIONARITY_RANK_P,
-    STATIONARITY_Z,
+    STATIONARITY_P,
     StationarityWarning,
     check_stationarity,
 )
@@ -41,9 +40,10 @@ def test_exact_posterior_draws_pass_and_prior_draws_fail():
         with forked_rng(seed):
             prior = CRP(MODEL.alpha, 8).sample((256,))
         wrong = check_stationarity(MODEL, x, prior, num_samples=256, seed=seed)
-        assert wrong.z > 2 * STATIONARITY_Z and not wrong.passes, (seed, wrong)
+        assert wrong.z > 8 and abs(wrong.z) > wrong.z_bound and not wrong.passes, (seed, wrong)
         assert abs(check.median_change) < 1.0 < wrong.median_change, (check, wrong)  # symmetric about 0 / not
-        assert check.rank_p_value > 100 * STATIONARITY_RANK_P > wrong.rank_p_value * 100, (check, wrong)
+        assert check.rank_p_value > 100 * STATIONARITY_P > wrong.rank_p_value * 100, (check, wrong)
+        assert abs(check.z) < check.z_bound, check
 
 
 def _pair_asymmetry(symmetric_scan: bool) -> tuple[float, int]:
@@ -80,12 +80,12 @@ def test_the_rank_test_catches_heavy_tailed_gains_the_mean_lets_pass():
     """The shipped CRP guide at N = 50 (benchmarks/stationarity_check.py's set): a few samples gain hundreds of
     nats, which widens the mean's standard error below the bound (z about 2.7), while the typical sample gains
     about +8 nats; the signed-rank test rejects symmetry (p about 1e-7) and the check fails. Gibbs chains
-    started at those samples and run 10 sweeps pass."""
+    started at those samples and run 11 sweeps (10 warm-up, 1 kept) pass."""
     x = MODEL.simulate(1, num_points=50, seed=81).unpadded(0)[0]
     with pytest.warns(StationarityWarning, match="signed-rank p"):
         post = pyro_acp.infer(MODEL, x, num_samples=100, seed=0, progress_bar=False, estimate_log_prob=False)
     check = post.stationarity
-    assert abs(check.z) < STATIONARITY_Z and check.rank_p_value < STATIONARITY_RANK_P and not check.passes, check
+    assert abs(check.z) < check.z_bound and check.rank_p_value < STATIONARITY_P and not check.passes, check
     assert check.median_change > 1.0, check
     started = pyro_acp.mcmc.gibbs(MODEL, x, init=post, warmup_steps=10, num_samples=1, seed=0, progress_bar=False)
     assert check_stationarity(MODEL, x, started.samples).passes
@@ -119,3 +119,28 @@ def test_the_shipped_niw_guide_on_iris_is_caught_and_infer_many_reports_it_the_s
     with pytest.warns(StationarityWarning, match="for 1 of 1 data sets"):
         (many,) = pyro_acp.infer_many(model, [x], num_samples=64, seed=0, progress_bar=False)
     assert many.stationarity is not None and not many.stationarity.passes
+
+
+def test_the_hand_written_tests_match_scipy():
+    """The t-test's critical values are scipy's; the exact signed-rank p-value equals scipy's exact one without
+    ties and a brute-force count over all sign patterns with ties and round-off zeros."""
+    import itertools
+
+    from scipy.stats import t, wilcoxon
+
+    from pyro_acp.diagnostics.stationarity import T_CRITICAL, symmetry_p_value
+
+    assert all(abs(value - t.isf(5e-5, df)) < 1e-3 * value for df, value in enumerate(T_CRITICAL, start=1))
+    generator = torch.Generator().manual_seed(0)
+    for n in (1, 5, 16, 32):
+        changes = torch.randn(n, generator=generator, dtype=torch.float64) + 0.4
+        expected = wilcoxon(changes.numpy(), method="exact").pvalue
+        assert abs(symmetry_p_value(changes) - expected) < 1e-9, n
+    tied = torch.tensor([1.0, -1.0, 2.0, 2.0, 2.0, -3.0, 5.0, 1e-15, 0.0, 4.0], dtype=torch.float64)
+    kept = tied[tied.abs() > 1e-9]
+    ranks = torch.tensor([1.5, 1.5, 4.0, 4.0, 4.0, 6.0, 8.0, 7.0], dtype=torch.float64)  # |kept|'s mean ranks
+    observed = float(ranks[kept > 0].sum())
+    patterns = torch.tensor(list(itertools.product((0.0, 1.0), repeat=8)), dtype=torch.float64)
+    sums = patterns @ ranks
+    brute = min(1.0, 2 * min(float((sums <= observed).double().mean()), float((sums >= observed).double().mean())))
+    assert abs(symmetry_p_value(tied) - brute) < 1e-12

@@ -281,12 +281,13 @@ def infer(
             the data lie beyond them (:mod:`pyro_acp.diagnostics.prior_check`; about 40 ms at N = 200 on first
             use, cached per model and N). With ``reweight``, collapsed weights (low effective sample size or
             a large Pareto k) always warn (:class:`~pyro_acp.diagnostics.importance.ImportanceWeightWarning`).
-        check_samples: for a model with collapsed Gibbs statistics, start one Gibbs sweep at 8-32 of the samples
-            and warn (:class:`~pyro_acp.diagnostics.stationarity.StationarityWarning`) when it moves their
-            log p(c, x) systematically: posterior samples stay put on average, a guide that is off does not
-            (``posterior.stationarity``, the summary's last line; :mod:`pyro_acp.diagnostics.stationarity`). Not
-            made with ``reweight`` (the weights have their own checks) or for ordered models; about as long as
-            the sampling itself.
+        check_samples: for a model with collapsed Gibbs statistics (points or graphs), start one symmetric Gibbs
+            sweep at 16-32 of the samples and warn (:class:`~pyro_acp.diagnostics.stationarity.StationarityWarning`)
+            when it moves their log p(c, x) systematically: from posterior samples the change is zero on average
+            and symmetric, from a guide that is off it is not (``posterior.stationarity``, the summary's last
+            line; :mod:`pyro_acp.diagnostics.stationarity`). Not made with ``reweight`` (the weights have their
+            own checks) or for ordered models; one to a few times the sampling (the NIW sweep grows with the
+            samples checked). The cure: ``pyro_acp.mcmc.gibbs(model, x, init=posterior, ...)``.
         estimate_log_prob: False skips the guide's log-probability estimates (``posterior.log_prob`` is
             then None). With True (default) they are made on the first read of ``posterior.log_prob`` (or of
             what reads it: ``log_prob_error``, ``summary()``, ``to_arviz()``, pickling, and the MAP of a

@@ -62,25 +62,26 @@ def gibbs(
     """Collapsed Gibbs posterior over partitions of ``x`` under a conjugate ``model``.
 
     Runs :class:`CollapsedGibbs` under ``pyro.infer.MCMC`` with ``num_chains`` vectorised chains (default 4),
-    keeping ``num_samples`` sweeps per chain after ``warmup_steps``. ``init``: start one chain at each
-    partition of a posterior of ``x`` (e.g. ``infer``'s samples) or of a (C, N) array of labels, instead of
-    seating the points one by one; ``num_chains`` is then C, and what the posterior's samples were conditioned
-    on (a graph's known labels: ``posterior.conditioning()``) is kept; partitions of zero probability start no
-    chain. From an amortized guide's samples a few sweeps
-    (``warmup_steps=10, num_samples=1``) take the chains to the posterior where the guide's samples are close,
-    which is what the stationarity check of ``infer`` asks for when they fail it
+    keeping ``num_samples`` sweeps per chain after ``warmup_steps``. ``init``: start one chain at each partition of
+    a posterior of ``x`` (e.g. ``infer``'s samples; of a weighted posterior, as many draws from its weights) or of a
+    (C, N) array of labels, instead of seating the points one by one; ``num_chains`` is then C, and what the
+    posterior's samples were conditioned on (a graph's known labels: ``posterior.conditioning()``) is kept;
+    partitions of zero probability start no chain. From an amortized guide's samples a few sweeps
+    (``warmup_steps=10, num_samples=1``: MCMC then runs 11, keeping the last) take the chains to the posterior where
+    the guide's samples are close, which is what the stationarity check of ``infer`` asks for when they fail it
     (:mod:`pyro_acp.diagnostics.stationarity`). Returns a
     :class:`~pyro_acp.posteriors.posterior.ClusteringPosterior` (method "gibbs") with num_chains × num_samples
-    partitions (chain-major), their chain ids, log joint and log likelihood (for ESS / R-hat) and the wall
-    time. Supported: any model with ``gibbs_statistics`` and a partition prior with seating weights (the
-    CRP / Pitman-Yor / MFM Gaussian mixtures, the Beta-Bernoulli SBM, users' conjugate models).
+    partitions (chain-major), their chain ids, log joint and log likelihood (for ESS / R-hat) and the wall time.
+    Supported: any model with ``gibbs_statistics`` and a partition prior with seating weights (the CRP / Pitman-Yor
+    / MFM Gaussian mixtures, the Beta-Bernoulli SBM, users' conjugate models).
 
     An integer ``seed`` makes the run reproducible and leaves torch's global RNG as it was; None draws a
     fresh seed from it.
     """
     num_samples = check_int(num_samples, "num_samples", 1)
     warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
-    starts = None if init is None else starting_labels(model, x, init)
+    seed = resolve_seed(seed)
+    starts = None if init is None else starting_labels(model, x, init, seed)
     if starts is not None and num_chains is not None and num_chains != starts.shape[0]:
         raise ValueError(f"num_chains={num_chains} but init holds {starts.shape[0]} partitions (one chain each): "
                          f"leave num_chains out")
@@ -88,7 +89,7 @@ def gibbs(
                                                                        "num_chains", 1)
     began = time.perf_counter()
     conditioning = init.conditioning() if isinstance(init, ClusteringPosterior) else {}
-    kernel = CollapsedGibbs(model, num_chains=num_chains, split_merge=split_merge, seed=resolve_seed(seed),
+    kernel = CollapsedGibbs(model, num_chains=num_chains, split_merge=split_merge, seed=seed,
                             **conditioning)
     if starts is not None:
         kernel.initial_params = {"labels": starts}
@@ -109,15 +110,21 @@ def gibbs(
     )
 
 
-def starting_labels(model: CollapsedModel, x: Any, init: ClusteringPosterior | Any) -> Any:
-    """(C, N) labels to start chains at: a posterior's samples (ValueError when it is of other data than ``x``)
-    or the labels given, checked to be C partitions of x's N points; those of zero probability under the model
-    are left out, with a warning (ValueError when that is all of them)."""
+def starting_labels(model: CollapsedModel, x: Any, init: ClusteringPosterior | Any, seed: int) -> Any:
+    """(C, N) labels to start chains at: a posterior's samples (ValueError when it is of other data than ``x``;
+    for a weighted posterior, as many draws from its weights, by ``seed``) or the labels given, checked to be C
+    partitions of x's N points; those of zero probability under the model are left out, with a warning
+    (ValueError when that is all of them)."""
     num_points = model.num_points_of(model.check_data(x))
     if isinstance(init, ClusteringPosterior):
-        if init.x is not None and not _same_data(model, init.x, x):
+        if init.x is not None and not _same_data(model if init.model is None else init.model, init.x, x):
             raise ValueError("init is a posterior of other data than x: start the chains at samples of x")
-        init = init.samples
+        samples = init.samples
+        if init.weights is not None:  # e.g. exact_posterior (each partition once) or reweight=True
+            generator = torch.Generator().manual_seed(seed)
+            samples = samples[torch.multinomial(init.weights.double(), samples.shape[0], replacement=True,
+                                                generator=generator)]
+        init = samples
     labels = check_partition_rows(init, "init")
     if labels.shape[1] != num_points:
         raise ValueError(f"init must hold partitions of the {num_points} points of x, shape (C, {num_points}); "
@@ -132,8 +139,13 @@ def starting_labels(model: CollapsedModel, x: Any, init: ClusteringPosterior | A
     return labels[possible]
 
 
-def _same_data(model: CollapsedModel, first: Any, second: Any) -> bool:
-    """Whether two data sets are the same as the model sees them (up to float32 round-off: a posterior keeps
-    its data in the default dtype, after the model's preprocessing)."""
-    a, b = (model.check_data(data).to(torch.float64).cpu() for data in (first, second))
-    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())))
+def _same_data(model: Any, kept: Any, given: Any) -> bool:
+    """Whether ``given`` is the data set a posterior kept (``kept``, after its model's preprocessing and in the
+    default dtype), as that posterior's ``model`` sees both: equal up to float32 round-off of the largest value,
+    and within 1e-4 of the data's spread."""
+    a, b = (model.check_data(data).to(torch.float64).cpu() for data in (kept, given))
+    if a.shape != b.shape:
+        return False
+    spread = float(b.std()) if b.numel() > 1 else 0.0
+    tolerance = 4 * torch.finfo(torch.float32).eps * float(b.abs().max()) + 1e-4 * spread
+    return bool(((a - b).abs() <= tolerance).all())

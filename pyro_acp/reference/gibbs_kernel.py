@@ -88,8 +88,10 @@ class CollapsedGibbs(MCMCKernel):
         symmetric_scan: each sweep visits the points in a random order and then in the reverse order (twice the
             work). Every single-point update is self-adjoint, so a scan in a *fixed* order is not reversible
             (its adjoint is the reverse scan); the forward-then-backward scan is, for every order. Then, from
-            c ~ p(c | x), the pair (c, c') is exchangeable even though all chains share one order, which is what
-            a test of symmetry (:mod:`pyro_acp.diagnostics.stationarity`) needs.
+            c ~ p(c | x), the pair (c, c') of one ``sample`` call is exchangeable even though all chains share one
+            order, which is what a test of symmetry (:mod:`pyro_acp.diagnostics.stationarity`) needs. That holds
+            for ``sweeps=1`` without split-merge; several symmetric sweeps in a row, each in its own order, or a
+            split-merge move after them, are p-invariant but not reversible for the orders drawn.
     """
 
     def __init__(
