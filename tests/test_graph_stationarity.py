@@ -66,6 +66,9 @@ def test_known_labels_are_kept_by_the_check_and_by_chains_started_at_the_samples
         post = pyro_acp.infer(model, graph, num_samples=32, seed=0, progress_bar=False, labelled=labelled)
     frozen = post.conditioning()["frozen"]
     assert int(frozen.sum()) == len(labelled) and post.stationarity is not None
+    conditioned = check_stationarity(model, graph, post.samples, **post.conditioning())
+    assert post.stationarity == conditioned  # the check infer stored is the one under the known labels
+    assert check_stationarity(model, graph, post.samples).mean_change != conditioned.mean_change
     started = pyro_acp.mcmc.gibbs(model, graph, init=post, warmup_steps=5, num_samples=1, seed=0,
                                   progress_bar=False)
 
@@ -74,6 +77,9 @@ def test_known_labels_are_kept_by_the_check_and_by_chains_started_at_the_samples
         return known[:, :, None] == known[:, None, :]
 
     assert torch.equal(together(started.samples), together(post.samples))
+    assert started.nodes == post.nodes and torch.equal(started.conditioning()["frozen"], frozen)  # kept for the next
+    again = pyro_acp.mcmc.gibbs(model, graph, init=started, warmup_steps=5, num_samples=1, seed=1, progress_bar=False)
+    assert torch.equal(together(again.samples), together(post.samples))
     free = pyro_acp.mcmc.gibbs(model, graph, init=post.samples, warmup_steps=5, num_samples=1, seed=0,
                                progress_bar=False)  # labels alone carry no conditioning: the nodes move
     assert not torch.equal(together(free.samples), together(post.samples))

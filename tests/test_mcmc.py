@@ -386,3 +386,9 @@ def test_same_data_check_sees_a_shift_of_some_points_under_a_large_offset(crp_ca
     moved[::3] += 0.9
     with pytest.raises(ValueError, match="posterior of other data"):
         gibbs(model, moved, init=starts, progress_bar=False)
+    scaled = x.double() * torch.tensor([1000.0, 1e-3], dtype=torch.float64)  # columns of very different scales
+    scaled_starts = ClusteringPosterior(exact.sample(4, seed=1), method="exact-draws", x=scaled.float(), model=model)
+    shuffled = scaled.clone()
+    shuffled[:, 1] = shuffled[torch.arange(6, -1, -1), 1]  # the small column's values in another order
+    with pytest.raises(ValueError, match="posterior of other data"):
+        gibbs(model, shuffled, init=scaled_starts, progress_bar=False)

@@ -175,8 +175,9 @@ def symmetry_p_value(changes: Tensor) -> float:
 
     Exact with ties: tied |changes| get their mean rank, and the null distribution of the positive samples' rank
     sum is that of independent random signs, counted over all 2^n sign patterns by dynamic programming on the
-    doubled (integer) ranks. Hand-written because scipy.stats costs 0.9 s to import (:data:`T_CRITICAL`); at
-    n <= 32 the count is a few thousand additions.
+    doubled (integer) ranks, as probabilities (exact dyadic fractions up to n = 32; no overflow at any n).
+    Hand-written because scipy.stats costs 0.9 s to import (:data:`T_CRITICAL`); O(n^3): a few thousand
+    additions at n = 32, 0.04 s at n = 300, 9 s at n = 1,000.
     """
     values = changes.detach().double().cpu()
     tolerance = 1e-9 * max(1.0, float(values.abs().max())) if values.numel() else 0.0
@@ -186,11 +187,12 @@ def symmetry_p_value(changes: Tensor) -> float:
     doubled = doubled_midranks(values.abs())
     observed = int(doubled[values > 0].sum())
     total = int(doubled.sum())
-    counts = torch.zeros(total + 1, dtype=torch.float64)  # counts[s]: sign patterns whose positive ranks sum to s
-    counts[0] = 1.0
-    for rank in doubled.tolist():
-        counts[rank:] = counts[rank:] + counts[: total + 1 - rank].clone()
-    probs = counts / counts.sum()
+    probs = torch.zeros(total + 1, dtype=torch.float64)  # probs[s]: P(the positive ranks sum to s) under the null
+    probs[0] = 1.0
+    for rank in doubled.tolist():  # one more random sign: halves of the old and of the old shifted by its rank
+        shifted = torch.zeros_like(probs)
+        shifted[rank:] = probs[: total + 1 - rank]
+        probs = 0.5 * (probs + shifted)
     lower, upper = float(probs[: observed + 1].sum()), float(probs[observed:].sum())
     return min(1.0, 2.0 * min(lower, upper))
 

@@ -60,6 +60,11 @@ class GraphClusteringPosterior(ClusteringPosterior):
                    wall_time=posterior.wall_time, log_likelihood=posterior.log_likelihood,
                    x=posterior.x if x is None else x, model=posterior.model, log_joint=posterior.log_joint)
 
+    def same_kind(self, other: ClusteringPosterior) -> GraphClusteringPosterior:
+        """``other`` keyed by this posterior's nodes and conditioned on its known labels."""
+        return GraphClusteringPosterior.from_posterior(other, nodes=self.nodes, x=self.x, labelled=self.labelled,
+                                                       new_clusters=self.new_clusters)
+
     def conditioning(self) -> dict[str, Any]:
         """With known labels, ``refined_map`` keeps the labelled nodes where the samples put them (one cluster
         per label, never merged) and, with ``new_clusters=False``, opens no further cluster."""

@@ -295,6 +295,11 @@ class ClusteringPosterior:
             self._point_estimates[key] = modes[int(log_joint.argmax())]
         return self._point_estimates[key].clone()
 
+    def same_kind(self, other: ClusteringPosterior) -> ClusteringPosterior:
+        """``other``, a posterior of the same data (e.g. Gibbs chains started at these samples), as a posterior of
+        this kind: the same node names and conditioning (:meth:`conditioning`); here, ``other`` itself."""
+        return other
+
     def conditioning(self) -> dict[str, Any]:
         """What the samples were conditioned on, as the Gibbs kernel's ``frozen`` / ``new_clusters`` options, which
         ``refined_map``, the stationarity check and Gibbs chains started at the samples must keep (none here;

@@ -66,7 +66,8 @@ def gibbs(
     a posterior of ``x`` (e.g. ``infer``'s samples; of a weighted posterior, as many draws from its weights) or of a
     (C, N) array of labels, instead of seating the points one by one; ``num_chains`` is then C, and what the
     posterior's samples were conditioned on (a graph's known labels: ``posterior.conditioning()``) is kept;
-    partitions of zero probability start no chain. From an amortized guide's samples a few sweeps
+    partitions of zero probability start no chain; the result is of the posterior's kind (``same_kind``: a
+    graph posterior keyed by its nodes and conditioned as it was). From an amortized guide's samples a few sweeps
     (``warmup_steps=10, num_samples=1``: MCMC then runs 11, keeping the last) take the chains to the posterior where
     the guide's samples are close, which is what the stationarity check of ``infer`` asks for when they fail it
     (:mod:`pyro_acp.diagnostics.stationarity`). Returns a
@@ -98,7 +99,7 @@ def gibbs(
     mcmc.run(x)
     wall_time = time.perf_counter() - began
     draws = mcmc.get_samples()  # chain-major (C * S,): the kernel's chains are MCMC's chains
-    return ClusteringPosterior(
+    posterior = ClusteringPosterior(
         kernel.get_labels().cpu(),
         chain=torch.arange(num_chains).repeat_interleave(num_samples),
         method="gibbs",
@@ -108,6 +109,7 @@ def gibbs(
         x=x,
         model=model,
     )
+    return init.same_kind(posterior) if isinstance(init, ClusteringPosterior) else posterior
 
 
 def starting_labels(model: CollapsedModel, x: Any, init: ClusteringPosterior | Any, seed: int) -> Any:
@@ -141,11 +143,11 @@ def starting_labels(model: CollapsedModel, x: Any, init: ClusteringPosterior | A
 
 def _same_data(model: Any, kept: Any, given: Any) -> bool:
     """Whether ``given`` is the data set a posterior kept (``kept``, after its model's preprocessing and in the
-    default dtype), as that posterior's ``model`` sees both: equal up to float32 round-off of the largest value,
-    and within 1e-4 of the data's spread."""
+    default dtype), as that posterior's ``model`` sees both: each value equal up to its float32 round-off and
+    1e-4 of its column's spread."""
     a, b = (model.check_data(data).to(torch.float64).cpu() for data in (kept, given))
     if a.shape != b.shape:
         return False
-    spread = float(b.std()) if b.numel() > 1 else 0.0
-    tolerance = 4 * torch.finfo(torch.float32).eps * float(b.abs().max()) + 1e-4 * spread
+    spread = b.std(0, keepdim=True) if b.dim() == 2 and b.shape[0] > 1 else torch.zeros(())
+    tolerance = 4 * torch.finfo(torch.float32).eps * torch.maximum(a.abs(), b.abs()) + 1e-4 * spread
     return bool(((a - b).abs() <= tolerance).all())
