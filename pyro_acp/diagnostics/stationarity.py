@@ -138,14 +138,16 @@ def stationarity_applies(model: Any, num_points: int) -> bool:
 
 
 def check_stationarity(model: Any, x: Any, samples: Tensor, *, num_samples: int | None = None,
-                       seed: int = 0, frozen: Tensor | None = None, new_clusters: bool = True) -> StationarityCheck:
+                       seed: int = 0, frozen: Tensor | None = None, new_clusters: bool = True,
+                       log_joint: Tensor | None = None) -> StationarityCheck:
     """One symmetric collapsed Gibbs sweep (points in a random order from ``seed``, then reversed) from each of
     the first ``num_samples`` of ``samples`` (S, N) of positive probability, independent draws of a posterior
     of ``x`` under ``model``; the change of log p(c, x): its mean and standard error, median, and the
     signed-rank test of its symmetry (module docstring). ``num_samples`` None: within
     :data:`STATIONARITY_POINT_MOVES` point moves per direction (:data:`STATIONARITY_SAMPLES`). ``frozen``,
     ``new_clusters``: what the samples were conditioned on (``posterior.conditioning()``), kept by the sweep.
-    Needs :func:`stationarity_applies`.
+    ``log_joint``: the samples' exact log p(c, x) (S,) when the caller holds it (``posterior.log_joint``), else
+    computed here; it tells which samples are possible. Needs :func:`stationarity_applies`.
     """
     from pyro_acp.reference.gibbs_kernel import started_kernel  # the references import the posteriors
 
@@ -154,7 +156,9 @@ def check_stationarity(model: Any, x: Any, samples: Tensor, *, num_samples: int 
         num_samples = max(low, min(high, STATIONARITY_POINT_MOVES // max(1, samples.shape[-1])))
     data = model.check_data(x).to(torch.float64)
     samples = canonicalize(samples.to(torch.long).cpu())
-    possible = model.log_joint(data, samples) > -math.inf  # a sweep from an impossible partition means nothing
+    if log_joint is None:
+        log_joint = model.log_joint(data, samples)
+    possible = log_joint.cpu() > -math.inf  # a sweep from an impossible partition means nothing
     starts = samples[possible][:num_samples]
     if starts.shape[0] == 0:
         return StationarityCheck(math.nan, math.nan, 0.0, 0)

@@ -180,8 +180,8 @@ def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
     )
     if not reweight and not ordered:  # weights give impossible samples weight 0; an ordered log joint clamps to -inf
         warn_if_impossible(model, posterior.log_joint, stacklevel=3)
-    if check_samples and not reweight and not ordered:
-        check_samples_are_stationary(model, posterior)
+        if check_samples:
+            check_samples_are_stationary(model, posterior)
     return posterior
 
 
@@ -192,7 +192,8 @@ def check_samples_are_stationary(model: ClusteringModel, posterior: ClusteringPo
     (:class:`~pyro_acp.diagnostics.stationarity.StationarityWarning`) when they fail it."""
     if not stationarity_applies(model, posterior.num_points):
         return
-    check = check_stationarity(model, posterior.x, posterior.samples, **posterior.conditioning())
+    check = check_stationarity(model, posterior.x, posterior.samples, log_joint=posterior.log_joint,
+                               **posterior.conditioning())
     if check.num_samples == 0:  # every sample impossible: warn_if_impossible has said so
         return
     posterior.stationarity = check

@@ -117,7 +117,8 @@ def starting_labels(model: CollapsedModel, x: Any, init: ClusteringPosterior | A
     for a weighted posterior, as many draws from its weights, by ``seed``) or the labels given, checked to be C
     partitions of x's N points; those of zero probability under the model are left out, with a warning
     (ValueError when that is all of them)."""
-    num_points = model.num_points_of(model.check_data(x))
+    data = model.check_data(x).to(torch.float64)
+    num_points = model.num_points_of(data)
     if isinstance(init, ClusteringPosterior):
         if init.x is not None and not _same_data(model if init.model is None else init.model, init.x, x):
             raise ValueError("init is a posterior of other data than x: start the chains at samples of x")
@@ -131,7 +132,7 @@ def starting_labels(model: CollapsedModel, x: Any, init: ClusteringPosterior | A
     if labels.shape[1] != num_points:
         raise ValueError(f"init must hold partitions of the {num_points} points of x, shape (C, {num_points}); "
                          f"got shape {tuple(labels.shape)}")
-    possible = model.log_joint(model.check_data(x).to(torch.float64), labels) > -math.inf
+    possible = model.log_joint(data, labels) > -math.inf
     if not possible.any():
         raise ValueError(f"none of the {labels.shape[0]} partitions of init has positive probability under "
                          f"{model!r}: start the chains afresh (init=None)")
