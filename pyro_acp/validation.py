@@ -8,12 +8,13 @@ Nothing here imports the rest of the package, so every module can use it.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from pyro_acp.user_warnings import warn_user
 
 PAD_LABEL = -1
 
@@ -261,10 +262,10 @@ def data_warnings(model: Any, x: Tensor) -> list[str]:
     return list(hook(x)) if callable(hook) else []
 
 
-def warn_about_data(model: Any, x: Tensor, stacklevel: int = 3) -> None:
+def warn_about_data(model: Any, x: Tensor) -> None:
     """Issue, once, each of the model's :func:`data_warnings` for data ``x`` as a ``UserWarning``.
 
     Called by the entry points that take a user's data, not by ``check_data``, which internal steps repeat.
     """
     for message in data_warnings(model, x):
-        warnings.warn(message, UserWarning, stacklevel=stacklevel)
+        warn_user(message, UserWarning)

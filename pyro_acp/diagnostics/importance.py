@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pyro_acp.user_warnings import warn_user
+
 #: fewer effective samples than this is a collapse whatever k says
 MIN_EFFECTIVE_SAMPLES = 20.0
 #: a large k only flags weights whose ESS is also below this share of S: on 30 N = 7 sets (20 simulated, 10
@@ -90,5 +92,5 @@ def weight_diagnostics(log_weights: Tensor, *, warn: bool = True) -> WeightDiagn
         pareto_k=_pareto_k(log_weights),
     )
     if warn and not diagnostics.reliable:
-        warnings.warn(diagnostics.message(), ImportanceWeightWarning, stacklevel=3)
+        warn_user(diagnostics.message(), ImportanceWeightWarning)
     return diagnostics

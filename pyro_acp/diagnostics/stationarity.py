@@ -26,7 +26,6 @@ library runs a posterior's own Gibbs kernel from given states."""
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,7 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.protocols import can_ascend_to_mode
+from pyro_acp.user_warnings import warn_user
 
 #: samples the check starts a sweep at (the first ones: the samples are independent): as many as keep the
 #: sweeps within :data:`STATIONARITY_POINT_MOVES` point moves per direction, between 16 and 32 (the signed-rank
@@ -66,19 +66,19 @@ class ZeroProbabilityWarning(UserWarning):
     """Some samples have zero probability under the model (log p(c, x) = -inf): they are not from the posterior."""
 
 
-def warn_if_impossible(model: Any, log_joint: Tensor | None, stacklevel: int = 2) -> int:
+def warn_if_impossible(model: Any, log_joint: Tensor | None) -> int:
     """The number of samples whose exact log joint (S,) is -inf, with a :class:`ZeroProbabilityWarning` when
     there are any (``log_joint`` None: no exact log joint, nothing to say)."""
     if log_joint is None:
         return 0
     impossible = int((log_joint == -math.inf).sum())
     if impossible:
-        warnings.warn(f"{impossible} of {log_joint.numel()} samples have zero probability under {model!r} "
-                      f"(log p(c, x) = -inf: a partition its prior rules out): they are not posterior samples, yet "
-                      f"the co-clustering and P(K) count them (the MAP, ranked by the exact log joint, is one of them "
-                      f"only if all are). Gibbs chains started at the others (pyro_acp.mcmc.gibbs(model, x, "
-                      f"init=posterior) leaves these out) or reweight=True (weight 0 for these) repair it",
-                      ZeroProbabilityWarning, stacklevel=stacklevel + 1)
+        warn_user(f"{impossible} of {log_joint.numel()} samples have zero probability under {model!r} "
+                  f"(log p(c, x) = -inf: a partition its prior rules out): they are not posterior samples, yet "
+                  f"the co-clustering and P(K) count them (the MAP, ranked by the exact log joint, is one of them "
+                  f"only if all are). Gibbs chains started at the others (pyro_acp.mcmc.gibbs(model, x, "
+                  f"init=posterior) leaves these out) or reweight=True (weight 0 for these) repair it",
+                  ZeroProbabilityWarning)
     return impossible
 
 

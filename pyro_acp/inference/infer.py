@@ -7,7 +7,6 @@ decided in :mod:`pyro_acp.inference.on_demand`; a guide trained for another mode
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from pyro_acp.posteriors.ordered import OrderedClusteringPosterior
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.protocols import ClusteringModel, exact_log_joint, has_exact_log_joint, has_invariant_likelihood
 from pyro_acp.seeding import make_generator
+from pyro_acp.user_warnings import warn_user
 from pyro_acp.validation import check_device, check_positive_int, warn_about_data
 
 #: ``estimate_log_prob=True``: the estimate is made on the first read of ``posterior.log_prob``
@@ -179,7 +179,7 @@ def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
         log_joint=None if log_joint is None else log_joint.cpu(),
     )
     if not reweight and not ordered:  # weights give impossible samples weight 0; an ordered log joint clamps to -inf
-        warn_if_impossible(model, posterior.log_joint, stacklevel=3)
+        warn_if_impossible(model, posterior.log_joint)
         if check_samples:
             check_samples_are_stationary(model, posterior)
     return posterior
@@ -198,7 +198,7 @@ def check_samples_are_stationary(model: ClusteringModel, posterior: ClusteringPo
         return
     posterior.stationarity = check
     if not posterior.stationarity.passes:
-        warnings.warn(posterior.stationarity.message(model), StationarityWarning, stacklevel=4)
+        warn_user(posterior.stationarity.message(model), StationarityWarning)
 
 
 def infer(
@@ -327,7 +327,7 @@ def infer(
     if check_prior:
         check = prior_predictive_check(model, x)
         if check is not None and check.outside:
-            warnings.warn(check.message(model), PriorPredictiveWarning, stacklevel=2)
+            warn_user(check.message(model), PriorPredictiveWarning)
     guide = resolve_guide(model, guide, train=train, device=device, seed=seed, progress_bar=progress_bar,
                           train_minutes=train_minutes, num_points=num_points)
     ordered = check_guide_orders(model, guide)

@@ -87,6 +87,7 @@ from pyro_acp.pretrained.checkpoint import load_guide
 from pyro_acp.pretrained.registry import best_guide, serving_guides, warn_if_cut_short
 from pyro_acp.protocols import ClusteringModel
 from pyro_acp.seeding import SeedStream, make_generator, resolve_seed
+from pyro_acp.user_warnings import warn_user
 from pyro_acp.validation import check_choice, check_positive_int, data_warnings
 
 __all__ = ["DATA_SUFFIXES", "MANIFEST", "RESULT_FILES", "dataset_seed", "infer_many", "read_points_file"]
@@ -190,7 +191,7 @@ class _Guides:
         """The guide at ``path``, loaded once, on the default guide's device."""
         if path not in self._loaded:
             guide, card = load_guide(path, map_location=next(self.default.parameters()).device)
-            warn_if_cut_short(path, card, on_demand=on_demand_schedule(self.model, path), stacklevel=3)
+            warn_if_cut_short(path, card, on_demand=on_demand_schedule(self.model, path))
             self._loaded[path] = guide.eval()
         return self._loaded[path]
 
@@ -414,5 +415,5 @@ def _report(notes: dict[str, list[str]], total: int) -> None:
     for kind, names in notes.items():
         names = sorted(names)
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        warnings.warn(f"{kind} for {len(names)} of {total} data sets ({shown}); each data set's warnings are in its "
-                      "summary (summary.json 'warnings')", categories.get(kind, UserWarning), stacklevel=3)
+        warn_user(f"{kind} for {len(names)} of {total} data sets ({shown}); each data set's warnings are in its "
+                  "summary (summary.json 'warnings')", categories.get(kind, UserWarning))

@@ -174,13 +174,13 @@ def resolve_guide(model: ClusteringModel, guide: ClusterwiseGuide | str | Path |
     if guide is not None:
         loaded, card = load_guide(guide, map_location=device or "cpu")
         check_guide_matches(model, loaded, card)
-        warn_if_incomplete(guide, card, stacklevel=3)
-        warn_if_cut_short(guide, card, on_demand=on_demand_schedule(model, guide), stacklevel=3)
+        warn_if_incomplete(guide, card)
+        warn_if_cut_short(guide, card, on_demand=on_demand_schedule(model, guide))
         return loaded.eval()
     found = find_guide(model, semi_supervised=semi_supervised, num_points=num_points)
     if found is not None:
         loaded, card = load_guide(found, map_location=device or "cpu")
-        warn_if_cut_short(found, card, on_demand=on_demand_schedule(model, found), stacklevel=3)
+        warn_if_cut_short(found, card, on_demand=on_demand_schedule(model, found))
         return loaded.eval()
     incomplete = find_incomplete_guide(model)
     if incomplete is not None:

@@ -15,13 +15,13 @@ weighted samples, is large enough to move the weights.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from pyro_acp.diagnostics.importance import ImportanceWeightWarning
+from pyro_acp.user_warnings import warn_user
 
 #: importance draws over (location, log scale) for the invariant likelihood of a guide's samples
 INVARIANT_DRAWS = 8192
@@ -64,7 +64,7 @@ def invariant_log_joint(model: Any, x: Tensor, samples: Tensor, log_q: Tensor,
     log_joint, error = (prior + likelihood)[inverse.cpu()], error[inverse.cpu()]
     weighted = float((torch.softmax(log_joint - log_q.cpu().to(torch.float64), 0) * error).sum())
     if not weighted <= IMPRECISE_NATS:
-        warnings.warn(f"the invariant log likelihood of the samples is imprecise (weighted standard error "
-                      f"{weighted:.2f} nats, over {INVARIANT_DRAWS} importance draws): the weights carry that noise",
-                      ImportanceWeightWarning, stacklevel=3)
+        warn_user(f"the invariant log likelihood of the samples is imprecise (weighted standard error "
+                  f"{weighted:.2f} nats, over {INVARIANT_DRAWS} importance draws): the weights carry that noise",
+                  ImportanceWeightWarning)
     return log_joint.to(log_q.device), error.to(log_q.device)

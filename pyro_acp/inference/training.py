@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from pyro_acp.models.base import SIZE_LAWS
 from pyro_acp.models.program import as_clustering_model
 from pyro_acp.pretrained.checkpoint import load_guide, read_payload, save_checkpoint
 from pyro_acp.seeding import SeedStream, forked_rng, resolve_seed
+from pyro_acp.user_warnings import warn_user
 from pyro_acp.validation import check_choice, check_device, check_int, check_positive_int
 
 # purposes of the seed stream (pyro_acp.seeding.SeedStream): one stream each, so they never overlap
@@ -138,9 +138,9 @@ def redraw_initial_weights(guide: ClusterwiseGuide, seed: int) -> None:
                 covered.update(id(p) for p in module.parameters())
     missed = [name for name, p in guide.named_parameters() if id(p) not in covered]
     if missed:
-        warnings.warn(f"{type(guide).__name__}(**config) does not rebuild this guide, and no reset_parameters "
-                      f"covers {len(missed)} of its parameters ({', '.join(missed[:3])}, ...): those keep their "
-                      "initial values, which the seed does not fix", UserWarning, stacklevel=3)
+        warn_user(f"{type(guide).__name__}(**config) does not rebuild this guide, and no reset_parameters "
+                  f"covers {len(missed)} of its parameters ({', '.join(missed[:3])}, ...): those keep their "
+                  "initial values, which the seed does not fix", UserWarning)
 
 
 def _same_layout(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyro_acp.user_warnings import warn_user
+
 __all__ = ["arviz_from_posterior", "draw_grid"]
 
 
@@ -26,9 +28,8 @@ def draw_grid(num_samples: int, weights: Tensor | None, chain: Tensor | None, nu
     ids, rank, counts = chain.unique(return_inverse=True, return_counts=True)
     length = int(counts.min())
     if int(counts.max()) != length:
-        warnings.warn(
-            f"chains have unequal lengths {counts.tolist()}; keeping the first {length} draws of each",
-            stacklevel=3,
+        warn_user(
+            f"chains have unequal lengths {counts.tolist()}; keeping the first {length} draws of each"
         )
     order = rank.argsort(stable=True)
     starts = counts.cumsum(0) - counts

@@ -15,7 +15,6 @@ Losses and their minimisation live in :mod:`pyro_acp.posteriors.point_estimate`,
 from __future__ import annotations
 
 import math
-import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,6 +29,7 @@ from pyro_acp.posteriors.deferred import DeferredLogProb, GuideChangedError
 from pyro_acp.posteriors.plots import plot_posterior
 from pyro_acp.posteriors.point_estimate import SEARCHES, check_loss, minimise_expected_loss
 from pyro_acp.posteriors.summary import PosteriorSummary
+from pyro_acp.user_warnings import warn_user
 from pyro_acp.validation import (
     check_chain,
     check_choice,
@@ -350,7 +350,7 @@ class ClusteringPosterior:
         try:
             log_prob, log_prob_error = self.log_prob, self.log_prob_error
         except GuideChangedError as refusal:
-            warnings.warn(f"summary without the MAP's probability: {refusal}", UserWarning, stacklevel=2)
+            warn_user(f"summary without the MAP's probability: {refusal}", UserWarning)
             log_prob = log_prob_error = None
         map_prob = None if log_prob is None else float(log_prob[self.map_index].exp())
         map_error = None if log_prob_error is None else float(log_prob_error[self.map_index])

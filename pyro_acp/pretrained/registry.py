@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import types
-import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.pretrained.checkpoint import read_card
+from pyro_acp.user_warnings import warn_user
 
 
 def cache_dir() -> Path:
@@ -278,13 +278,13 @@ def find_incomplete_guide(model) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
-def warn_if_incomplete(path, card: dict[str, Any], stacklevel: int = 2) -> None:
+def warn_if_incomplete(path, card: dict[str, Any]) -> None:
     """A ``UserWarning`` when the checkpoint at ``path`` stopped before the end of its planned training."""
     progress = training_progress(card)
     if progress is not None and progress[0] < progress[1]:
-        warnings.warn(f"checkpoint {path} records {progress[0]} of {progress[1]} planned training steps (its "
-                      "training was interrupted?); finish it with pyro_acp.train(..., checkpoint=path, resume=True)",
-                      UserWarning, stacklevel=stacklevel + 1)
+        warn_user(f"checkpoint {path} records {progress[0]} of {progress[1]} planned training steps (its "
+                  "training was interrupted?); finish it with pyro_acp.train(..., checkpoint=path, resume=True)",
+                  UserWarning)
 
 
 class ShortTrainingWarning(UserWarning):
@@ -313,7 +313,7 @@ def budget_shortfall(card: dict[str, Any], on_demand: int | None = None) -> tupl
     return done, full, training.get("max_minutes")
 
 
-def warn_if_cut_short(path, card: dict[str, Any], on_demand: int | None = None, stacklevel: int = 2) -> None:
+def warn_if_cut_short(path, card: dict[str, Any], on_demand: int | None = None) -> None:
     """A :class:`ShortTrainingWarning` when the checkpoint at ``path`` was trained within a time budget that
     cut it short of its full schedule (:func:`budget_shortfall`); ``on_demand``: it is the model's cached
     on-demand guide, whose schedule has that many steps."""
@@ -325,9 +325,8 @@ def warn_if_cut_short(path, card: dict[str, Any], on_demand: int | None = None, 
     remedy = ("delete it (and its .json) and call again with a larger train_minutes (infer(..., "
               "train_minutes=...), pyro-acp infer --train-minutes) to train a new one" if on_demand is not None
               else "train it for longer (pyro_acp.train with a larger max_minutes)")
-    warnings.warn(f"the guide at {path} was trained for {done:,} of the {full:,} steps of its schedule ({budget}): "
-                  f"its posteriors may be far from the model's; {remedy}", ShortTrainingWarning,
-                  stacklevel=stacklevel + 1)
+    warn_user(f"the guide at {path} was trained for {done:,} of the {full:,} steps of its schedule ({budget}): "
+              f"its posteriors may be far from the model's; {remedy}", ShortTrainingWarning)
 
 
 def check_guide_matches(model, guide: ClusterwiseGuide, card: dict[str, Any] | None = None) -> None:
@@ -340,11 +339,11 @@ def check_guide_matches(model, guide: ClusterwiseGuide, card: dict[str, Any] | N
         raise ValueError(f"the guide expects {guide.data_dim}-D points but the model's data are {model.data_dim}-D")
     recorded = card.get("model") if card is not None else getattr(guide, "trained_for", None)
     if recorded is None:
-        warnings.warn(
+        warn_user(
             f"the {type(guide).__name__} guide has no record of the model it was trained for (a fresh, untrained "
             f"guide?): its posterior for {model!r} may mean nothing; train it with pyro_acp.train(model, guide, "
             "steps=...) or pass a trained one",
-            UserWarning, stacklevel=4,
+            UserWarning
         )
     elif _as_json(recorded) != _as_json(model.config()):
         raise ValueError(

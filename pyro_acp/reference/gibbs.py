@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from typing import Any
 
 import torch
@@ -42,6 +41,7 @@ from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.protocols import CollapsedModel
 from pyro_acp.reference.gibbs_kernel import CollapsedGibbs
 from pyro_acp.seeding import resolve_seed
+from pyro_acp.user_warnings import warn_user
 from pyro_acp.validation import check_int, check_partition_rows
 
 __all__ = ["CollapsedGibbs", "gibbs"]
@@ -137,8 +137,8 @@ def starting_labels(model: CollapsedModel, x: Any, init: ClusteringPosterior | A
         raise ValueError(f"none of the {labels.shape[0]} partitions of init has positive probability under "
                          f"{model!r}: start the chains afresh (init=None)")
     if not possible.all():  # every single-point move from a partition the prior rules out may be ruled out too
-        warnings.warn(f"{int((~possible).sum())} of the {labels.shape[0]} partitions of init have zero probability "
-                      f"under {model!r} and start no chain: {int(possible.sum())} chains", UserWarning, stacklevel=3)
+        warn_user(f"{int((~possible).sum())} of the {labels.shape[0]} partitions of init have zero probability "
+                  f"under {model!r} and start no chain: {int(possible.sum())} chains", UserWarning)
     return labels[possible]
 
 

@@ -160,7 +160,7 @@ class CollapsedGibbs(MCMCKernel):
         model = self.clustering_model
         data = model.check_data(x).to(torch.float64)
         if self.report_data_warnings:
-            warn_about_data(model, data, stacklevel=4)
+            warn_about_data(model, data)
         self.data = data
         self.num_points = int(model.num_points_of(data))
         self.statistics = model.gibbs_statistics(data)

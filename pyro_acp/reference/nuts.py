@@ -38,6 +38,7 @@ from pyro_acp.data.partitions import canonicalize
 from pyro_acp.posteriors.posterior import ClusteringPosterior
 from pyro_acp.protocols import StickBreakingForm
 from pyro_acp.seeding import forked_rng, resolve_seed
+from pyro_acp.user_warnings import warn_user
 from pyro_acp.validation import check_int
 
 __all__ = ["nuts", "stick_breaking_mixture", "stick_breaking_weights"]
@@ -182,8 +183,8 @@ def _run_nuts(program: Any, nesting: int, num_samples: int, warmup_steps: int, p
         except Exception as err:  # the JIT could not trace the program: run it plainly
             if not jit:
                 raise
-            warnings.warn(f"nuts could not JIT-compile the program ({type(err).__name__}: {err}); running it "
-                          "without jit_compile (slower)", UserWarning, stacklevel=4)
+            warn_user(f"nuts could not JIT-compile the program ({type(err).__name__}: {err}); running it "
+                      "without jit_compile (slower)", UserWarning)
             continue
         return mcmc.get_samples()
     raise AssertionError("unreachable")
