@@ -11,6 +11,10 @@
 - ``guide_options`` (optional, a method or an attribute): what the model's guide needs, as the guide's
   config minus ``data_dim`` (``{"type": "NOC", "max_cluster_size": 30}``, ``{"type": "ACPS", "encoder":
   "gatedgcn"}``); :func:`guide_options` reads it, with a default from what the model declares.
+- ``support_violations(x, samples)`` (optional): for each way a partition can lie outside the support of the
+  posterior (a rule of the model's prior it breaks), which samples (S,) do, as a dict from a readable reason
+  to a boolean tensor; for models without an exact log joint (a catalog grammar) it is how ``infer`` finds
+  samples of probability zero (:func:`support_violations`).
 - ``stick_breaking_form()`` (:class:`StickBreakingForm`): a Gaussian mixture that NUTS can run as a truncated
   stick-breaking mixture, given a Pitman-Yor / CRP prior (``alpha``, ``discount``).
 
@@ -37,6 +41,7 @@ __all__ = [
     "require",
     "require_collapsed",
     "require_gibbs_statistics",
+    "support_violations",
 ]
 
 
@@ -194,6 +199,13 @@ def exact_log_joint(model: Any, x: Tensor, labels: Tensor) -> Tensor | None:
     if not has_exact_log_joint(model, labels.shape[-1]):
         return None
     return model.log_ordered_joint(x, labels) if getattr(model, "ordered", False) else model.log_joint(x, labels)
+
+
+def support_violations(model: Any, x: Tensor, samples: Tensor) -> dict[str, Tensor] | None:
+    """Which samples (S, N) of one data set break each rule of the model's support (reason -> (S,) bool),
+    or None where the model does not declare its support (``support_violations``)."""
+    check = getattr(model, "support_violations", None)
+    return check(x, samples) if callable(check) else None
 
 
 def require(model: Any, methods: tuple[str, ...], caller: str, what: str) -> None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +47,8 @@ from pyro_acp.validation import PAD_LABEL, check_int, check_positive_int
 
 __all__ = [
     "CatalogScores",
+    "SectionGroups",
+    "section_groups",
     "guide_predictor",
     "ordered_score_rows",
     "ordered_scores",
@@ -147,8 +149,20 @@ def colour_indices(colours: Any, num_colours: int) -> Tensor:
     return tensor
 
 
-def _section_groups(colours: Any, positions_pred: Any, rules: Any) -> tuple[Tensor, Tensor, bool]:
-    """(order group of each predicted section (B, K), -1 if not an allowed section; real sections (B, K); single)."""
+class SectionGroups(NamedTuple):
+    """The sections of predicted catalogs, by position: each one's order group (B, K), -1 where the catalog's
+    composition does not allow it; which positions hold a section (B, K); each catalog's composition (B,)
+    (its index in the rules, found from the colours present); whether one catalog was given."""
+
+    group: Tensor
+    real: Tensor
+    composition: Tensor
+    single: bool
+
+
+def section_groups(colours: Any, positions_pred: Any, rules: Any) -> SectionGroups:
+    """The order group of each predicted section (:class:`SectionGroups`); a ValueError naming the colours of a
+    catalog that match no composition of the rules."""
     r = _rules_of(rules)
     num_colours = len(r.colours)
     colour, position = colour_indices(colours, num_colours), _as_labels(positions_pred, "positions_pred")
@@ -174,11 +188,11 @@ def _section_groups(colours: Any, positions_pred: Any, rules: Any) -> tuple[Tens
     section = match.to(torch.int8).argmax(-1)
     group = r.group[composition].gather(1, section)  # (B, K): -1 where the composition does not allow it
     group = group.masked_fill(~known | ~real, -1)
-    return group, real, single
+    return SectionGroups(group, real, composition, single)
 
 
 def _shares(colours: Any, positions_pred: Any, rules: Any, skip_unmatched: bool) -> tuple[Tensor, Tensor, Tensor, bool]:
-    group, real, single = _section_groups(colours, positions_pred, rules)
+    group, real, _, single = section_groups(colours, positions_pred, rules)
     num_groups = _rules_of(rules).num_groups
     current = torch.zeros(group.shape[0], dtype=torch.long)
     follows = torch.zeros_like(real)

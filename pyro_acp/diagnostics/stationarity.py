@@ -63,23 +63,38 @@ class StationarityWarning(UserWarning):
 
 
 class ZeroProbabilityWarning(UserWarning):
-    """Some samples have zero probability under the model (log p(c, x) = -inf): they are not from the posterior."""
+    """Some samples have zero probability under the model (a rule of its prior broken, or log p(c, x) = -inf):
+    they are not from the posterior."""
 
 
-def warn_if_impossible(model: Any, log_joint: Tensor | None) -> int:
-    """The number of samples whose exact log joint (S,) is -inf, with a :class:`ZeroProbabilityWarning` when
-    there are any (``log_joint`` None: no exact log joint, nothing to say)."""
-    if log_joint is None:
+def warn_if_impossible(posterior: Any) -> int:
+    """The number of samples outside the support of the posterior (``posterior.possible`` False: a rule of the
+    model's prior they break, or an exact log joint of -inf), with a :class:`ZeroProbabilityWarning` that
+    counts them by reason when there are any (0 when the support is not known)."""
+    violations, possible = posterior.support_violations, posterior.possible
+    if not violations or bool(possible.all()):
         return 0
-    impossible = int((log_joint == -math.inf).sum())
-    if impossible:
-        warn_user(f"{impossible} of {log_joint.numel()} samples have zero probability under {model!r} "
-                  f"(log p(c, x) = -inf: a partition its prior rules out): they are not posterior samples, yet "
-                  f"the co-clustering and P(K) count them (the MAP, ranked by the exact log joint, is one of them "
-                  f"only if all are). Gibbs chains started at the others (pyro_acp.mcmc.gibbs(model, x, "
-                  f"init=posterior) leaves these out) or reweight=True (weight 0 for these) repair it",
-                  ZeroProbabilityWarning)
+    impossible, model = int((~possible).sum()), posterior.model
+    reasons = "; ".join(f"{reason}: {int(broken.sum())}" for reason, broken in violations.items() if broken.any())
+    if require_gibbs_repair(model):
+        remedy = ("the MAP, ranked by the exact log joint, is one of them only if all are. Gibbs chains started at "
+                  "the others (pyro_acp.mcmc.gibbs(model, x, init=posterior) leaves these out) or reweight=True "
+                  "(weight 0 for these) repair it")
+    elif impossible == possible.numel():
+        remedy = "none is possible, so no summary of these samples describes the posterior"
+    else:
+        remedy = ("posterior.possible marks the others (posterior.samples[posterior.possible]: the guide's "
+                  "distribution restricted to the support, closer to the posterior but not it)")
+    warn_user(f"{impossible} of {possible.numel()} samples have zero probability under {model!r} ({reasons}): "
+              f"they are not posterior samples, yet the co-clustering and P(K) count them; {remedy}",
+              ZeroProbabilityWarning)
     return impossible
+
+
+def require_gibbs_repair(model: Any) -> bool:
+    """Whether Gibbs chains and exact weights can repair impossible samples: a model with an exact collapsed
+    likelihood and Gibbs statistics that is not ordered."""
+    return can_ascend_to_mode(model) and not getattr(model, "ordered", False)
 
 
 @dataclass(frozen=True)

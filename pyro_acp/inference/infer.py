@@ -154,7 +154,7 @@ def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
     or None), everything moved to the CPU. With ``reweight="invariant"`` the log joint is the invariant one,
     estimated from ``generator``'s stream (:mod:`pyro_acp.inference.reweighting`): the weights and the MAP then
     target the posterior of data drawn and then standardised. Unweighted samples of zero probability under the
-    model (log p(c, x) = -inf; unordered models) are warned about
+    model (outside its declared support, or log p(c, x) = -inf for unordered models) are warned about
     (:class:`~pyro_acp.diagnostics.stationarity.ZeroProbabilityWarning`). ``check_samples``: the stationarity
     check of the raw samples where it applies (unweighted, unordered: :func:`check_samples_are_stationary`)."""
     samples = labels if ordered else canonicalize(labels)
@@ -178,9 +178,9 @@ def posterior_of_samples(model: ClusteringModel, x: Tensor, labels: Tensor,
         x=x.cpu(), model=model,
         log_joint=None if log_joint is None else log_joint.cpu(),
     )
-    if not reweight and not ordered:  # weights give impossible samples weight 0; an ordered log joint clamps to -inf
-        warn_if_impossible(model, posterior.log_joint)
-        if check_samples:
+    if not reweight:  # weights give impossible samples weight 0
+        warn_if_impossible(posterior)
+        if check_samples and not ordered:
             check_samples_are_stationary(model, posterior)
     return posterior
 

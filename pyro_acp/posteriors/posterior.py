@@ -29,6 +29,7 @@ from pyro_acp.posteriors.deferred import DeferredLogProb, GuideChangedError
 from pyro_acp.posteriors.plots import plot_posterior
 from pyro_acp.posteriors.point_estimate import SEARCHES, check_loss, minimise_expected_loss
 from pyro_acp.posteriors.summary import PosteriorSummary
+from pyro_acp.protocols import support_violations
 from pyro_acp.user_warnings import warn_user
 from pyro_acp.validation import (
     check_chain,
@@ -219,6 +220,31 @@ class ClusteringPosterior:
     def log_joint(self) -> Tensor | None:
         return self._log_joint
 
+    @cached_property
+    def support_violations(self) -> dict[str, Tensor] | None:
+        """Which samples (S,) lie outside the support of the model's posterior, by reason: the rules the model
+        declares (``support_violations``, :mod:`pyro_acp.protocols`) where it does, else for an unordered model
+        with an exact log joint the samples where it is -inf; None where neither is known (no model or data)."""
+        if self.model is None or self.x is None:
+            return None
+        declared = support_violations(self.model, self.x, self._samples)
+        if declared is not None:
+            return {reason: broken.cpu().bool() for reason, broken in declared.items()}
+        if self._log_joint is not None and not getattr(self.model, "ordered", False):  # ordered: clamped orders
+            return {"log p(c, x) = -inf: a partition its prior rules out": self._log_joint == -math.inf}
+        return None
+
+    @property
+    def possible(self) -> Tensor | None:
+        """Whether each sample (S,) has positive probability under the model (:attr:`support_violations`)."""
+        violations = self.support_violations
+        if violations is None:
+            return None
+        impossible = torch.zeros(self.num_samples, dtype=torch.bool)
+        for broken in violations.values():
+            impossible |= broken
+        return ~impossible
+
     @property
     def num_samples(self) -> int:
         return self._samples.shape[0]
@@ -374,6 +400,7 @@ class ClusteringPosterior:
             pareto_k=None if diagnostics is None else diagnostics.pareto_k,
             **self._stationarity_fields(),
             weights_reliable=None if diagnostics is None else diagnostics.reliable,
+            impossible_share=None if self.possible is None else float(self.sample_weights[~self.possible].sum()),
         )
 
     def _stationarity_fields(self) -> dict[str, Any]:

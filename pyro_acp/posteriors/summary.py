@@ -47,6 +47,9 @@ class PosteriorSummary:
     sweep_change_median: float | None = None
     sweep_change_rank_p: float | None = None
     stationary: bool | None = None
+    #: share of the samples (their total weight, if weighted) outside the support of the posterior: a rule of
+    #: the model's prior broken (:attr:`ClusteringPosterior.possible`); None where the support is not known
+    impossible_share: float | None = None
 
     def _probability_text(self) -> str:
         if self.map_probability is None:
@@ -85,6 +88,9 @@ class PosteriorSummary:
             f"frequency among {kind} {self.map_frequency:.3f}",
             "  wall time: " + ("n/a" if self.wall_time is None else f"{self.wall_time:.3f} s"),
         ]
+        if self.impossible_share:
+            lines.append(f"  impossible under the model (zero probability): {self.impossible_share:.3f} of the "
+                         f"{kind}; they are not posterior samples")
         if self.stationary is not None:
             verdict = "within" if self.stationary else "beyond"
             lines.append(f"  a Gibbs sweep moves log p(c, x) by {self.sweep_change:+.2f} +- "
