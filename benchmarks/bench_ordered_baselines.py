@@ -223,6 +223,9 @@ def main() -> None:
     parser.add_argument("--size-cap", choices=("predicted", "model"), default=None,
                         help="override the guide's size_cap (NOC's sampling rule)")
     parser.add_argument("--tv-only", action="store_true", help="only the total variation to the exact posterior")
+    parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the test catalogs")
+    parser.add_argument("--also", type=Path, default=None, metavar="GUIDE",
+                        help="a second NOC guide (e.g. the shipped one), as a row and in the paired differences")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = OrderedGaussianCatalog()
@@ -236,7 +239,7 @@ def main() -> None:
             args.json.write_text(json.dumps({"tv": tv, "options": {**vars(args), "guide": str(args.guide),
                                                                    "json": str(args.json)}}, indent=2))
         return
-    options = {"num_datasets": args.num_datasets, "num_points": model.default_num_points, "seed": TEST_SEED}
+    options = {"num_datasets": args.num_datasets, "num_points": model.default_num_points, "seed": args.test_seed}
     began = time.perf_counter()
     pointer = train_pointer(model, args.pointer_steps)
     pointer_time = time.perf_counter() - began
@@ -247,6 +250,8 @@ def main() -> None:
         "ACP-S + NOC's pointer": acp_pointer_predictor(guide),
         "DP-GMM two-stage": dpgmm_predictor(model.alpha),
     }
+    if args.also is not None:
+        predictors[f"NOC ({args.also.name})"] = guide_predictor(model, load_guide(args.also)[0])
     rows = {name: timed_rows(model, predict, **options) for name, predict in predictors.items()}
     table = {name: mean_scores(*found) for name, found in rows.items()}
     columns = ("v_measure", "element_tau", "cluster_order_tau", "cap_adherence", "seconds_per_set")
@@ -263,13 +268,15 @@ def main() -> None:
         print(name, "(mean, paired SE):", {k: (round(m, 4), round(e, 4)) for k, (m, e) in sorted(differences.items())})
     tv = small_n_tv(model, guide, num_sets=args.tv_sets, num_samples=args.tv_samples) if args.tv_sets else {}
     print("NOC TV to the exact ordered posterior:", {k: round(v, 3) for k, v in tv.items()})
-    oracle = {"table_sets": oracle_v_measure(model, args.num_datasets), "500_sets": oracle_v_measure(model)}
+    oracle = {"table_sets": oracle_v_measure(model, args.num_datasets, seed=args.test_seed),
+              "500_sets": oracle_v_measure(model)}
     print("best achievable V-measure:", {name: {k: round(v, 3) for k, v in values.items()}
                                           for name, values in oracle.items()})
     if args.json is not None:
-        options = {**vars(args), "guide": str(args.guide), "json": str(args.json)}
+        options = {**vars(args), "guide": str(args.guide), "json": str(args.json),
+                   "also": None if args.also is None else str(args.also)}
         record = {"table": table, "paired_differences": paired, "tv": tv, "oracle": oracle, "options": options,
-                  "test_seed": TEST_SEED}
+                  "test_seed": args.test_seed}
         args.json.write_text(json.dumps(record, indent=2))
 
 

@@ -17,7 +17,6 @@ ordered models, the order of the finished clusters (:meth:`ClusterwiseGuide.orde
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable
 
 import pyro
@@ -39,6 +38,7 @@ from pyro_acp.guides.steps import (  # noqa: F401  (re-exported: the sampler and
 from pyro_acp.nn.attention import PMA, pooled, pooled_by_dataset
 from pyro_acp.nn.encoders import MLPEncoder, mlp
 from pyro_acp.nn.graph import CONVOLUTIONS, NODE_FEATURES, GraphEncoder
+from pyro_acp.user_warnings import warn_user
 from pyro_acp.validation import check_choice, check_int, check_positive_int
 
 MIN_SCALE = 1e-4
@@ -365,8 +365,8 @@ class ClusterwiseGuide(SemiSupervisedAnchors, nn.Module):
             try:
                 return self._compiled_join(point_part, step_part, step_index)
             except Exception as error:  # noqa: BLE001 - any compiler failure: fall back to eager
-                warnings.warn(f"torch.compile of the join network failed, continuing without it: {error!r:.300}",
-                              RuntimeWarning, stacklevel=2)
+                warn_user(f"torch.compile of the join network failed, continuing without it: {error!r:.300}",
+                          RuntimeWarning)
                 self._compiled_join = None
         return self.join_candidates(point_part, step_part, step_index)
 

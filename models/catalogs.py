@@ -208,16 +208,18 @@ class OrderedGaussianCatalog(GenerativeModel):
         log_joint = self.log_partition_joint(x, partitions).to(torch.float64) + log_order
         return log_joint[inverse].to(device)
 
-    def support_violations(self, x: Any, positions: Any) -> dict[str, Tensor]:
+    def support_violations(self, x: Any, positions: Any, ordered: bool = True) -> dict[str, Tensor]:
         """Which ordered partitions (S, N) the model gives probability zero, by reason: a cluster of more than
         ``max_cluster_size`` points (the generator cuts every such cluster into parts). Any partition whose
-        clusters are within the cap, in any order, is possible (the order comes from continuous means)."""
+        clusters are within the cap, in any order, is possible (the order comes from continuous means), so
+        ``ordered=False`` (labels that are not positions) checks the same rule; -1 labels are padding."""
         positions = check_labels(positions, "positions")
         if positions.dim() == 1:
             positions = positions.unsqueeze(0)
         if self.max_cluster_size is None:
             return {}
-        sizes = torch.nn.functional.one_hot(positions.clamp(min=0), int(positions.max()) + 1).sum(-2)
+        real = (positions >= 0).unsqueeze(-1)
+        sizes = (torch.nn.functional.one_hot(positions.clamp(min=0), int(positions.max()) + 1) * real).sum(-2)
         return {f"a cluster of more than max_cluster_size = {self.max_cluster_size} points":
                 sizes.max(-1).values > self.max_cluster_size}
 
@@ -298,26 +300,35 @@ class ProceduralCatalog(GenerativeModel):
         """The grammar at N tokens: its samples carry the ordered partition (column 0) and the colours."""
         return CatalogGrammar(self, num_points)
 
-    def support_violations(self, x: Any, positions: Any) -> dict[str, Tensor]:
+    def support_violations(self, x: Any, positions: Any, ordered: bool = True) -> dict[str, Tensor]:
         """Which ordered partitions (S, N) of the tokens ``x`` break a rule, so that the grammar never draws
-        them, by reason: a section whose colours the catalog's composition does not allow (the compositional
-        rules); sections not in the order of their order groups, or an order group of the composition with
-        no section (the structural rules: the generator draws one section from every group and orders the
-        sections group by group). Every other catalog is one the grammar can draw."""
+        them, by reason: tokens whose colours match no composition, or a number of tokens outside the rules'
+        ``num_tokens`` (no catalog of theirs is possible); a section whose colours the catalog's composition
+        does not allow (the compositional rules); sections not in the order of their order groups, or an order
+        group of the composition with no section (the structural rules: the generator draws one section from
+        every group and orders the sections group by group). Every other catalog is one the grammar can draw.
+        ``ordered=False``: the labels only group the tokens (not positions), and the order is not checked."""
         from pyro_acp.diagnostics.ordered_metrics import section_groups  # the metrics import the models
 
         colours = self.check_data(x).argmax(-1)
-        found = section_groups(colours, positions, self.rules)
+        found = section_groups(colours, positions, self.rules, strict=False)
         real, group = found.real, found.group
-        not_allowed = (real & (group < 0)).any(-1)
-        previous = torch.cummax(group.masked_fill(~real, -1), dim=-1).values  # the latest group reached so far
-        out_of_order = (real[:, 1:] & (group[:, 1:] >= 0) & (group[:, 1:] < previous[:, :-1])).any(-1)
+        low, high = self.rules.num_tokens
+        unmatched = found.composition < 0
+        violations = {"colours that match no composition of the rules": unmatched,
+                      f"{colours.shape[0]} tokens, outside the rules' {low}..{high}":
+                      torch.full_like(unmatched, not low <= colours.shape[0] <= high)}
+        not_allowed = (real & (group < 0)).any(-1) & ~unmatched
         groups = torch.arange(self.rules.num_groups)
-        has = (self.rules.group.unsqueeze(-1) == groups).any(-2)[found.composition]  # (S, G) the composition's
+        has = (self.rules.group.unsqueeze(-1) == groups).any(-2)[found.composition.clamp(min=0)]  # (S, G)
         drawn = ((group.unsqueeze(-1) == groups) & real.unsqueeze(-1)).any(-2)  # (S, G) groups with a section
-        return {"a section the composition does not allow": not_allowed,
-                "sections out of the order of their order groups": out_of_order,
-                "an order group without a section": (has & ~drawn).any(-1)}
+        violations["a section the composition does not allow"] = not_allowed
+        if ordered:
+            previous = torch.cummax(group.masked_fill(~real, -1), dim=-1).values  # the latest group reached so far
+            violations["sections out of the order of their order groups"] = (
+                real[:, 1:] & (group[:, 1:] >= 0) & (group[:, 1:] < previous[:, :-1])).any(-1)
+        violations["an order group without a section"] = (has & ~drawn).any(-1) & ~unmatched
+        return violations
 
     def check_data(self, x: Any) -> Tensor:
         """Tokens as one-hot colours (N, C), integer colour indices (N,) or colour names (a sequence of

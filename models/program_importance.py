@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from typing import Any
 
 import torch
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.seeding import forked_rng, make_generator
+from pyro_acp.user_warnings import warn_user
 from pyro_acp.validation import check_positive_int
 
 from .program_trace import _SEED_BOUND, _per_copy_log_density, _run
@@ -121,10 +121,10 @@ class ImportanceSampling:
         with forked_rng(seed), torch.no_grad():
             mode = self._importance_mode(data, obs)
             if mode == "loop":
-                warnings.warn(f"the program {self.program_name} does not vectorise over copies of its latents, so "
-                              f"importance sampling runs it once per particle ({num_particles} runs per labelling): "
-                              "slow. Index cluster parameters with loc[..., labels, :] to let it vectorise",
-                              UserWarning, stacklevel=2)
+                warn_user(f"the program {self.program_name} does not vectorise over copies of its latents, so "
+                          f"importance sampling runs it once per particle ({num_particles} runs per labelling): "
+                          "slow. Index cluster parameters with loc[..., labels, :] to let it vectorise",
+                          UserWarning)
             chunk = max(1, _IMPORTANCE_CHUNK // num_particles) if mode == "batched" else 1
             log_w = torch.cat([self._log_weights(obs, part, num_particles, mode) for part in labellings.split(chunk)]) \
                 if labellings.shape[0] else torch.zeros(0, num_particles, dtype=torch.float64)

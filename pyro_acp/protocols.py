@@ -14,7 +14,8 @@
 - ``support_violations(x, samples)`` (optional): for each way a partition can lie outside the support of the
   posterior (a rule of the model's prior it breaks), which samples (S,) do, as a dict from a readable reason
   to a boolean tensor; for models without an exact log joint (a catalog grammar) it is how ``infer`` finds
-  samples of probability zero (:func:`support_violations`).
+  samples of probability zero (:func:`support_violations`). An ordered model's also takes ``ordered=False``
+  for labels that only group the points (an ordered posterior's ``unordered()`` view): the order-free rules.
 - ``stick_breaking_form()`` (:class:`StickBreakingForm`): a Gaussian mixture that NUTS can run as a truncated
   stick-breaking mixture, given a Pitman-Yor / CRP prior (``alpha``, ``discount``).
 
@@ -201,11 +202,14 @@ def exact_log_joint(model: Any, x: Tensor, labels: Tensor) -> Tensor | None:
     return model.log_ordered_joint(x, labels) if getattr(model, "ordered", False) else model.log_joint(x, labels)
 
 
-def support_violations(model: Any, x: Tensor, samples: Tensor) -> dict[str, Tensor] | None:
+def support_violations(model: Any, x: Tensor, samples: Tensor, ordered: bool = True) -> dict[str, Tensor] | None:
     """Which samples (S, N) of one data set break each rule of the model's support (reason -> (S,) bool),
-    or None where the model does not declare its support (``support_violations``)."""
+    or None where the model does not declare its support (``support_violations``). For an ordered model,
+    ``ordered=False`` says the samples are partitions, not positions (the order-free rules only)."""
     check = getattr(model, "support_violations", None)
-    return check(x, samples) if callable(check) else None
+    if not callable(check):
+        return None
+    return check(x, samples) if ordered or not getattr(model, "ordered", False) else check(x, samples, ordered=False)
 
 
 def require(model: Any, methods: tuple[str, ...], caller: str, what: str) -> None:

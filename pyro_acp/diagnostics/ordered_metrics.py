@@ -160,9 +160,11 @@ class SectionGroups(NamedTuple):
     single: bool
 
 
-def section_groups(colours: Any, positions_pred: Any, rules: Any) -> SectionGroups:
-    """The order group of each predicted section (:class:`SectionGroups`); a ValueError naming the colours of a
-    catalog that match no composition of the rules."""
+def section_groups(colours: Any, positions_pred: Any, rules: Any, *, strict: bool = True) -> SectionGroups:
+    """The order group of each predicted section (:class:`SectionGroups`). A section is the composition's when
+    its colour counts are those of a section the composition allows (two section types may share counts). A
+    catalog whose colours match no composition of the rules is a ValueError naming them (``strict``), or has
+    composition -1 and every group -1 (``strict=False``)."""
     r = _rules_of(rules)
     num_colours = len(r.colours)
     colour, position = colour_indices(colours, num_colours), _as_labels(positions_pred, "positions_pred")
@@ -177,18 +179,21 @@ def section_groups(colours: Any, positions_pred: Any, rules: Any) -> SectionGrou
     real = counts.sum(-1) > 0
     present = counts.sum(1) > 0  # (B, C) colours of the catalog
     same = (present.unsqueeze(1) == r.composition_colours.unsqueeze(0)).all(-1)  # (B, Q)
-    if not same.any(-1).all():
-        row = int((~same.any(-1)).nonzero()[0])
+    matched = same.any(-1)
+    if strict and not matched.all():
+        row = int((~matched).nonzero()[0])
         used = [r.colours[c] for c in present[row].nonzero().flatten().tolist()]
         raise ValueError(f"catalog {row} uses the colours {used}, which match no composition of the rules "
                          f"({', '.join(r.composition_names)})")
     composition = same.to(torch.int8).argmax(-1)  # (B,)
+    allowed = (r.group[composition] >= 0) & matched.unsqueeze(-1)  # (B, S) the composition's sections
     match = (counts.unsqueeze(2) == r.section_counts.view(1, 1, *r.section_counts.shape)).all(-1)  # (B, K, S)
+    match &= allowed.unsqueeze(1)
     known = match.any(-1)
     section = match.to(torch.int8).argmax(-1)
     group = r.group[composition].gather(1, section)  # (B, K): -1 where the composition does not allow it
     group = group.masked_fill(~known | ~real, -1)
-    return SectionGroups(group, real, composition, single)
+    return SectionGroups(group, real, composition.masked_fill(~matched, -1), single)
 
 
 def _shares(colours: Any, positions_pred: Any, rules: Any, skip_unmatched: bool) -> tuple[Tensor, Tensor, Tensor, bool]:

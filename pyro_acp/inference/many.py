@@ -55,7 +55,7 @@ import torch
 from pyro_acp.data.partitions import canonicalize
 from pyro_acp.diagnostics.importance import ImportanceWeightWarning
 from pyro_acp.diagnostics.prior_check import PriorPredictiveWarning, prior_predictive_check
-from pyro_acp.diagnostics.stationarity import StationarityWarning
+from pyro_acp.diagnostics.stationarity import StationarityWarning, ZeroProbabilityWarning
 from pyro_acp.guides import ClusterwiseGuide
 from pyro_acp.guides.noc import ordered_log_prob_estimate
 from pyro_acp.inference.frames import frames_for
@@ -411,7 +411,7 @@ def _run_window(run: _Run, window: list[Entry]) -> None:
 def _report(notes: dict[str, list[str]], total: int) -> None:
     """One warning per kind of per-data-set warning, naming (up to 5 of) the data sets."""
     categories = {kind.__name__: kind for kind in (PriorPredictiveWarning, ImportanceWeightWarning,
-                                                   StationarityWarning)}
+                                                   StationarityWarning, ZeroProbabilityWarning)}
     for kind, names in notes.items():
         names = sorted(names)
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

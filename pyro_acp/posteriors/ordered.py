@@ -60,6 +60,8 @@ class OrderedClusteringPosterior(ClusteringPosterior):
     is the most probable ordered partition (without scores: the most frequent one).
     """
 
+    ordered_samples = True
+
     @classmethod
     def canonical_samples(cls, samples: Any, name: str = "samples") -> Tensor:
         """Ordered partitions are canonical as positions: kept as given, checked (:func:`check_ordered_labels`)."""

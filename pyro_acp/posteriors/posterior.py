@@ -100,6 +100,8 @@ class ClusteringPosterior:
 
     #: ``log_prob`` is the exact log posterior probability (True) or an estimate (False)
     exact_log_prob: ClassVar[bool] = False
+    #: the samples are ordered partitions (labels = positions), not partitions
+    ordered_samples: ClassVar[bool] = False
     #: ``weights`` are the posterior probabilities themselves (True), not importance weights (False), so
     #: an effective sample size says nothing about them
     weights_are_probabilities: ClassVar[bool] = False
@@ -227,7 +229,7 @@ class ClusteringPosterior:
         with an exact log joint the samples where it is -inf; None where neither is known (no model or data)."""
         if self.model is None or self.x is None:
             return None
-        declared = support_violations(self.model, self.x, self._samples)
+        declared = support_violations(self.model, self.x, self._samples, ordered=self.ordered_samples)
         if declared is not None:
             return {reason: broken.cpu().bool() for reason, broken in declared.items()}
         if self._log_joint is not None and not getattr(self.model, "ordered", False):  # ordered: clamped orders
@@ -380,7 +382,7 @@ class ClusteringPosterior:
             log_prob = log_prob_error = None
         map_prob = None if log_prob is None else float(log_prob[self.map_index].exp())
         map_error = None if log_prob_error is None else float(log_prob_error[self.map_index])
-        diagnostics = self.weight_diagnostics
+        diagnostics, possible = self.weight_diagnostics, self.possible
         return PosteriorSummary(
             method=self.method,
             num_points=self.num_points,
@@ -400,7 +402,7 @@ class ClusteringPosterior:
             pareto_k=None if diagnostics is None else diagnostics.pareto_k,
             **self._stationarity_fields(),
             weights_reliable=None if diagnostics is None else diagnostics.reliable,
-            impossible_share=None if self.possible is None else float(self.sample_weights[~self.possible].sum()),
+            impossible_share=None if possible is None else float(self.sample_weights[~possible].sum()),
         )
 
     def _stationarity_fields(self) -> dict[str, Any]:
