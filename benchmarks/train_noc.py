@@ -57,11 +57,12 @@ EVALUATION = {"ordered": "benchmarks/bench_ordered_baselines.py", "joint": "benc
 PROCEDURAL_HIDDEN = 64
 
 
-def build(kind: str, resume: bool) -> tuple[object, torch.nn.Module]:
+def build(kind: str, resume: bool, init: Path | None = None) -> tuple[object, torch.nn.Module]:
     """(model, guide) of a run: the ordered guide warm-started from the shipped ACP-S unless resuming; the
-    joint run starts from the shipped ordered NOC with every parameter trained (its clustering too)."""
+    joint run starts from an ordered NOC (``init``: a run of ``--model ordered``; default the shipped guide)
+    with every parameter trained (its clustering too)."""
     if kind == "joint":
-        return OrderedGaussianCatalog(), load_guide(PRETRAINED / f"{SETTINGS['ordered']['name']}.pt")[0]
+        return OrderedGaussianCatalog(), load_guide(init or PRETRAINED / f"{SETTINGS['ordered']['name']}.pt")[0]
     if kind == "ordered":
         model = OrderedGaussianCatalog()
         source = load_guide(SOURCE)[0]
@@ -96,6 +97,11 @@ def ship(kind: str, checkpoint: Path, evaluation: Path, size_cap: str, statement
         card["training"]["note"] = (f"NOC trained from scratch, hidden_dim {PROCEDURAL_HIDDEN} (half the ordered "
                                     "guide's 128, to fit a CPU run), 1 torch thread on the shared 2-core CPU, nice 19")
     card["reproduce"] = f"python benchmarks/train_noc.py --model {kind} --output {checkpoint.name}"
+    if kind == "joint":
+        card["reproduce"] = ("python benchmarks/train_noc.py --model ordered --output noc_ordered.pt (the frozen-"
+                             "clustering guide), then python benchmarks/train_noc.py --model joint --init "
+                             "noc_ordered.pt --output joint.pt (2,000 steps), then the same with --steps 5000 "
+                             "--resume")
     return save_checkpoint(PRETRAINED / f"{SETTINGS[kind]['name']}.pt", guide, card)
 
 
@@ -107,6 +113,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's setting)")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="joint: the ordered NOC to start from (default: the shipped one)")
     parser.add_argument("--ship", type=Path, default=None, metavar="EVALUATION_JSON",
                         help="copy the finished checkpoint into pretrained/ with these measured figures")
     parser.add_argument("--size-cap", choices=("predicted", "model"), default="predicted")
@@ -122,7 +130,7 @@ def main() -> None:
         if getattr(args, option) is not None:
             settings[option] = getattr(args, option)
     torch.set_num_threads(1)  # small tensors on a shared machine: one thread each (benchmarks/bench_training.py)
-    model, guide = build(args.model, args.resume)
+    model, guide = build(args.model, args.resume, args.init)
     began = time.perf_counter()
     history = pyro_acp.train(model, guide, seed=0, checkpoint=args.output, checkpoint_every=args.checkpoint_every,
                              resume=args.resume, reinitialize=False, validate_every=250, validation_size=32,
