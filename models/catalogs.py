@@ -45,7 +45,7 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor
 from torch.distributions import constraints
 
-from pyro_acp.data.partitions import canonicalize
+from pyro_acp.data.partitions import canonicalize, cluster_sizes
 from pyro_acp.distributions import CRP
 from pyro_acp.seeding import make_generator
 from pyro_acp.validation import check_labels, check_positive, check_positive_int, check_vectors
@@ -218,10 +218,8 @@ class OrderedGaussianCatalog(GenerativeModel):
             positions = positions.unsqueeze(0)
         if self.max_cluster_size is None:
             return {}
-        real = (positions >= 0).unsqueeze(-1)
-        sizes = (torch.nn.functional.one_hot(positions.clamp(min=0), int(positions.max()) + 1) * real).sum(-2)
         return {f"a cluster of more than max_cluster_size = {self.max_cluster_size} points":
-                sizes.max(-1).values > self.max_cluster_size}
+                cluster_sizes(positions).max(-1).values > self.max_cluster_size}
 
     def order_labels(self, partitions: Any, order: Tensor) -> Tensor:
         """Position labels (M, N) of latent partitions (M, N) whose clusters (numbered by first appearance)

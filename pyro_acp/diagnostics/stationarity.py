@@ -76,7 +76,7 @@ def warn_if_impossible(posterior: Any) -> int:
         return 0
     impossible, model = int((~possible).sum()), posterior.model
     reasons = "; ".join(f"{reason}: {int(broken.sum())}" for reason, broken in violations.items() if broken.any())
-    if require_gibbs_repair(model):
+    if gibbs_can_repair(model):
         remedy = ("the MAP, ranked by the exact log joint, is one of them only if all are. Gibbs chains started at "
                   "the others (pyro_acp.mcmc.gibbs(model, x, init=posterior) leaves these out) or reweight=True "
                   "(weight 0 for these) repair it")
@@ -91,7 +91,7 @@ def warn_if_impossible(posterior: Any) -> int:
     return impossible
 
 
-def require_gibbs_repair(model: Any) -> bool:
+def gibbs_can_repair(model: Any) -> bool:
     """Whether Gibbs chains and exact weights can repair impossible samples: a model with an exact collapsed
     likelihood and Gibbs statistics that is not ordered."""
     return can_ascend_to_mode(model) and not getattr(model, "ordered", False)
