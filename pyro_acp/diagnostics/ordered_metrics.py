@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyro_acp.data.partitions import cluster_sizes
 from pyro_acp.diagnostics.metrics import _as_labels, _pair, _rowwise, kendall_tau, total_variation, v_measure
 from pyro_acp.validation import PAD_LABEL, check_int, check_positive_int
 
@@ -95,12 +96,7 @@ def cap_adherence(labels_pred: Any, max_cluster_size: int) -> float | Tensor:
     cap = check_positive_int(max_cluster_size, "max_cluster_size")
     labels = _as_labels(labels_pred, "labels_pred")
     single = labels.dim() == 1
-    labels = labels.reshape(-1, labels.shape[-1])
-    valid = labels != PAD_LABEL
-    k = int(labels.max()) + 1
-    sizes = torch.zeros(labels.shape[0], k + 1, dtype=torch.long).scatter_add_(
-        1, labels.masked_fill(~valid, k), valid.long())[:, :k]
-    within = (sizes <= cap).all(-1).to(torch.float64)
+    within = (cluster_sizes(labels.reshape(-1, labels.shape[-1])) <= cap).all(-1).to(torch.float64)
     return float(within[0]) if single else within
 
 
